@@ -1,0 +1,288 @@
+//! The configuration of one campaign as an issuer serves it.
+//!
+//! The operator renders it from the `CouponCampaign` resource into the issuer's
+//! configuration file; the issuer reads the same type back. Validation lives here so both
+//! sides refuse the same bad values.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Longest campaign name: a Kubernetes object name (DNS subdomain).
+const MAX_NAME_LEN: usize = 253;
+/// Kafka refuses topic names longer than this.
+const MAX_TOPIC_LEN: usize = 249;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CampaignConfig {
+    /// Identifies the campaign in URLs, Redis keys and events.
+    pub name: String,
+    /// Most coupons the campaign ever issues.
+    pub limit: u64,
+    /// Most coupons one user may win in this campaign.
+    #[serde(default = "default_per_user_limit")]
+    pub per_user_limit: u32,
+    /// Before this instant applies are answered "not open yet".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opens_at: Option<DateTime<Utc>>,
+    /// From this instant on applies are answered "closed".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closes_at: Option<DateTime<Utc>>,
+    /// Kafka topic the winners of this campaign are published to.
+    pub topic: String,
+}
+
+/// The file an issuer reads its campaigns from (`--campaigns-file`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignsFile {
+    pub campaigns: Vec<CampaignConfig>,
+}
+
+/// Where a campaign stands in its time window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Window {
+    Scheduled,
+    Open,
+    Closed,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error(
+        "campaign name {0:?} is invalid: use 1-253 lowercase letters, digits, '-' or '.', starting and ending with a letter or digit"
+    )]
+    InvalidName(String),
+    #[error("campaign {0}: limit must be at least 1")]
+    ZeroLimit(String),
+    #[error("campaign {0}: perUserLimit must be at least 1")]
+    ZeroPerUserLimit(String),
+    #[error("campaign {0}: closesAt must be later than opensAt")]
+    ClosesBeforeOpens(String),
+    #[error(
+        "campaign {campaign}: topic {topic:?} is invalid: use 1-249 characters of a-z, A-Z, 0-9, '.', '_' or '-'"
+    )]
+    InvalidTopic { campaign: String, topic: String },
+    #[error("campaign {0} is defined twice")]
+    Duplicate(String),
+    #[error(
+        "topic {topic:?} is used by campaigns {first} and {second}: each campaign needs its own"
+    )]
+    SharedTopic {
+        topic: String,
+        first: String,
+        second: String,
+    },
+}
+
+fn default_per_user_limit() -> u32 {
+    1
+}
+
+impl CampaignConfig {
+    /// A campaign open from now on, one coupon per user, publishing to the default topic.
+    pub fn new(name: impl Into<String>, limit: u64) -> Self {
+        let name = name.into();
+        Self {
+            topic: Self::default_topic(&name),
+            name,
+            limit,
+            per_user_limit: default_per_user_limit(),
+            opens_at: None,
+            closes_at: None,
+        }
+    }
+
+    /// The topic a campaign publishes to when none is given.
+    pub fn default_topic(name: &str) -> String {
+        format!("firstcome.{name}.winners")
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !is_valid_name(&self.name) {
+            return Err(ConfigError::InvalidName(self.name.clone()));
+        }
+        if self.limit == 0 {
+            return Err(ConfigError::ZeroLimit(self.name.clone()));
+        }
+        if self.per_user_limit == 0 {
+            return Err(ConfigError::ZeroPerUserLimit(self.name.clone()));
+        }
+        if let (Some(opens), Some(closes)) = (self.opens_at, self.closes_at)
+            && closes <= opens
+        {
+            return Err(ConfigError::ClosesBeforeOpens(self.name.clone()));
+        }
+        if !is_valid_topic(&self.topic) {
+            return Err(ConfigError::InvalidTopic {
+                campaign: self.name.clone(),
+                topic: self.topic.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn window(&self, now: DateTime<Utc>) -> Window {
+        match (self.opens_at, self.closes_at) {
+            (Some(opens), _) if now < opens => Window::Scheduled,
+            (_, Some(closes)) if now >= closes => Window::Closed,
+            _ => Window::Open,
+        }
+    }
+}
+
+impl CampaignsFile {
+    /// Validates every campaign, and that no name or topic is used twice.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        let mut topics = std::collections::HashMap::new();
+        for campaign in &self.campaigns {
+            campaign.validate()?;
+            if !names.insert(campaign.name.as_str()) {
+                return Err(ConfigError::Duplicate(campaign.name.clone()));
+            }
+            if let Some(first) = topics.insert(campaign.topic.as_str(), campaign.name.as_str()) {
+                return Err(ConfigError::SharedTopic {
+                    topic: campaign.topic.clone(),
+                    first: first.to_string(),
+                    second: campaign.name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let edge_ok = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    name.len() <= MAX_NAME_LEN
+        && edge_ok(bytes.first())
+        && edge_ok(bytes.last())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'.')
+}
+
+fn is_valid_topic(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= MAX_TOPIC_LEN
+        && topic != "."
+        && topic != ".."
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn defaults_fill_per_user_limit_and_window() {
+        let c: CampaignConfig =
+            serde_json::from_str(r#"{"name":"launch","limit":100,"topic":"t"}"#).unwrap();
+        assert_eq!(c.per_user_limit, 1);
+        assert_eq!(c.opens_at, None);
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_str::<CampaignConfig>(
+            r#"{"name":"launch","limit":100,"topic":"t","limt":3}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("limt"), "{err}");
+    }
+
+    #[test]
+    fn names_follow_kubernetes_object_names() {
+        for good in ["a", "launch-2026", "shop.black-friday", "0"] {
+            assert!(is_valid_name(good), "{good}");
+        }
+        let long = "a".repeat(254);
+        for bad in ["", "Launch", "-a", "a-", "a_b", "a b", "ü", long.as_str()] {
+            assert!(!is_valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn validate_refuses_each_bad_field() {
+        let ok = CampaignConfig::new("c", 1);
+        assert_eq!(ok.validate(), Ok(()));
+        let zero = CampaignConfig::new("c", 0);
+        assert_eq!(zero.validate(), Err(ConfigError::ZeroLimit("c".into())));
+        let per_user = CampaignConfig {
+            per_user_limit: 0,
+            ..ok.clone()
+        };
+        assert_eq!(
+            per_user.validate(),
+            Err(ConfigError::ZeroPerUserLimit("c".into()))
+        );
+        let backwards = CampaignConfig {
+            opens_at: Some(at("2026-01-02T00:00:00Z")),
+            closes_at: Some(at("2026-01-01T00:00:00Z")),
+            ..ok.clone()
+        };
+        assert_eq!(
+            backwards.validate(),
+            Err(ConfigError::ClosesBeforeOpens("c".into()))
+        );
+        let topic = CampaignConfig {
+            topic: "has space".into(),
+            ..ok
+        };
+        assert!(matches!(
+            topic.validate(),
+            Err(ConfigError::InvalidTopic { .. })
+        ));
+    }
+
+    #[test]
+    fn duplicate_names_are_refused() {
+        let file = CampaignsFile {
+            campaigns: vec![CampaignConfig::new("a", 1), CampaignConfig::new("a", 2)],
+        };
+        assert_eq!(file.validate(), Err(ConfigError::Duplicate("a".into())));
+    }
+
+    #[test]
+    fn shared_topics_are_refused() {
+        let file = CampaignsFile {
+            campaigns: vec![
+                CampaignConfig::new("a", 1),
+                CampaignConfig {
+                    topic: CampaignConfig::default_topic("a"),
+                    ..CampaignConfig::new("b", 1)
+                },
+            ],
+        };
+        assert!(matches!(
+            file.validate(),
+            Err(ConfigError::SharedTopic { .. })
+        ));
+    }
+
+    #[test]
+    fn window_follows_opens_and_closes() {
+        let c = CampaignConfig {
+            opens_at: Some(at("2026-01-01T10:00:00Z")),
+            closes_at: Some(at("2026-01-01T12:00:00Z")),
+            ..CampaignConfig::new("c", 1)
+        };
+        assert_eq!(c.window(at("2026-01-01T09:59:59Z")), Window::Scheduled);
+        assert_eq!(c.window(at("2026-01-01T10:00:00Z")), Window::Open);
+        assert_eq!(c.window(at("2026-01-01T11:59:59Z")), Window::Open);
+        assert_eq!(c.window(at("2026-01-01T12:00:00Z")), Window::Closed);
+        assert_eq!(
+            CampaignConfig::new("c", 1).window(at("2000-01-01T00:00:00Z")),
+            Window::Open
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! The contract between the firstcome operator and its issuers.
+//!
+//! Everything both sides must agree on lives here and only here: the configuration of a
+//! campaign the operator hands to issuers ([`CampaignConfig`]), the Redis key layout of a
+//! campaign ([`CampaignKeys`]) and the winner event published on Kafka ([`WinnerEvent`]).
+
+mod campaign;
+mod redis_keys;
+mod winner_event;
+
+pub use campaign::{CampaignConfig, CampaignsFile, ConfigError, Window};
+pub use redis_keys::CampaignKeys;
+pub use winner_event::{WinnerEvent, WinnerEventError};

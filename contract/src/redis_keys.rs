@@ -1,0 +1,51 @@
+//! The Redis key layout of a campaign.
+//!
+//! All keys of one campaign share the hash tag `{fc:<name>}`, so they live in one slot and
+//! the admission script stays valid on Redis Cluster.
+
+/// The keys of one campaign.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CampaignKeys {
+    /// The limit (an integer). Written by the operator; a raised limit is seen by running
+    /// issuers without a restart.
+    pub limit: String,
+    /// The admission counter: how many coupons were handed out. The n-th admission gets
+    /// sequence number n.
+    pub admitted: String,
+    /// Hash user id -> the sequence numbers that user holds, comma separated.
+    pub holders: String,
+    /// Hash sequence -> `<admitted-at-ms> <ordinal> <user id>`: admissions whose winner
+    /// event is not yet confirmed by the broker.
+    pub pending: String,
+}
+
+impl CampaignKeys {
+    pub fn new(campaign: &str) -> Self {
+        let tag = format!("{{fc:{campaign}}}");
+        Self {
+            limit: format!("{tag}:limit"),
+            admitted: format!("{tag}:admitted"),
+            holders: format!("{tag}:holders"),
+            pending: format!("{tag}:pending"),
+        }
+    }
+
+    /// Every key of the campaign, e.g. to delete a campaign.
+    pub fn all(&self) -> [&str; 4] {
+        [&self.limit, &self.admitted, &self.holders, &self.pending]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_one_hash_tag() {
+        let keys = CampaignKeys::new("launch");
+        for key in keys.all() {
+            assert!(key.starts_with("{fc:launch}:"), "{key}");
+        }
+        assert_eq!(keys.limit, "{fc:launch}:limit");
+    }
+}

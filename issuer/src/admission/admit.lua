@@ -1,0 +1,42 @@
+-- Admits one user to one campaign, atomically: the only place the admission rule runs
+-- against Redis (admission/rule.rs is its twin for the standalone issuer).
+--
+-- The per-user check comes first, then the counter; only when both pass is the user
+-- recorded and the counter incremented, so a repeated apply never burns stock.
+--
+-- KEYS: 1 limit, 2 admitted (counter), 3 holders (hash), 4 pending (hash)
+-- ARGV: 1 user id, 2 per-user limit
+-- Returns one of:
+--   "admitted <sequence> <ordinal> <admitted-at-ms>"
+--   "already <sequences held, comma separated>"
+--   "sold_out"
+--   "unprovisioned"   (no limit key: the campaign was never provisioned, or was deleted)
+local held = redis.call('HGET', KEYS[3], ARGV[1])
+local count = 0
+if held then
+  local _, commas = string.gsub(held, ',', '')
+  count = commas + 1
+end
+if count >= tonumber(ARGV[2]) then
+  return 'already ' .. held
+end
+local limit = tonumber(redis.call('GET', KEYS[1]))
+if not limit then
+  return 'unprovisioned'
+end
+local admitted = tonumber(redis.call('GET', KEYS[2]) or '0')
+if admitted >= limit then
+  return 'sold_out'
+end
+local sequence = redis.call('INCR', KEYS[2])
+local ordinal = count + 1
+if held then
+  held = held .. ',' .. sequence
+else
+  held = tostring(sequence)
+end
+redis.call('HSET', KEYS[3], ARGV[1], held)
+local now = redis.call('TIME')
+local ms = string.format('%d', now[1] * 1000 + math.floor(now[2] / 1000))
+redis.call('HSET', KEYS[4], sequence, ms .. ' ' .. ordinal .. ' ' .. ARGV[1])
+return 'admitted ' .. sequence .. ' ' .. ordinal .. ' ' .. ms

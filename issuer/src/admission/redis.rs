@@ -1,0 +1,239 @@
+//! Admission in Redis: one Lua script per apply, on one multiplexed connection shared by
+//! every request (commands of concurrent applies are pipelined on it).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use firstcome_contract::{CampaignConfig, CampaignKeys};
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::{Admission, Counts, Verdict, parse_sequences};
+
+const ADMIT_SCRIPT: &str = include_str!("admit.lua");
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedisAdmissionError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("campaign {0} has no limit in Redis: it is not provisioned")]
+    Unprovisioned(String),
+    #[error("unexpected reply from the admission script: {0:?}")]
+    UnexpectedReply(String),
+}
+
+/// A winner whose event is not yet confirmed by the broker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingWinner {
+    pub user_id: String,
+    pub admission: Admission,
+}
+
+#[derive(Clone)]
+pub struct RedisAdmission {
+    conn: ConnectionManager,
+    script: redis::Script,
+}
+
+impl RedisAdmission {
+    pub async fn connect(url: &str, timeout: Duration) -> Result<Self, RedisAdmissionError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Self {
+            conn,
+            script: redis::Script::new(ADMIT_SCRIPT),
+        })
+    }
+
+    /// Writes the campaign's limit unless it is already there: the limit of a running
+    /// campaign belongs to whoever manages it (the operator), never to a starting issuer.
+    pub async fn provision(&self, campaign: &CampaignConfig) -> Result<(), RedisAdmissionError> {
+        let keys = CampaignKeys::new(&campaign.name);
+        let _: bool = self
+            .conn
+            .clone()
+            .set_nx(&keys.limit, campaign.limit)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn admit(
+        &self,
+        campaign: &CampaignConfig,
+        keys: &CampaignKeys,
+        user: &str,
+    ) -> Result<Verdict, RedisAdmissionError> {
+        let reply: String = self
+            .script
+            .key(&keys.limit)
+            .key(&keys.admitted)
+            .key(&keys.holders)
+            .key(&keys.pending)
+            .arg(user)
+            .arg(campaign.per_user_limit)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        parse_reply(&reply, &campaign.name)
+    }
+
+    /// The broker has the winner's event: it no longer needs re-publishing.
+    pub async fn confirm_published(
+        &self,
+        keys: &CampaignKeys,
+        sequence: u64,
+    ) -> Result<(), RedisAdmissionError> {
+        let _: i64 = self.conn.clone().hdel(&keys.pending, sequence).await?;
+        Ok(())
+    }
+
+    /// Admissions whose events were not confirmed yet.
+    pub async fn pending(
+        &self,
+        keys: &CampaignKeys,
+    ) -> Result<Vec<PendingWinner>, RedisAdmissionError> {
+        let entries: HashMap<u64, String> = self.conn.clone().hgetall(&keys.pending).await?;
+        entries
+            .into_iter()
+            .map(|(sequence, entry)| {
+                parse_pending(sequence, &entry).ok_or(RedisAdmissionError::UnexpectedReply(entry))
+            })
+            .collect()
+    }
+
+    pub async fn held_by(
+        &self,
+        keys: &CampaignKeys,
+        user: &str,
+    ) -> Result<Vec<u64>, RedisAdmissionError> {
+        let held: Option<String> = self.conn.clone().hget(&keys.holders, user).await?;
+        Ok(held.as_deref().map(parse_sequences).unwrap_or_default())
+    }
+
+    /// Every holder of the campaign, read in chunks so a big campaign never blocks Redis.
+    pub async fn holders(
+        &self,
+        keys: &CampaignKeys,
+    ) -> Result<HashMap<String, Vec<u64>>, RedisAdmissionError> {
+        use futures::StreamExt;
+        let mut conn = self.conn.clone();
+        let mut iter = conn.hscan::<_, (String, String)>(&keys.holders).await?;
+        let mut holders = HashMap::new();
+        while let Some(item) = iter.next().await {
+            let (user, held) = item?;
+            holders.insert(user, parse_sequences(&held));
+        }
+        Ok(holders)
+    }
+
+    pub async fn counts(&self, keys: &CampaignKeys) -> Result<Counts, RedisAdmissionError> {
+        let (limit, admitted): (Option<u64>, Option<u64>) = redis::pipe()
+            .get(&keys.limit)
+            .get(&keys.admitted)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(Counts {
+            limit: limit.unwrap_or(0),
+            admitted: admitted.unwrap_or(0),
+        })
+    }
+
+    pub async fn ping(&self) -> Result<(), RedisAdmissionError> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+}
+
+fn parse_reply(reply: &str, campaign: &str) -> Result<Verdict, RedisAdmissionError> {
+    let unexpected = || RedisAdmissionError::UnexpectedReply(reply.to_string());
+    let mut words = reply.split(' ');
+    match words.next() {
+        Some("admitted") => {
+            let mut number = || words.next().and_then(|w| w.parse::<u64>().ok());
+            let (Some(sequence), Some(ordinal), Some(ms)) = (number(), number(), number()) else {
+                return Err(unexpected());
+            };
+            Ok(Verdict::Admitted(Admission {
+                sequence,
+                ordinal: u32::try_from(ordinal).map_err(|_| unexpected())?,
+                admitted_at: from_millis(ms).ok_or_else(unexpected)?,
+            }))
+        }
+        Some("already") => Ok(Verdict::AlreadyApplied(parse_sequences(
+            words.next().unwrap_or_default(),
+        ))),
+        Some("sold_out") => Ok(Verdict::SoldOut),
+        Some("unprovisioned") => Err(RedisAdmissionError::Unprovisioned(campaign.to_string())),
+        _ => Err(unexpected()),
+    }
+}
+
+fn parse_pending(sequence: u64, entry: &str) -> Option<PendingWinner> {
+    let mut parts = entry.splitn(3, ' ');
+    let ms = parts.next()?.parse().ok()?;
+    let ordinal = parts.next()?.parse().ok()?;
+    let user_id = parts.next()?.to_string();
+    Some(PendingWinner {
+        user_id,
+        admission: Admission {
+            sequence,
+            ordinal,
+            admitted_at: from_millis(ms)?,
+        },
+    })
+}
+
+fn from_millis(ms: u64) -> Option<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(i64::try_from(ms).ok()?).single()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_script_reply() {
+        let admitted = parse_reply("admitted 7 2 1764150000123", "c").unwrap();
+        assert_eq!(
+            admitted,
+            Verdict::Admitted(Admission {
+                sequence: 7,
+                ordinal: 2,
+                admitted_at: from_millis(1_764_150_000_123).unwrap(),
+            })
+        );
+        assert_eq!(
+            parse_reply("already 3,9", "c").unwrap(),
+            Verdict::AlreadyApplied(vec![3, 9])
+        );
+        assert_eq!(parse_reply("sold_out", "c").unwrap(), Verdict::SoldOut);
+        assert!(matches!(
+            parse_reply("unprovisioned", "c"),
+            Err(RedisAdmissionError::Unprovisioned(_))
+        ));
+        for bad in ["", "admitted", "admitted x 1 2", "what"] {
+            assert!(
+                matches!(
+                    parse_reply(bad, "c"),
+                    Err(RedisAdmissionError::UnexpectedReply(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn pending_entries_keep_user_ids_with_any_character() {
+        let pending = parse_pending(5, "1764150000123 1 user@x:y/é").unwrap();
+        assert_eq!(pending.user_id, "user@x:y/é");
+        assert_eq!(pending.admission.sequence, 5);
+        assert_eq!(pending.admission.ordinal, 1);
+        assert_eq!(parse_pending(5, "garbage"), None);
+    }
+}

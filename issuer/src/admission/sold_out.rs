@@ -1,0 +1,120 @@
+//! Answers applies to a sold-out campaign from memory.
+//!
+//! When a backend first says "sold out", the issuer loads the campaign's holders once
+//! (no admission can happen any more, so the copy is exact) and from then on answers
+//! every apply without touching the backend: holders get "already applied", everyone
+//! else "sold out". The board is cleared when the limit is raised.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::Verdict;
+
+/// Every holder of a sold-out campaign, and the limit it sold out at.
+#[derive(Debug, Default)]
+pub struct SoldOutSnapshot {
+    pub limit: u64,
+    pub holders: HashMap<String, Vec<u64>>,
+}
+
+#[derive(Debug, Default)]
+pub struct SoldOutBoard {
+    snapshot: RwLock<Option<SoldOutSnapshot>>,
+    loading: AtomicBool,
+}
+
+impl SoldOutBoard {
+    /// The answer for `user` if the campaign is known to be sold out.
+    pub fn answer(&self, user: &str) -> Option<Verdict> {
+        let guard = self.snapshot.read().unwrap_or_else(|e| e.into_inner());
+        let snapshot = guard.as_ref()?;
+        Some(match snapshot.holders.get(user) {
+            Some(held) => Verdict::AlreadyApplied(held.clone()),
+            None => Verdict::SoldOut,
+        })
+    }
+
+    /// The limit the campaign sold out at, if it is sold out.
+    pub fn sold_out_at(&self) -> Option<u64> {
+        let guard = self.snapshot.read().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().map(|s| s.limit)
+    }
+
+    /// Claims the right to load the snapshot; only one caller at a time gets `true`.
+    pub fn begin_loading(&self) -> bool {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+            && !self.loading.swap(true, Ordering::AcqRel)
+    }
+
+    /// Installs a loaded snapshot (or gives up loading with `None`).
+    pub fn finish_loading(&self, snapshot: Option<SoldOutSnapshot>) {
+        if let Some(snapshot) = snapshot {
+            *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Some(snapshot);
+        }
+        self.loading.store(false, Ordering::Release);
+    }
+
+    /// Forgets the snapshot when the limit grew past it: applies go to the backend again.
+    pub fn limit_changed(&self, limit: u64) {
+        let mut guard = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
+        if guard.as_ref().is_some_and(|s| limit > s.limit) {
+            *guard = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sold_out_at(limit: u64) -> SoldOutBoard {
+        let board = SoldOutBoard::default();
+        assert!(board.begin_loading());
+        board.finish_loading(Some(SoldOutSnapshot {
+            limit,
+            holders: HashMap::from([("winner".to_string(), vec![7])]),
+        }));
+        board
+    }
+
+    #[test]
+    fn empty_board_answers_nothing() {
+        let board = SoldOutBoard::default();
+        assert_eq!(board.answer("anyone"), None);
+        assert_eq!(board.sold_out_at(), None);
+    }
+
+    #[test]
+    fn loaded_board_tells_holders_from_others() {
+        let board = sold_out_at(10);
+        assert_eq!(
+            board.answer("winner"),
+            Some(Verdict::AlreadyApplied(vec![7]))
+        );
+        assert_eq!(board.answer("late"), Some(Verdict::SoldOut));
+        assert!(!board.begin_loading(), "a loaded board is not loaded again");
+    }
+
+    #[test]
+    fn only_one_loader_at_a_time() {
+        let board = SoldOutBoard::default();
+        assert!(board.begin_loading());
+        assert!(!board.begin_loading());
+        board.finish_loading(None);
+        assert!(board.begin_loading(), "a failed load can be retried");
+    }
+
+    #[test]
+    fn raising_the_limit_clears_the_board_lowering_does_not() {
+        let board = sold_out_at(10);
+        board.limit_changed(10);
+        board.limit_changed(5);
+        assert_eq!(board.sold_out_at(), Some(10));
+        board.limit_changed(11);
+        assert_eq!(board.answer("late"), None);
+    }
+}

@@ -1,0 +1,276 @@
+//! Wires a process together from its configuration: backends, the issuer, consumers,
+//! background tasks and the HTTP server, and shuts them down in order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use firstcome_contract::{CampaignConfig, CampaignsFile};
+use futures::FutureExt;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::embedded::EmbeddedAdmission;
+use crate::admission::redis::RedisAdmission;
+use crate::cli::{Mode, ServeArgs};
+use crate::http::{self, OpsState};
+use crate::issuer::{Backend, Distributed, Issuer};
+use crate::kafka::consumer::WinnerConsumer;
+use crate::kafka::producer::WinnerPublisher;
+use crate::kafka::topics::ensure_topics;
+use crate::metrics::Metrics;
+use crate::readiness::Readiness;
+use crate::store::postgres::CouponStore;
+use crate::store::sqlite::SqliteStore;
+
+/// How often sold-out campaigns re-read their limit.
+const LIMIT_REFRESH: Duration = Duration::from_secs(1);
+
+/// The campaigns to serve: the file's plus the `--campaign` ones; `demo:100` for a
+/// standalone issuer given none.
+pub fn load_campaigns(args: &ServeArgs, standalone: bool) -> anyhow::Result<Vec<CampaignConfig>> {
+    let mut file = match &args.campaigns_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading campaigns file {}", path.display()))?;
+            serde_json::from_str::<CampaignsFile>(&text)
+                .with_context(|| format!("parsing campaigns file {}", path.display()))?
+        }
+        None => CampaignsFile::default(),
+    };
+    file.campaigns.extend(args.campaigns.iter().cloned());
+    if file.campaigns.is_empty() {
+        if !standalone {
+            bail!("no campaign configured: pass --campaigns-file or --campaign NAME:LIMIT");
+        }
+        file.campaigns.push(CampaignConfig::new("demo", 100));
+    }
+    file.validate()?;
+    Ok(file.campaigns)
+}
+
+/// Runs the process until SIGTERM or Ctrl-C.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let stop = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let mode = args.mode().map_err(anyhow::Error::msg)?;
+    let campaigns = load_campaigns(&args, mode == Mode::Standalone)?;
+    let metrics = Arc::new(Metrics::default());
+    let mut tasks = JoinSet::new();
+    let mut readiness = Readiness::default();
+    let mut publisher_to_flush = None;
+
+    let issuer = match mode {
+        Mode::Standalone => {
+            let store = SqliteStore::open(&args.data_dir).await.with_context(|| {
+                format!(
+                    "opening the standalone ledger in {}",
+                    args.data_dir.display()
+                )
+            })?;
+            let embedded = EmbeddedAdmission::open(store, &campaigns).await?;
+            tracing::info!(data_dir = %args.data_dir.display(), "standalone: admission in process, coupons in SQLite");
+            Some(Issuer::new(
+                campaigns.clone(),
+                Backend::Standalone(embedded),
+                metrics.clone(),
+            ))
+        }
+        Mode::Distributed {
+            redis_url,
+            kafka_brokers,
+            database_url,
+        } => {
+            let topics: Vec<&str> = campaigns.iter().map(|c| c.topic.as_str()).collect();
+            ensure_topics(
+                kafka_brokers,
+                &topics,
+                args.topic_partitions,
+                args.topic_replication_factor,
+            )
+            .await
+            .context("creating campaign topics")?;
+            let coupons = match database_url {
+                Some(url) => Some(
+                    CouponStore::connect(url, args.database_max_connections)
+                        .await
+                        .context("connecting to PostgreSQL")?,
+                ),
+                None => None,
+            };
+            if let Some(store) = &coupons {
+                let store = store.clone();
+                readiness = readiness.check("postgres", move || {
+                    let store = store.clone();
+                    async move { store.ping().await.map_err(|e| e.to_string()) }.boxed()
+                });
+            }
+            if args.role.consumes() {
+                let store = coupons.clone().context("the consumer needs PostgreSQL")?;
+                for campaign in &campaigns {
+                    let consumer = WinnerConsumer::new(
+                        kafka_brokers,
+                        campaign.clone(),
+                        store.clone(),
+                        metrics.clone(),
+                    )?;
+                    tasks.spawn(consumer.run(stop.clone()));
+                }
+            }
+            let publisher = WinnerPublisher::new(kafka_brokers, args.delivery_timeout())?;
+            {
+                let publisher = publisher.clone();
+                readiness = readiness.check("kafka", move || {
+                    let publisher = publisher.clone();
+                    async move {
+                        publisher
+                            .ping(Duration::from_secs(2))
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    .boxed()
+                });
+            }
+            match redis_url.filter(|_| args.role.serves_api()) {
+                Some(url) => {
+                    let redis = RedisAdmission::connect(url, args.redis_timeout())
+                        .await
+                        .context("connecting to Redis")?;
+                    for campaign in &campaigns {
+                        redis
+                            .provision(campaign)
+                            .await
+                            .context("provisioning campaign keys")?;
+                    }
+                    let probe = redis.clone();
+                    readiness = readiness.check("redis", move || {
+                        let redis = probe.clone();
+                        async move { redis.ping().await.map_err(|e| e.to_string()) }.boxed()
+                    });
+                    publisher_to_flush = Some(publisher.clone());
+                    let backend = Backend::Distributed(Distributed {
+                        redis,
+                        publisher,
+                        coupons,
+                    });
+                    tracing::info!("distributed: admission in Redis, winners to Kafka");
+                    Some(Issuer::new(campaigns.clone(), backend, metrics.clone()))
+                }
+                None => None,
+            }
+        }
+    };
+
+    let issuer = issuer.map(Arc::new);
+    if let Some(issuer) = &issuer {
+        tasks.spawn(refresh_sold_out_boards(issuer.clone(), stop.clone()));
+        if matches!(issuer.backend(), Backend::Distributed(_)) {
+            let grace = args.delivery_timeout() + Duration::from_secs(5);
+            tasks.spawn(republish_pending(
+                issuer.clone(),
+                metrics.clone(),
+                grace,
+                stop.clone(),
+            ));
+        }
+    }
+
+    let readiness = Arc::new(readiness);
+    let app = http::router(
+        issuer.clone(),
+        OpsState {
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+        },
+    );
+    tracing::info!(address = %args.listen, role = ?args.role, campaigns = ?campaigns.iter().map(|c| &c.name).collect::<Vec<_>>(), "listening");
+    if let Some(campaign) = campaigns.first().filter(|_| issuer.is_some()) {
+        tracing::info!(
+            "try: curl -s -X POST http://{}/v1/campaigns/{}/applications -H 'content-type: application/json' -d '{{\"userId\":\"alice\"}}'",
+            args.listen,
+            campaign.name
+        );
+    }
+
+    let shutdown = {
+        let readiness = readiness.clone();
+        let delay = args.shutdown_delay();
+        async move {
+            shutdown_signal().await;
+            tracing::info!(?delay, "shutting down: readiness is false, draining");
+            readiness.start_draining();
+            tokio::time::sleep(delay).await;
+        }
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")?;
+
+    // In-flight applies are answered; now stop consumers (each finishes its batch and
+    // commits) and background tasks, then flush the producer.
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
+    if let Some(publisher) = publisher_to_flush
+        && let Err(error) =
+            tokio::task::spawn_blocking(move || publisher.flush(Duration::from_secs(10))).await?
+    {
+        tracing::error!(%error, "flushing the producer failed; pending winners are re-published by the next issuer");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn refresh_sold_out_boards(issuer: Arc<Issuer>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(LIMIT_REFRESH);
+    while stop.run_until_cancelled(tick.tick()).await.is_some() {
+        issuer.refresh_sold_out_boards().await;
+    }
+}
+
+/// Publishes admissions whose first publish was never confirmed (failed, or the issuer
+/// that admitted them died before the broker acked).
+async fn republish_pending(
+    issuer: Arc<Issuer>,
+    metrics: Arc<Metrics>,
+    grace: Duration,
+    stop: CancellationToken,
+) {
+    let Backend::Distributed(distributed) = issuer.backend() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(grace / 2);
+    while stop.run_until_cancelled(tick.tick()).await.is_some() {
+        for campaign in issuer.campaigns() {
+            match distributed
+                .republish_pending(&metrics, campaign, grace)
+                .await
+            {
+                Ok(0) => {}
+                Ok(count) => {
+                    tracing::info!(campaign = %campaign.config.name, count, "re-published unconfirmed winners")
+                }
+                Err(error) => {
+                    tracing::warn!(%error, campaign = %campaign.config.name, "re-publishing failed; will retry")
+                }
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,271 @@
+//! Command line and environment configuration of `firstcome-issuer`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use firstcome_contract::CampaignConfig;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "firstcome-issuer",
+    version,
+    about = "First-come-first-served coupon issuer",
+    long_about = "First-come-first-served coupon issuer.\n\n\
+        With no Redis, Kafka or PostgreSQL configured it runs standalone: admission in \
+        process, winners written to an embedded SQLite file before they are answered.\n\
+        With them, admission runs in Redis, winners go to Kafka and a consumer persists \
+        them into PostgreSQL.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the HTTP API and/or consume winners (the default command).
+    Serve(ServeArgs),
+}
+
+/// Which parts of the issuer this process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// The apply API (admission + publishing winners).
+    Api,
+    /// The consumer that persists winners into PostgreSQL.
+    Consumer,
+    /// Both.
+    All,
+}
+
+impl Role {
+    pub fn serves_api(self) -> bool {
+        matches!(self, Role::Api | Role::All)
+    }
+
+    pub fn consumes(self) -> bool {
+        matches!(self, Role::Consumer | Role::All)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "FIRSTCOME_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Parts of the issuer this process runs (distributed mode).
+    #[arg(long, env = "FIRSTCOME_ROLE", value_enum, default_value_t = Role::All)]
+    pub role: Role,
+
+    /// Redis URL, e.g. redis://127.0.0.1:6379 (distributed mode).
+    #[arg(long, env = "FIRSTCOME_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Kafka bootstrap servers, comma separated (distributed mode).
+    #[arg(long, env = "FIRSTCOME_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+
+    /// PostgreSQL URL, e.g. postgres://user:pass@host/db (distributed mode).
+    #[arg(long, env = "FIRSTCOME_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Directory of the standalone issuer's SQLite ledger.
+    #[arg(long, env = "FIRSTCOME_DATA_DIR", default_value = "firstcome-data")]
+    pub data_dir: PathBuf,
+
+    /// JSON file listing the campaigns to serve: {"campaigns": [{"name": ..., "limit": ...,
+    /// "perUserLimit": ..., "opensAt": ..., "closesAt": ..., "topic": ...}]}.
+    #[arg(long, env = "FIRSTCOME_CAMPAIGNS_FILE")]
+    pub campaigns_file: Option<PathBuf>,
+
+    /// A campaign as NAME:LIMIT (one coupon per user, always open, default topic).
+    /// Repeatable. Without any campaign the standalone issuer serves `demo:100`.
+    #[arg(
+        long = "campaign",
+        env = "FIRSTCOME_CAMPAIGN",
+        value_delimiter = ',',
+        value_parser = parse_campaign_shorthand
+    )]
+    pub campaigns: Vec<CampaignConfig>,
+
+    /// Longest wait for the broker to acknowledge a winner event before the apply is
+    /// answered 503 (the admission stays and is re-published).
+    #[arg(long, env = "FIRSTCOME_DELIVERY_TIMEOUT_MS", default_value_t = 5000)]
+    pub delivery_timeout_ms: u64,
+
+    /// Timeout of one Redis command.
+    #[arg(long, env = "FIRSTCOME_REDIS_TIMEOUT_MS", default_value_t = 1000)]
+    pub redis_timeout_ms: u64,
+
+    /// Partitions of a campaign topic the issuer creates.
+    #[arg(long, env = "FIRSTCOME_TOPIC_PARTITIONS", default_value_t = 3)]
+    pub topic_partitions: i32,
+
+    /// Replication factor of a campaign topic the issuer creates.
+    #[arg(long, env = "FIRSTCOME_TOPIC_REPLICATION_FACTOR", default_value_t = 1)]
+    pub topic_replication_factor: i32,
+
+    /// Most PostgreSQL connections of this process.
+    #[arg(long, env = "FIRSTCOME_DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+
+    /// On SIGTERM, keep serving this long after readiness turns false, so load
+    /// balancers stop sending traffic before the server stops accepting it.
+    #[arg(long, env = "FIRSTCOME_SHUTDOWN_DELAY_MS", default_value_t = 0)]
+    pub shutdown_delay_ms: u64,
+
+    /// Log format.
+    #[arg(long, env = "FIRSTCOME_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Where admission and persistence happen.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Mode<'a> {
+    Standalone,
+    Distributed {
+        redis_url: Option<&'a str>,
+        kafka_brokers: &'a str,
+        database_url: Option<&'a str>,
+    },
+}
+
+impl ServeArgs {
+    pub fn delivery_timeout(&self) -> Duration {
+        Duration::from_millis(self.delivery_timeout_ms)
+    }
+
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    pub fn shutdown_delay(&self) -> Duration {
+        Duration::from_millis(self.shutdown_delay_ms)
+    }
+
+    /// Standalone when no backend is configured; otherwise every backend the role needs
+    /// must be.
+    pub fn mode(&self) -> Result<Mode<'_>, String> {
+        let (redis, kafka, database) = (
+            self.redis_url.as_deref(),
+            self.kafka_brokers.as_deref(),
+            self.database_url.as_deref(),
+        );
+        if redis.is_none() && kafka.is_none() && database.is_none() {
+            return if self.role == Role::All {
+                Ok(Mode::Standalone)
+            } else {
+                Err("--role api/consumer needs the distributed backends (--redis-url, --kafka-brokers, --database-url)".into())
+            };
+        }
+        let mut missing = Vec::new();
+        if self.role.serves_api() && redis.is_none() {
+            missing.push("--redis-url");
+        }
+        if kafka.is_none() {
+            missing.push("--kafka-brokers");
+        }
+        if self.role.consumes() && database.is_none() {
+            missing.push("--database-url");
+        }
+        match kafka {
+            Some(kafka_brokers) if missing.is_empty() => Ok(Mode::Distributed {
+                redis_url: redis,
+                kafka_brokers,
+                database_url: database,
+            }),
+            _ => Err(format!(
+                "role {:?} in distributed mode also needs {}",
+                self.role,
+                missing.join(", ")
+            )),
+        }
+    }
+}
+
+fn parse_campaign_shorthand(value: &str) -> Result<CampaignConfig, String> {
+    let (name, limit) = value
+        .split_once(':')
+        .ok_or_else(|| format!("expected NAME:LIMIT, got {value:?}"))?;
+    let limit = limit
+        .parse()
+        .map_err(|_| format!("limit of {name:?} is not a whole number: {limit:?}"))?;
+    let campaign = CampaignConfig::new(name, limit);
+    campaign.validate().map_err(|e| e.to_string())?;
+    Ok(campaign)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> ServeArgs {
+        let mut argv = vec!["firstcome-issuer"];
+        argv.extend_from_slice(list);
+        Cli::try_parse_from(argv).unwrap().serve
+    }
+
+    #[test]
+    fn no_backends_means_standalone() {
+        assert_eq!(args(&[]).mode(), Ok(Mode::Standalone));
+        assert!(args(&["--role", "api"]).mode().is_err());
+    }
+
+    #[test]
+    fn distributed_needs_what_the_role_uses() {
+        let all = args(&["--redis-url", "redis://r", "--kafka-brokers", "k"]);
+        assert!(all.mode().unwrap_err().contains("--database-url"));
+        let api = args(&[
+            "--role",
+            "api",
+            "--redis-url",
+            "redis://r",
+            "--kafka-brokers",
+            "k",
+        ]);
+        assert!(matches!(
+            api.mode(),
+            Ok(Mode::Distributed {
+                database_url: None,
+                ..
+            })
+        ));
+        let consumer = args(&[
+            "--role",
+            "consumer",
+            "--kafka-brokers",
+            "k",
+            "--database-url",
+            "postgres://d",
+        ]);
+        assert!(matches!(
+            consumer.mode(),
+            Ok(Mode::Distributed {
+                redis_url: None,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn campaign_shorthand() {
+        let parsed = args(&["--campaign", "launch:100", "--campaign", "b:2"]);
+        assert_eq!(parsed.campaigns[0], CampaignConfig::new("launch", 100));
+        assert_eq!(parsed.campaigns[1].limit, 2);
+        for bad in ["launch", "launch:x", "Launch:1", "launch:0"] {
+            assert!(parse_campaign_shorthand(bad).is_err(), "{bad}");
+        }
+    }
+}

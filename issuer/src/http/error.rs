@@ -1,0 +1,139 @@
+//! Every non-success answer of the API: a status code and a JSON body with a
+//! machine-readable `reason` and a human-readable `message`.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use crate::issuer::IssuerError;
+use crate::user_id::InvalidUserId;
+
+/// Seconds a client should wait before retrying after a 503.
+const RETRY_AFTER_SECONDS: u64 = 1;
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    reason: &'static str,
+    message: String,
+    retry_after: Option<u64>,
+    extra: Map<String, Value>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason,
+            message: message.into(),
+            retry_after: None,
+            extra: Map::new(),
+        }
+    }
+
+    /// Adds a field to the JSON body.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.extra.insert(key.to_string(), value.into());
+        self
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint; see /openapi.yaml",
+        )
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this endpoint does not take that method; see /openapi.yaml",
+        )
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let message = rejection.body_text();
+        match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the body must be at most {} bytes", super::MAX_BODY_BYTES),
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with content-type: application/json",
+            ),
+            _ if matches!(rejection, JsonRejection::JsonSyntaxError(_)) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_json", message)
+            }
+            _ => Self::new(StatusCode::BAD_REQUEST, "invalid_request", message),
+        }
+    }
+}
+
+impl From<InvalidUserId> for ApiError {
+    fn from(error: InvalidUserId) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_user_id",
+            error.to_string(),
+        )
+    }
+}
+
+impl From<IssuerError> for ApiError {
+    fn from(error: IssuerError) -> Self {
+        match &error {
+            IssuerError::UnknownCampaign(name) => {
+                Self::new(StatusCode::NOT_FOUND, "unknown_campaign", error.to_string())
+                    .with("campaign", name.as_str())
+            }
+            IssuerError::Unavailable(_) => {
+                tracing::warn!(%error, "answering 503");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "backend_unavailable",
+                    "the issuer cannot reach its backends right now; retry shortly",
+                )
+                .retry_after(RETRY_AFTER_SECONDS)
+            }
+            IssuerError::Unconfirmed { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "admission_unconfirmed",
+                "your apply may have been admitted but is not confirmed yet; look up your application before applying again",
+            )
+            .retry_after(RETRY_AFTER_SECONDS),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = self.extra;
+        body.insert("reason".into(), json!(self.reason));
+        body.insert("message".into(), json!(self.message));
+        let mut response = (self.status, Json(Value::Object(body))).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}

@@ -1,0 +1,46 @@
+//! `GET /v1/campaigns/{campaign}/applications/{userId}`: what a user holds in a campaign.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde_json::{Value, json};
+
+use super::ApiError;
+use crate::issuer::Issuer;
+use crate::user_id::UserId;
+
+pub async fn lookup(
+    State(issuer): State<Arc<Issuer>>,
+    Path((campaign, user_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let user = UserId::parse(user_id)?;
+    let held = issuer.lookup(&campaign, &user).await?;
+    let status = if held.is_empty() {
+        "not_applied"
+    } else if held.iter().all(|h| h.coupon.is_some()) {
+        "issued"
+    } else {
+        "admitted"
+    };
+    let coupons: Vec<Value> = held
+        .iter()
+        .map(|h| match &h.coupon {
+            Some(coupon) => json!({
+                "sequence": h.sequence,
+                "status": "issued",
+                "ordinal": coupon.ordinal,
+                "couponId": coupon.coupon_id,
+                "admittedAt": coupon.admitted_at,
+                "issuedAt": coupon.issued_at,
+            }),
+            None => json!({ "sequence": h.sequence, "status": "pending" }),
+        })
+        .collect();
+    Ok(Json(json!({
+        "campaign": campaign,
+        "userId": user.as_str(),
+        "status": status,
+        "coupons": coupons,
+    })))
+}

@@ -1,0 +1,42 @@
+//! The HTTP surface: the versioned campaign API and the operational endpoints.
+
+mod apply;
+mod error;
+mod lookup;
+mod ops;
+mod summary;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+pub use error::ApiError;
+pub use ops::OpsState;
+
+use crate::issuer::Issuer;
+
+/// Largest apply body accepted: `{"userId": ...}` with a 128-character id fits many times.
+pub const MAX_BODY_BYTES: usize = 4096;
+
+/// The API routes (when this process serves applies) and the operational routes.
+pub fn router(issuer: Option<Arc<Issuer>>, ops: OpsState) -> Router {
+    let mut router = ops::routes(ops);
+    if let Some(issuer) = issuer {
+        let api = Router::new()
+            .route("/v1/campaigns", get(summary::list))
+            .route("/v1/campaigns/{campaign}", get(summary::one))
+            .route("/v1/campaigns/{campaign}/applications", post(apply::apply))
+            .route(
+                "/v1/campaigns/{campaign}/applications/{user_id}",
+                get(lookup::lookup),
+            )
+            .with_state(issuer);
+        router = router.merge(api);
+    }
+    router
+        .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}

@@ -1,0 +1,46 @@
+//! `GET /v1/campaigns` and `GET /v1/campaigns/{campaign}`: where campaigns stand.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde_json::{Value, json};
+
+use super::ApiError;
+use crate::issuer::Issuer;
+
+pub async fn one(
+    State(issuer): State<Arc<Issuer>>,
+    Path(campaign): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(summary(&issuer, &campaign).await?))
+}
+
+pub async fn list(State(issuer): State<Arc<Issuer>>) -> Result<Json<Value>, ApiError> {
+    let mut names: Vec<&str> = issuer.campaigns().map(|c| c.config.name.as_str()).collect();
+    names.sort_unstable();
+    let mut campaigns = Vec::with_capacity(names.len());
+    for name in names {
+        campaigns.push(summary(&issuer, name).await?);
+    }
+    Ok(Json(json!({ "campaigns": campaigns })))
+}
+
+async fn summary(issuer: &Issuer, name: &str) -> Result<Value, ApiError> {
+    let config = &issuer.campaign(name)?.config;
+    let summary = issuer.summary(name).await?;
+    let counts = summary.counts;
+    Ok(json!({
+        "name": config.name,
+        "limit": counts.limit,
+        "perUserLimit": config.per_user_limit,
+        "admitted": counts.admitted,
+        "issued": summary.issued,
+        "pendingPersistence": summary.issued.map(|issued| counts.admitted.saturating_sub(issued)),
+        "remaining": counts.limit.saturating_sub(counts.admitted),
+        "state": summary.state,
+        "opensAt": config.opens_at,
+        "closesAt": config.closes_at,
+        "topic": config.topic,
+    }))
+}

@@ -1,0 +1,463 @@
+//! The issuer: the campaigns it serves, the admission backend, and the apply flow that
+//! ties them together (window check, sold-out board, atomic admission, hand-off).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use firstcome_contract::{CampaignConfig, CampaignKeys, Window, WinnerEvent};
+
+use crate::admission::embedded::EmbeddedAdmission;
+use crate::admission::redis::RedisAdmission;
+use crate::admission::sold_out::{SoldOutBoard, SoldOutSnapshot};
+use crate::admission::{Admission, Counts, Verdict};
+use crate::kafka::producer::WinnerPublisher;
+use crate::metrics::{ApplyCounters, ApplyOutcome, Metrics};
+use crate::store::IssuedCoupon;
+use crate::store::postgres::CouponStore;
+use crate::user_id::UserId;
+
+/// A campaign as an issuer serves it.
+pub struct Campaign {
+    pub config: CampaignConfig,
+    pub keys: CampaignKeys,
+    pub sold_out: SoldOutBoard,
+    counters: ApplyCounters,
+}
+
+/// The distributed backend: admission in Redis, winners to Kafka, coupons in PostgreSQL.
+pub struct Distributed {
+    pub redis: RedisAdmission,
+    pub publisher: WinnerPublisher,
+    /// Where the consumer persists coupons; without it look-ups cannot tell "issued".
+    pub coupons: Option<CouponStore>,
+}
+
+pub enum Backend {
+    Standalone(EmbeddedAdmission),
+    Distributed(Distributed),
+}
+
+/// The answer to an apply that reached a decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApplyResult {
+    Admitted(Admission),
+    AlreadyApplied(Vec<u64>),
+    SoldOut,
+    NotOpen { opens_at: Option<DateTime<Utc>> },
+    Closed { closes_at: Option<DateTime<Utc>> },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IssuerError {
+    #[error("no campaign named {0:?} is served here")]
+    UnknownCampaign(String),
+    #[error("the admission backend is unavailable: {0}")]
+    Unavailable(String),
+    /// The user was admitted, but the broker did not confirm the winner event in time.
+    /// The admission stands and its event is published again until confirmed.
+    #[error("admission {} recorded but not yet confirmed by the broker: {reason}", .admission.sequence)]
+    Unconfirmed {
+        admission: Admission,
+        reason: String,
+    },
+}
+
+/// What a look-up shows of one admission.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldAdmission {
+    pub sequence: u64,
+    /// Present once the coupon is persisted.
+    pub coupon: Option<IssuedCoupon>,
+}
+
+/// Where a campaign stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CampaignState {
+    Scheduled,
+    Open,
+    SoldOut,
+    Closed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    pub counts: Counts,
+    /// Coupons persisted; unknown when no coupon store is configured.
+    pub issued: Option<u64>,
+    pub state: CampaignState,
+}
+
+pub struct Issuer {
+    campaigns: HashMap<String, Arc<Campaign>>,
+    backend: Backend,
+    metrics: Arc<Metrics>,
+}
+
+impl Issuer {
+    pub fn new(campaigns: Vec<CampaignConfig>, backend: Backend, metrics: Arc<Metrics>) -> Self {
+        let campaigns = campaigns
+            .into_iter()
+            .map(|config| {
+                let campaign = Campaign {
+                    keys: CampaignKeys::new(&config.name),
+                    sold_out: SoldOutBoard::default(),
+                    counters: metrics.apply_counters(&config.name),
+                    config,
+                };
+                (campaign.config.name.clone(), Arc::new(campaign))
+            })
+            .collect();
+        Self {
+            campaigns,
+            backend,
+            metrics,
+        }
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    pub fn campaigns(&self) -> impl Iterator<Item = &Arc<Campaign>> {
+        self.campaigns.values()
+    }
+
+    pub fn campaign(&self, name: &str) -> Result<&Arc<Campaign>, IssuerError> {
+        self.campaigns
+            .get(name)
+            .ok_or_else(|| IssuerError::UnknownCampaign(name.to_string()))
+    }
+
+    /// Applies `user` to campaign `name`. Once sold out, answers from memory.
+    pub async fn apply(
+        self: &Arc<Self>,
+        name: &str,
+        user: UserId,
+    ) -> Result<ApplyResult, IssuerError> {
+        let campaign = self.campaign(name)?.clone();
+        let result = match campaign.config.window(Utc::now()) {
+            Window::Scheduled => Ok(ApplyResult::NotOpen {
+                opens_at: campaign.config.opens_at,
+            }),
+            Window::Closed => Ok(ApplyResult::Closed {
+                closes_at: campaign.config.closes_at,
+            }),
+            Window::Open => match campaign.sold_out.answer(user.as_str()) {
+                Some(verdict) => Ok(verdict.into()),
+                None => self.admit(&campaign, user).await,
+            },
+        };
+        campaign.counters.count(match &result {
+            Ok(ApplyResult::Admitted(_)) => ApplyOutcome::admitted,
+            Ok(ApplyResult::AlreadyApplied(_)) => ApplyOutcome::already_applied,
+            Ok(ApplyResult::SoldOut) => ApplyOutcome::sold_out,
+            Ok(ApplyResult::NotOpen { .. }) => ApplyOutcome::not_open,
+            Ok(ApplyResult::Closed { .. }) => ApplyOutcome::closed,
+            Err(IssuerError::Unconfirmed { .. }) => ApplyOutcome::unconfirmed,
+            Err(_) => ApplyOutcome::unavailable,
+        });
+        result
+    }
+
+    async fn admit(
+        self: &Arc<Self>,
+        campaign: &Arc<Campaign>,
+        user: UserId,
+    ) -> Result<ApplyResult, IssuerError> {
+        let started = Instant::now();
+        // Runs to completion even if the client goes away: once admitted, the winner must
+        // reach its durable record whether or not anyone waits for the answer.
+        let issuer = Arc::clone(self);
+        let task_campaign = Arc::clone(campaign);
+        let verdict = tokio::spawn(async move {
+            issuer
+                .backend
+                .admit(&issuer.metrics, &task_campaign, &user)
+                .await
+        })
+        .await
+        .map_err(|e| IssuerError::Unavailable(format!("admission task failed: {e}")))??;
+        self.metrics
+            .admission_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if verdict == Verdict::SoldOut {
+            self.load_sold_out_board(campaign);
+        }
+        Ok(verdict.into())
+    }
+
+    /// Loads the holders of a sold-out campaign once, in the background.
+    fn load_sold_out_board(self: &Arc<Self>, campaign: &Arc<Campaign>) {
+        if !campaign.sold_out.begin_loading() {
+            return;
+        }
+        let issuer = Arc::clone(self);
+        let campaign = Arc::clone(campaign);
+        tokio::spawn(async move {
+            let snapshot = match issuer.backend.sold_out_snapshot(&campaign).await {
+                Ok(snapshot) => snapshot,
+                Err(error) => {
+                    tracing::warn!(%error, campaign = %campaign.config.name, "cannot load the sold-out board");
+                    None
+                }
+            };
+            if let Some(snapshot) = &snapshot {
+                tracing::info!(campaign = %campaign.config.name, limit = snapshot.limit, holders = snapshot.holders.len(), "sold out: answering from memory");
+            }
+            campaign.sold_out.finish_loading(snapshot);
+        });
+    }
+
+    /// Re-reads the limit of sold-out campaigns; a raised limit reopens them.
+    pub async fn refresh_sold_out_boards(&self) {
+        for campaign in self.campaigns.values() {
+            if campaign.sold_out.sold_out_at().is_none() {
+                continue;
+            }
+            match self.backend.counts(campaign).await {
+                Ok(counts) => campaign.sold_out.limit_changed(counts.limit),
+                Err(error) => {
+                    tracing::debug!(%error, campaign = %campaign.config.name, "cannot re-read the limit")
+                }
+            }
+        }
+    }
+
+    pub async fn lookup(
+        &self,
+        name: &str,
+        user: &UserId,
+    ) -> Result<Vec<HeldAdmission>, IssuerError> {
+        let campaign = self.campaign(name)?;
+        self.backend.lookup(campaign, user.as_str()).await
+    }
+
+    pub async fn summary(&self, name: &str) -> Result<Summary, IssuerError> {
+        let campaign = self.campaign(name)?;
+        let counts = self.backend.counts(campaign).await?;
+        let issued = self.backend.issued(campaign, counts).await?;
+        let state = match campaign.config.window(Utc::now()) {
+            Window::Scheduled => CampaignState::Scheduled,
+            Window::Closed => CampaignState::Closed,
+            Window::Open if counts.admitted >= counts.limit => CampaignState::SoldOut,
+            Window::Open => CampaignState::Open,
+        };
+        Ok(Summary {
+            counts,
+            issued,
+            state,
+        })
+    }
+}
+
+impl From<Verdict> for ApplyResult {
+    fn from(verdict: Verdict) -> Self {
+        match verdict {
+            Verdict::Admitted(admission) => Self::Admitted(admission),
+            Verdict::AlreadyApplied(held) => Self::AlreadyApplied(held),
+            Verdict::SoldOut => Self::SoldOut,
+        }
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> IssuerError {
+    IssuerError::Unavailable(error.to_string())
+}
+
+impl Backend {
+    async fn admit(
+        &self,
+        metrics: &Metrics,
+        campaign: &Campaign,
+        user: &UserId,
+    ) -> Result<Verdict, IssuerError> {
+        match self {
+            Backend::Standalone(embedded) => embedded
+                .admit(&campaign.config, user.as_str())
+                .await
+                .map_err(unavailable),
+            Backend::Distributed(d) => {
+                let verdict = d
+                    .redis
+                    .admit(&campaign.config, &campaign.keys, user.as_str())
+                    .await
+                    .map_err(unavailable)?;
+                if let Verdict::Admitted(admission) = &verdict {
+                    d.hand_off(metrics, campaign, user.as_str(), admission)
+                        .await?;
+                }
+                Ok(verdict)
+            }
+        }
+    }
+
+    async fn counts(&self, campaign: &Campaign) -> Result<Counts, IssuerError> {
+        match self {
+            Backend::Standalone(embedded) => Ok(embedded.counts(&campaign.config)),
+            Backend::Distributed(d) => d.redis.counts(&campaign.keys).await.map_err(unavailable),
+        }
+    }
+
+    async fn issued(
+        &self,
+        campaign: &Campaign,
+        counts: Counts,
+    ) -> Result<Option<u64>, IssuerError> {
+        match self {
+            // The standalone issuer answers "admitted" only once the coupon is written.
+            Backend::Standalone(_) => Ok(Some(counts.admitted)),
+            Backend::Distributed(Distributed { coupons: None, .. }) => Ok(None),
+            Backend::Distributed(Distributed {
+                coupons: Some(store),
+                ..
+            }) => store
+                .issued_count(&campaign.config.name)
+                .await
+                .map(Some)
+                .map_err(unavailable),
+        }
+    }
+
+    async fn lookup(
+        &self,
+        campaign: &Campaign,
+        user: &str,
+    ) -> Result<Vec<HeldAdmission>, IssuerError> {
+        let (held, issued) = match self {
+            Backend::Standalone(embedded) => {
+                let issued = embedded
+                    .store()
+                    .coupons_of(&campaign.config.name, user)
+                    .await
+                    .map_err(unavailable)?;
+                (embedded.held_by(&campaign.config.name, user), issued)
+            }
+            Backend::Distributed(d) => {
+                let held = d
+                    .redis
+                    .held_by(&campaign.keys, user)
+                    .await
+                    .map_err(unavailable)?;
+                let issued = match &d.coupons {
+                    Some(store) if !held.is_empty() => store
+                        .coupons_of(&campaign.config.name, user)
+                        .await
+                        .map_err(unavailable)?,
+                    _ => Vec::new(),
+                };
+                (held, issued)
+            }
+        };
+        Ok(held
+            .into_iter()
+            .map(|sequence| HeldAdmission {
+                sequence,
+                coupon: issued.iter().find(|c| c.sequence == sequence).cloned(),
+            })
+            .collect())
+    }
+
+    async fn sold_out_snapshot(
+        &self,
+        campaign: &Campaign,
+    ) -> Result<Option<SoldOutSnapshot>, IssuerError> {
+        let counts = self.counts(campaign).await?;
+        if counts.admitted < counts.limit {
+            return Ok(None);
+        }
+        match self {
+            Backend::Standalone(embedded) => Ok(Some(embedded.sold_out_snapshot(&campaign.config))),
+            Backend::Distributed(d) => {
+                let holders = d.redis.holders(&campaign.keys).await.map_err(unavailable)?;
+                Ok(Some(SoldOutSnapshot {
+                    limit: counts.limit,
+                    holders,
+                }))
+            }
+        }
+    }
+}
+
+impl Distributed {
+    /// Publishes the winner's event and waits for the broker's ack. On success the
+    /// admission is no longer pending; on failure it stays pending in Redis and the
+    /// re-publisher delivers it later.
+    async fn hand_off(
+        &self,
+        metrics: &Metrics,
+        campaign: &Campaign,
+        user: &str,
+        admission: &Admission,
+    ) -> Result<(), IssuerError> {
+        let event = winner_event(&campaign.config.name, user, admission);
+        match self.publisher.publish(&campaign.config.topic, &event).await {
+            Ok(()) => {
+                metrics.published(&campaign.config.name, true);
+                if let Err(error) = self
+                    .redis
+                    .confirm_published(&campaign.keys, admission.sequence)
+                    .await
+                {
+                    // Only costs a duplicate publish later, which persistence ignores.
+                    tracing::warn!(%error, "cannot clear the pending mark of a published winner");
+                }
+                Ok(())
+            }
+            Err(error) => {
+                metrics.published(&campaign.config.name, false);
+                tracing::error!(%error, campaign = %campaign.config.name, sequence = admission.sequence, "winner event not confirmed; it stays pending");
+                Err(IssuerError::Unconfirmed {
+                    admission: admission.clone(),
+                    reason: error.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Publishes winners whose first publish is older than `grace` and still unconfirmed.
+    pub async fn republish_pending(
+        &self,
+        metrics: &Metrics,
+        campaign: &Campaign,
+        grace: Duration,
+    ) -> Result<usize, IssuerError> {
+        let pending = self
+            .redis
+            .pending(&campaign.keys)
+            .await
+            .map_err(unavailable)?;
+        let cutoff = Utc::now() - grace;
+        let mut republished = 0;
+        for winner in pending
+            .into_iter()
+            .filter(|w| w.admission.admitted_at < cutoff)
+        {
+            let event = winner_event(&campaign.config.name, &winner.user_id, &winner.admission);
+            self.publisher
+                .publish(&campaign.config.topic, &event)
+                .await
+                .map_err(unavailable)?;
+            self.redis
+                .confirm_published(&campaign.keys, winner.admission.sequence)
+                .await
+                .map_err(unavailable)?;
+            metrics.republished(&campaign.config.name);
+            republished += 1;
+        }
+        Ok(republished)
+    }
+}
+
+/// The one place a winner event is built from an admission.
+fn winner_event(campaign: &str, user: &str, admission: &Admission) -> WinnerEvent {
+    WinnerEvent {
+        campaign: campaign.to_string(),
+        user_id: user.to_string(),
+        ordinal: admission.ordinal,
+        sequence: admission.sequence,
+        admitted_at: admission.admitted_at,
+    }
+}

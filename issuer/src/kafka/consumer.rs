@@ -1,0 +1,197 @@
+//! Consumes a campaign's winner events into PostgreSQL.
+//!
+//! One consumer group per campaign. Messages are taken in batches, persisted in one
+//! transaction (idempotent on (campaign, user, ordinal)), and only then are the offsets
+//! committed: a crash between the two replays the batch, which inserts nothing new.
+//! A message that cannot become a coupon is stored as a failed event in the same
+//! transaction, so the partition moves on without dropping it. While PostgreSQL is
+//! unreachable the batch is retried with backoff and nothing is committed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use firstcome_contract::{CampaignConfig, WinnerEvent};
+use prometheus_client::metrics::gauge::Gauge;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{ClientConfig, ClientContext, Offset, Statistics, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::store::postgres::{CouponStore, FailedEvent};
+
+/// Most messages persisted in one transaction.
+const MAX_BATCH: usize = 1000;
+/// How long a batch waits for more messages once it has one.
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Reports the group's lag from librdkafka's statistics.
+struct LagReporter {
+    lag: Gauge,
+}
+
+impl ClientContext for LagReporter {
+    fn stats(&self, statistics: Statistics) {
+        let lag: i64 = statistics
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+            .map(|p| p.consumer_lag)
+            .sum();
+        self.lag.set(lag);
+    }
+}
+
+impl ConsumerContext for LagReporter {}
+
+/// The consumer group of a campaign.
+pub fn group_id(campaign: &str) -> String {
+    format!("firstcome-{campaign}")
+}
+
+pub struct WinnerConsumer {
+    campaign: CampaignConfig,
+    consumer: StreamConsumer<LagReporter>,
+    store: CouponStore,
+    metrics: Arc<Metrics>,
+}
+
+impl WinnerConsumer {
+    pub fn new(
+        brokers: &str,
+        campaign: CampaignConfig,
+        store: CouponStore,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, KafkaError> {
+        let consumer: StreamConsumer<LagReporter> = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", group_id(&campaign.name))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(LagReporter {
+                lag: metrics.consumer_lag(&campaign.name),
+            })?;
+        consumer.subscribe(&[&campaign.topic])?;
+        Ok(Self {
+            campaign,
+            consumer,
+            store,
+            metrics,
+        })
+    }
+
+    /// Runs until `stop` is cancelled; the batch in hand is finished first.
+    pub async fn run(self, stop: CancellationToken) {
+        tracing::info!(campaign = %self.campaign.name, topic = %self.campaign.topic, "consumer started");
+        loop {
+            let batch = tokio::select! {
+                _ = stop.cancelled() => break,
+                batch = self.next_batch() => batch,
+            };
+            match batch {
+                Ok(batch) => self.persist_then_commit(batch, &stop).await,
+                Err(error) => {
+                    tracing::warn!(%error, campaign = %self.campaign.name, "consume failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        tracing::info!(campaign = %self.campaign.name, "consumer stopped");
+    }
+
+    async fn next_batch(&self) -> Result<Vec<OwnedMessage>, KafkaError> {
+        let first = self.consumer.recv().await?.detach();
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
+        while batch.len() < MAX_BATCH {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(message)) => batch.push(message.detach()),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "consume failed inside a batch");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        Ok(batch)
+    }
+
+    async fn persist_then_commit(&self, batch: Vec<OwnedMessage>, stop: &CancellationToken) {
+        let (winners, failed) = decode(&self.campaign.name, &batch);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.store.persist(&winners, &failed).await {
+                Ok(inserted) => {
+                    self.metrics
+                        .persisted(&self.campaign.name, inserted, failed.len() as u64);
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, campaign = %self.campaign.name, retry_in = ?backoff, "persisting a batch failed; retrying");
+                    if stop.is_cancelled() {
+                        // Offsets stay uncommitted: the batch is consumed again after restart.
+                        return;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        if let Err(error) = self.commit(&batch) {
+            // Harmless: the batch is replayed and inserts nothing new.
+            tracing::warn!(%error, campaign = %self.campaign.name, "committing offsets failed");
+        }
+    }
+
+    fn commit(&self, batch: &[OwnedMessage]) -> Result<(), KafkaError> {
+        let mut next: HashMap<(&str, i32), i64> = HashMap::new();
+        for message in batch {
+            let entry = next
+                .entry((message.topic(), message.partition()))
+                .or_insert(0);
+            *entry = (*entry).max(message.offset() + 1);
+        }
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), offset) in next {
+            offsets.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+        }
+        self.consumer.commit(&offsets, CommitMode::Sync)
+    }
+}
+
+/// Splits a batch into winners and messages that cannot be coupons of `campaign`.
+fn decode(campaign: &str, batch: &[OwnedMessage]) -> (Vec<WinnerEvent>, Vec<FailedEvent>) {
+    let mut winners = Vec::with_capacity(batch.len());
+    let mut failed = Vec::new();
+    for message in batch {
+        let payload = message.payload().unwrap_or_default();
+        let error = match WinnerEvent::from_payload(payload) {
+            Ok(event)
+                if event.campaign == campaign && event.ordinal >= 1 && event.sequence >= 1 =>
+            {
+                winners.push(event);
+                continue;
+            }
+            Ok(event) => format!(
+                "winner event of campaign {:?} (ordinal {}, sequence {}) does not belong on the topic of {campaign:?}",
+                event.campaign, event.ordinal, event.sequence
+            ),
+            Err(error) => error.to_string(),
+        };
+        tracing::error!(%error, topic = message.topic(), partition = message.partition(), offset = message.offset(), "storing a failed event");
+        failed.push(FailedEvent {
+            topic: message.topic().to_string(),
+            partition: message.partition(),
+            offset: message.offset(),
+            campaign: Some(campaign.to_string()),
+            payload: message.payload().map(<[u8]>::to_vec),
+            error,
+        });
+    }
+    (winners, failed)
+}

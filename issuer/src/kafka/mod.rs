@@ -1,0 +1,5 @@
+//! Kafka: winners are published to their campaign's topic and consumed into PostgreSQL.
+
+pub mod consumer;
+pub mod producer;
+pub mod topics;

@@ -1,0 +1,62 @@
+//! Publishes winner events: idempotent producer, `acks=all`, a bounded delivery timeout,
+//! so an apply that waits for the broker's ack never hangs and is never answered twice.
+
+use std::time::Duration;
+
+use firstcome_contract::WinnerEvent;
+use rdkafka::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+
+#[derive(Clone)]
+pub struct WinnerPublisher {
+    producer: FutureProducer,
+}
+
+impl WinnerPublisher {
+    /// `delivery_timeout` bounds the time from send to the broker's ack, retries included.
+    pub fn new(brokers: &str, delivery_timeout: Duration) -> Result<Self, KafkaError> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set(
+                "message.timeout.ms",
+                delivery_timeout.as_millis().to_string(),
+            )
+            .set("linger.ms", "2")
+            .set("compression.type", "lz4")
+            .create()?;
+        Ok(Self { producer })
+    }
+
+    /// Resolves once the broker acknowledged the event (or delivery definitely failed).
+    pub async fn publish(&self, topic: &str, event: &WinnerEvent) -> Result<(), KafkaError> {
+        let payload = event.to_payload();
+        let record = FutureRecord::to(topic).key(event.key()).payload(&payload);
+        self.producer
+            .send(record, Timeout::Never)
+            .await
+            .map(|_| ())
+            .map_err(|(error, _message)| error)
+    }
+
+    /// Waits for every queued event to be delivered, e.g. on shutdown.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.flush(Timeout::After(timeout))
+    }
+
+    /// Asks the cluster for metadata: the readiness check.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), KafkaError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Timeout::After(timeout))
+                .map(|_| ())
+        })
+        .await
+        .unwrap_or(Err(KafkaError::Canceled))
+    }
+}

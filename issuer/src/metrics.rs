@@ -1,0 +1,184 @@
+//! Prometheus metrics of the issuer, served on `/metrics` in the text format.
+//!
+//! Counters the apply path touches are resolved once per campaign ([`ApplyCounters`]), so
+//! counting an apply is one atomic add, not a label lookup.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// How an apply ended, as counted.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ApplyOutcome {
+    admitted,
+    already_applied,
+    sold_out,
+    not_open,
+    closed,
+    unavailable,
+    unconfirmed,
+}
+
+const OUTCOMES: [ApplyOutcome; 7] = [
+    ApplyOutcome::admitted,
+    ApplyOutcome::already_applied,
+    ApplyOutcome::sold_out,
+    ApplyOutcome::not_open,
+    ApplyOutcome::closed,
+    ApplyOutcome::unavailable,
+    ApplyOutcome::unconfirmed,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApplyLabels {
+    campaign: String,
+    outcome: ApplyOutcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CampaignLabel {
+    pub campaign: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PublishLabels {
+    campaign: String,
+    result: &'static str,
+}
+
+/// The apply counters of one campaign, one per outcome.
+#[derive(Clone, Debug)]
+pub struct ApplyCounters([Counter; OUTCOMES.len()]);
+
+impl ApplyCounters {
+    pub fn count(&self, outcome: ApplyOutcome) {
+        self.0[outcome as usize].inc();
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    applies: Family<ApplyLabels, Counter>,
+    pub admission_seconds: Histogram,
+    published: Family<PublishLabels, Counter>,
+    republished: Family<CampaignLabel, Counter>,
+    persisted: Family<CampaignLabel, Counter>,
+    failed_events: Family<CampaignLabel, Counter>,
+    consumer_lag: Family<CampaignLabel, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("firstcome");
+        let applies = Family::<ApplyLabels, Counter>::default();
+        registry.register(
+            "applies",
+            "Applies by campaign and outcome",
+            applies.clone(),
+        );
+        let admission_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        registry.register(
+            "admission_duration_seconds",
+            "Time an apply spends in the admission backend (and, when admitted, until the broker acked)",
+            admission_seconds.clone(),
+        );
+        let published = Family::<PublishLabels, Counter>::default();
+        registry.register(
+            "winners_published",
+            "Winner events published, by result",
+            published.clone(),
+        );
+        let republished = Family::<CampaignLabel, Counter>::default();
+        registry.register(
+            "winners_republished",
+            "Winner events published again because their first publish was not confirmed",
+            republished.clone(),
+        );
+        let persisted = Family::<CampaignLabel, Counter>::default();
+        registry.register(
+            "coupons_persisted",
+            "Coupons newly written to PostgreSQL by the consumer",
+            persisted.clone(),
+        );
+        let failed_events = Family::<CampaignLabel, Counter>::default();
+        registry.register(
+            "failed_events",
+            "Consumed messages stored as failed events instead of coupons",
+            failed_events.clone(),
+        );
+        let consumer_lag = Family::<CampaignLabel, Gauge>::default();
+        registry.register(
+            "consumer_lag_messages",
+            "Messages on the campaign topic not yet consumed by its consumer group",
+            consumer_lag.clone(),
+        );
+        Self {
+            registry,
+            applies,
+            admission_seconds,
+            published,
+            republished,
+            persisted,
+            failed_events,
+            consumer_lag,
+        }
+    }
+}
+
+fn campaign(name: &str) -> CampaignLabel {
+    CampaignLabel {
+        campaign: name.to_string(),
+    }
+}
+
+impl Metrics {
+    pub fn apply_counters(&self, name: &str) -> ApplyCounters {
+        ApplyCounters(OUTCOMES.map(|outcome| {
+            self.applies
+                .get_or_create(&ApplyLabels {
+                    campaign: name.to_string(),
+                    outcome,
+                })
+                .clone()
+        }))
+    }
+
+    pub fn published(&self, name: &str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.published
+            .get_or_create(&PublishLabels {
+                campaign: name.to_string(),
+                result,
+            })
+            .inc();
+    }
+
+    pub fn republished(&self, name: &str) {
+        self.republished.get_or_create(&campaign(name)).inc();
+    }
+
+    pub fn persisted(&self, name: &str, coupons: u64, failed: u64) {
+        self.persisted
+            .get_or_create(&campaign(name))
+            .inc_by(coupons);
+        self.failed_events
+            .get_or_create(&campaign(name))
+            .inc_by(failed);
+    }
+
+    pub fn consumer_lag(&self, name: &str) -> Gauge {
+        self.consumer_lag.get_or_create(&campaign(name)).clone()
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,136 @@
+//! Coupons in PostgreSQL: idempotent batch inserts from the consumer, look-ups and counts
+//! for the API. The schema comes from the migrations embedded in the binary.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use firstcome_contract::WinnerEvent;
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use super::IssuedCoupon;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresStoreError {
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+    #[error("postgres migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A message that could not become a coupon, kept with its error.
+#[derive(Clone, Debug)]
+pub struct FailedEvent {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub campaign: Option<String>,
+    pub payload: Option<Vec<u8>>,
+    pub error: String,
+}
+
+#[derive(Clone)]
+pub struct CouponStore {
+    pool: PgPool,
+}
+
+impl CouponStore {
+    /// Connects and applies the embedded migrations (serialized across processes by
+    /// sqlx's advisory lock).
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, PostgresStoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Persists a batch in one transaction: winners already stored are ignored, failed
+    /// events already stored too. Returns how many coupons were new.
+    pub async fn persist(
+        &self,
+        winners: &[WinnerEvent],
+        failed: &[FailedEvent],
+    ) -> Result<u64, PostgresStoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = if winners.is_empty() {
+            0
+        } else {
+            let campaigns: Vec<&str> = winners.iter().map(|w| w.campaign.as_str()).collect();
+            let users: Vec<&str> = winners.iter().map(|w| w.user_id.as_str()).collect();
+            let ordinals: Vec<i32> = winners.iter().map(|w| w.ordinal as i32).collect();
+            let sequences: Vec<i64> = winners.iter().map(|w| w.sequence as i64).collect();
+            let admitted: Vec<DateTime<Utc>> = winners.iter().map(|w| w.admitted_at).collect();
+            sqlx::query(
+                "INSERT INTO coupons (campaign, user_id, ordinal, sequence, admitted_at) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::int8[], $5::timestamptz[]) \
+                 ON CONFLICT (campaign, user_id, ordinal) DO NOTHING",
+            )
+            .bind(&campaigns)
+            .bind(&users)
+            .bind(&ordinals)
+            .bind(&sequences)
+            .bind(&admitted)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+        };
+        for event in failed {
+            sqlx::query(
+                "INSERT INTO failed_events (topic, partition, \"offset\", campaign, payload, error) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (topic, partition, \"offset\") DO NOTHING",
+            )
+            .bind(&event.topic)
+            .bind(event.partition)
+            .bind(event.offset)
+            .bind(&event.campaign)
+            .bind(&event.payload)
+            .bind(&event.error)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    pub async fn coupons_of(
+        &self,
+        campaign: &str,
+        user: &str,
+    ) -> Result<Vec<IssuedCoupon>, PostgresStoreError> {
+        let rows = sqlx::query(
+            "SELECT sequence, ordinal, coupon_id, admitted_at, issued_at FROM coupons \
+             WHERE campaign = $1 AND user_id = $2 ORDER BY ordinal",
+        )
+        .bind(campaign)
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(IssuedCoupon {
+                    sequence: row.try_get::<i64, _>("sequence")? as u64,
+                    ordinal: row.try_get::<i32, _>("ordinal")? as u32,
+                    coupon_id: row.try_get("coupon_id")?,
+                    admitted_at: row.try_get("admitted_at")?,
+                    issued_at: row.try_get("issued_at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn issued_count(&self, campaign: &str) -> Result<u64, PostgresStoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM coupons WHERE campaign = $1")
+            .bind(campaign)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count as u64)
+    }
+
+    pub async fn ping(&self) -> Result<(), PostgresStoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
