@@ -1,0 +1,328 @@
+//! The distributed issuer against the real Redis, Kafka and PostgreSQL of the test bed,
+//! driven through HTTP.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use reqwest::StatusCode;
+
+/// Calls of the admission script Redis has served so far.
+async fn admission_script_calls(services: &Services) -> u64 {
+    let client = redis::Client::open(services.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_users_limit_hundred_gives_exactly_hundred_coupons() {
+    let services = services();
+    let campaign = unique_name("spike");
+    let issuer =
+        IssuerProcess::distributed(&services, &["--campaign", &format!("{campaign}:100")]).await;
+
+    let answers = spike(&[&issuer.base], &campaign, users("u", 1000), 64).await;
+
+    let reasons = count_reasons(&answers);
+    assert_eq!(reasons.get("admitted"), Some(&100), "{reasons:?}");
+    assert_eq!(reasons.get("sold_out"), Some(&900), "{reasons:?}");
+    assert_eq!(
+        admitted_sequences(&answers),
+        (1..=100).collect::<Vec<u64>>()
+    );
+
+    let pool = postgres(&services).await;
+    let coupons = wait_for_coupons(&pool, &campaign, 100).await;
+    assert_eq!(coupons.len(), 100);
+    let holders: HashSet<&str> = coupons.iter().map(|(u, _)| u.as_str()).collect();
+    assert_eq!(holders.len(), 100, "100 distinct users");
+    let sequences: Vec<i64> = coupons.iter().map(|(_, s)| *s).collect();
+    assert_eq!(sequences, (1..=100).collect::<Vec<i64>>());
+    let admitted: HashSet<&str> = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::CREATED)
+        .map(|a| a.user.as_str())
+        .collect();
+    assert_eq!(
+        holders, admitted,
+        "the coupon holders are exactly the users told 'admitted'"
+    );
+
+    let (status, summary) = issuer.get(&format!("/v1/campaigns/{campaign}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(summary["admitted"], 100);
+    assert_eq!(summary["issued"], 100);
+    assert_eq!(summary["remaining"], 0);
+    assert_eq!(summary["state"], "sold_out");
+
+    // Sold out: the tail of the spike is answered from memory, without Redis.
+    let before = admission_script_calls(&services).await;
+    let tail = spike(&[&issuer.base], &campaign, users("late", 300), 32).await;
+    assert_eq!(count_reasons(&tail).get("sold_out"), Some(&300));
+    let winner = admitted.iter().next().unwrap();
+    let again = spike(&[&issuer.base], &campaign, vec![winner.to_string()], 1).await;
+    assert_eq!(
+        again[0].body["reason"], "already_applied",
+        "a winner is told they hold a coupon"
+    );
+    assert_eq!(
+        admission_script_calls(&services).await,
+        before,
+        "no admission script ran once sold out"
+    );
+
+    let (_, lookup) = issuer
+        .get(&format!("/v1/campaigns/{campaign}/applications/{winner}"))
+        .await;
+    assert_eq!(lookup["status"], "issued");
+    assert!(lookup["coupons"][0]["couponId"].is_string());
+    let (_, loser) = issuer
+        .get(&format!("/v1/campaigns/{campaign}/applications/late-1"))
+        .await;
+    assert_eq!(loser["status"], "not_applied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_user_applying_thousand_times_gets_one_coupon_and_burns_no_stock() {
+    let services = services();
+    let campaign = unique_name("one-user");
+    let issuer =
+        IssuerProcess::distributed(&services, &["--campaign", &format!("{campaign}:100")]).await;
+
+    let answers = spike(
+        &[&issuer.base],
+        &campaign,
+        vec!["same-user".to_string(); 1000],
+        64,
+    )
+    .await;
+
+    let reasons = count_reasons(&answers);
+    assert_eq!(reasons.get("admitted"), Some(&1), "{reasons:?}");
+    assert_eq!(reasons.get("already_applied"), Some(&999), "{reasons:?}");
+    let (_, summary) = issuer.get(&format!("/v1/campaigns/{campaign}")).await;
+    assert_eq!(
+        summary["admitted"], 1,
+        "the counter shows 1: no stock burnt"
+    );
+    let pool = postgres(&services).await;
+    assert_eq!(wait_for_coupons(&pool, &campaign, 1).await.len(), 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(coupons(&pool, &campaign).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_issuer_processes_sharing_redis_still_admit_exactly_the_limit() {
+    let services = services();
+    let campaign = unique_name("two-issuers");
+    let spec = format!("{campaign}:150");
+    let first = IssuerProcess::distributed(&services, &["--campaign", &spec]).await;
+    let second =
+        IssuerProcess::distributed(&services, &["--campaign", &spec, "--role", "api"]).await;
+
+    let answers = spike(
+        &[&first.base, &second.base],
+        &campaign,
+        users("u", 2000),
+        64,
+    )
+    .await;
+
+    let reasons = count_reasons(&answers);
+    assert_eq!(reasons.get("admitted"), Some(&150), "{reasons:?}");
+    assert_eq!(reasons.get("sold_out"), Some(&1850), "{reasons:?}");
+    assert_eq!(
+        admitted_sequences(&answers),
+        (1..=150).collect::<Vec<u64>>()
+    );
+    let pool = postgres(&services).await;
+    let coupons = wait_for_coupons(&pool, &campaign, 150).await;
+    assert_eq!(coupons.len(), 150);
+    let holders: HashSet<&str> = coupons.iter().map(|(u, _)| u.as_str()).collect();
+    assert_eq!(holders.len(), 150);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_limit_admits_up_to_that_many_per_user() {
+    let services = services();
+    let campaign = unique_name("per-user");
+    let dir = tempdir();
+    let file = dir.join("campaigns.json");
+    std::fs::write(
+        &file,
+        serde_json::json!({"campaigns": [{
+            "name": campaign, "limit": 5, "perUserLimit": 3,
+            "topic": format!("firstcome.{campaign}.winners"),
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+    let issuer =
+        IssuerProcess::distributed(&services, &["--campaigns-file", file.to_str().unwrap()]).await;
+    let client = reqwest::Client::new();
+
+    let mut ordinals = Vec::new();
+    for _ in 0..4 {
+        let (_, body) = apply(&client, &issuer.base, &campaign, "greedy").await;
+        ordinals.push(body["ordinal"].as_u64());
+    }
+    assert_eq!(ordinals, vec![Some(1), Some(2), Some(3), None]);
+    let (status, body) = apply(&client, &issuer.base, &campaign, "greedy").await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (StatusCode::CONFLICT, Some("already_applied"))
+    );
+    assert_eq!(body["sequences"], serde_json::json!([1, 2, 3]));
+    assert_eq!(
+        apply(&client, &issuer.base, &campaign, "b").await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        apply(&client, &issuer.base, &campaign, "b").await.0,
+        StatusCode::CREATED
+    );
+    let (status, body) = apply(&client, &issuer.base, &campaign, "b").await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (StatusCode::GONE, Some("sold_out"))
+    );
+    let pool = postgres(&services).await;
+    assert_eq!(wait_for_coupons(&pool, &campaign, 5).await.len(), 5);
+}
+
+/// Rewinds a consumer group to the start of every partition of `topic`.
+fn rewind_group(services: &Services, group: &str, topic: &str) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &services.kafka_brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut offsets = TopicPartitionList::new();
+    for partition in metadata.topics()[0].partitions() {
+        offsets
+            .add_partition_offset(topic, partition.id(), Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&offsets).unwrap();
+    let mut zero = TopicPartitionList::new();
+    for partition in metadata.topics()[0].partitions() {
+        zero.add_partition_offset(topic, partition.id(), Offset::Offset(0))
+            .unwrap();
+    }
+    consumer.commit(&zero, CommitMode::Sync).unwrap();
+}
+
+/// Sum over partitions of (high watermark - committed offset) of `group`.
+fn group_lag(services: &Services, group: &str, topic: &str) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &services.kafka_brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for partition in metadata.topics()[0].partitions() {
+        list.add_partition(topic, partition.id());
+    }
+    let committed = consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .unwrap();
+    committed
+        .elements()
+        .iter()
+        .map(|e| {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, e.partition(), Duration::from_secs(10))
+                .unwrap();
+            let at = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => 0,
+            };
+            high - at
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_the_topic_from_the_start_creates_no_duplicate() {
+    let services = services();
+    let campaign = unique_name("replay");
+    let spec = format!("{campaign}:100");
+    let topic = format!("firstcome.{campaign}.winners");
+    let group = format!("firstcome-{campaign}");
+    let api = IssuerProcess::distributed(&services, &["--campaign", &spec, "--role", "api"]).await;
+    let mut consumer =
+        IssuerProcess::distributed(&services, &["--campaign", &spec, "--role", "consumer"]).await;
+    let answers = spike(&[&api.base], &campaign, users("u", 300), 32).await;
+    assert_eq!(count_reasons(&answers).get("admitted"), Some(&100));
+    let pool = postgres(&services).await;
+    assert_eq!(wait_for_coupons(&pool, &campaign, 100).await.len(), 100);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while group_lag(&services, &group, &topic) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "consumer never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    consumer.terminate();
+    rewind_group(&services, &group, &topic);
+    assert_eq!(
+        group_lag(&services, &group, &topic),
+        100,
+        "the whole topic is to be consumed again"
+    );
+    let consumer =
+        IssuerProcess::distributed(&services, &["--campaign", &spec, "--role", "consumer"]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while group_lag(&services, &group, &topic) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replay never completed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let coupons = coupons(&pool, &campaign).await;
+    assert_eq!(coupons.len(), 100, "the replay added no coupon");
+    let metrics = consumer.metrics().await;
+    assert!(
+        metrics.contains(&format!(
+            "firstcome_coupons_persisted_total{{campaign=\"{campaign}\"}} 0"
+        )),
+        "the replaying consumer inserted nothing new:\n{metrics}"
+    );
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(unique_name("firstcome-test"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
