@@ -1,0 +1,11 @@
+//! firstcome operator: reconciles `CouponCampaign` resources into running campaigns.
+
+pub mod resource;
+
+use kube::CustomResourceExt;
+
+/// The CRD of `CouponCampaign`, as written to `crds/couponcampaigns.yaml`.
+pub fn crd_yaml() -> String {
+    serde_yaml_ng::to_string(&resource::CouponCampaign::crd())
+        .expect("a CRD always serializes to YAML")
+}

@@ -1,0 +1,231 @@
+//! The `CouponCampaign` custom resource (`firstcome.dev/v1alpha1`).
+//!
+//! The CRD in `crds/` is generated from these types (`cargo run -p firstcome-operator
+//! --bin crdgen`); a test fails when the file is out of date.
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A first-come-first-served coupon campaign: the first `limit` applicants win.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "firstcome.dev",
+    version = "v1alpha1",
+    kind = "CouponCampaign",
+    plural = "couponcampaigns",
+    singular = "couponcampaign",
+    shortname = "cc",
+    shortname = "campaign",
+    category = "firstcome",
+    namespaced,
+    status = "CouponCampaignStatus",
+    derive = "PartialEq",
+    printcolumn(name = "Limit", type_ = "integer", json_path = ".spec.limit"),
+    printcolumn(name = "Issued", type_ = "integer", json_path = ".status.issued"),
+    printcolumn(name = "Remaining", type_ = "integer", json_path = ".status.remaining"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new(
+    "!has(self.opensAt) || !has(self.closesAt) || timestamp(self.closesAt) > timestamp(self.opensAt)"
+).message("closesAt must be later than opensAt"))]
+#[serde(rename_all = "camelCase")]
+pub struct CouponCampaignSpec {
+    /// Most coupons the campaign issues. It may be raised at any time; lowering it below
+    /// the number already admitted is refused (condition LimitAccepted=False).
+    #[schemars(range(min = 1))]
+    pub limit: u64,
+
+    /// Most coupons one user may win.
+    #[serde(default = "default_per_user_limit")]
+    #[schemars(range(min = 1))]
+    pub per_user_limit: u32,
+
+    /// Applies before this instant are answered "not open yet" (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opens_at: Option<DateTime<Utc>>,
+
+    /// Applies from this instant on are answered "closed" (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closes_at: Option<DateTime<Utc>>,
+
+    /// The Kafka topic winners are published to.
+    #[serde(default)]
+    pub topic: TopicSpec,
+
+    /// The issuer Deployment serving this campaign.
+    #[serde(default)]
+    pub issuer: IssuerSpec,
+
+    /// Where the Redis, Kafka and PostgreSQL connection settings come from.
+    #[serde(default)]
+    pub backends: BackendsRef,
+
+    /// A paused campaign keeps its state but runs no issuers.
+    #[serde(default)]
+    pub paused: bool,
+
+    /// What deleting the campaign deletes. Coupons in PostgreSQL are always kept.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicSpec {
+    /// Topic name; default `firstcome.<namespace>.<name>.winners`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
+    pub name: Option<String>,
+
+    /// Partitions when the operator creates the topic.
+    #[serde(default = "default_partitions")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub partitions: i32,
+
+    /// Replication factor when the operator creates the topic.
+    #[serde(default = "default_replication_factor")]
+    #[schemars(range(min = 1, max = 10))]
+    pub replication_factor: i32,
+}
+
+impl Default for TopicSpec {
+    fn default() -> Self {
+        Self {
+            name: None,
+            partitions: default_partitions(),
+            replication_factor: default_replication_factor(),
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerSpec {
+    /// Issuer pods (each serves applies and consumes winners).
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: i32,
+
+    /// Issuer image; default the operator's `--issuer-image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    /// Resource requests and limits of an issuer container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// A Secret in the campaign's namespace with the keys `redis-url`, `kafka-brokers` and
+/// `database-url`. No credential is ever written in the campaign itself.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendsRef {
+    #[serde(default = "default_backends_secret")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+}
+
+impl Default for BackendsRef {
+    fn default() -> Self {
+        Self {
+            secret_name: default_backends_secret(),
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletionPolicy {
+    /// `Retain` (default) keeps the Kafka topic when the campaign is deleted; `Delete`
+    /// deletes it. Redis keys are always removed.
+    #[serde(default)]
+    pub topic: TopicDeletion,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum TopicDeletion {
+    #[default]
+    Retain,
+    Delete,
+}
+
+/// Where a campaign stands.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum Phase {
+    #[default]
+    Pending,
+    Provisioning,
+    Scheduled,
+    Open,
+    SoldOut,
+    Closed,
+    Failed,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CouponCampaignStatus {
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub phase: Phase,
+    /// Admissions recorded in Redis.
+    #[serde(default)]
+    pub admitted: u64,
+    /// Coupons persisted in PostgreSQL.
+    #[serde(default)]
+    pub issued: u64,
+    /// limit - admitted.
+    #[serde(default)]
+    pub remaining: u64,
+    /// admitted - issued: winners on their way to PostgreSQL.
+    #[serde(default)]
+    pub pending_persistence: u64,
+    /// Messages stored in failed_events, not yet resolved.
+    #[serde(default)]
+    pub failed_events: u64,
+    /// Issuer pods ready.
+    #[serde(default)]
+    pub ready_issuers: i32,
+    /// The campaign id issuers serve it under (`<namespace>.<name>`): the `{campaign}`
+    /// of the apply URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<String>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+fn default_per_user_limit() -> u32 {
+    1
+}
+
+fn default_partitions() -> i32 {
+    3
+}
+
+fn default_replication_factor() -> i32 {
+    1
+}
+
+fn default_replicas() -> i32 {
+    2
+}
+
+fn default_backends_secret() -> String {
+    "firstcome-backends".to_string()
+}
