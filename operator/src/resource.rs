@@ -2,6 +2,10 @@
 //!
 //! The CRD in `crds/` is generated from these types (`cargo run -p firstcome-operator
 //! --bin crdgen`); a test fails when the file is out of date.
+#![allow(
+    clippy::duplicated_attributes,
+    reason = "each printcolumn(...) of the kube derive repeats `type_`"
+)]
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::ResourceRequirements;
