@@ -131,13 +131,14 @@ impl Issuer {
             .ok_or_else(|| IssuerError::UnknownCampaign(name.to_string()))
     }
 
-    /// Applies `user` to campaign `name`. Once sold out, answers from memory.
+    /// Applies `user` to campaign `name`. Once sold out, answers from memory: that path
+    /// allocates nothing and touches no shared state but the board and one counter.
     pub async fn apply(
         self: &Arc<Self>,
         name: &str,
-        user: UserId,
+        user: &UserId,
     ) -> Result<ApplyResult, IssuerError> {
-        let campaign = self.campaign(name)?.clone();
+        let campaign = self.campaign(name)?;
         let result = match campaign.config.window(Utc::now()) {
             Window::Scheduled => Ok(ApplyResult::NotOpen {
                 opens_at: campaign.config.opens_at,
@@ -147,7 +148,7 @@ impl Issuer {
             }),
             Window::Open => match campaign.sold_out.answer(user.as_str()) {
                 Some(verdict) => Ok(verdict.into()),
-                None => self.admit(&campaign, user).await,
+                None => self.admit(campaign, user.clone()).await,
             },
         };
         campaign.counters.count(match &result {

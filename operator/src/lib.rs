@@ -1,6 +1,11 @@
 //! firstcome operator: reconciles `CouponCampaign` resources into running campaigns.
 
+pub mod campaign;
+pub mod desired;
 pub mod resource;
+
+#[cfg(test)]
+mod fixtures;
 
 use kube::CustomResourceExt;
 

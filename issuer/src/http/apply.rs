@@ -1,19 +1,62 @@
 //! `POST /v1/campaigns/{campaign}/applications`: a user applies for a coupon.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::ApiError;
+use super::{Api, ApiError};
 use crate::issuer::{ApplyResult, Issuer};
 use crate::user_id::UserId;
+
+/// The sold-out answer of each campaign, rendered once: the tail of a spike is all
+/// sold-out answers, so they cost a copy of a reference, not a serialization.
+pub struct SoldOutBodies(HashMap<String, Bytes>);
+
+impl SoldOutBodies {
+    pub fn new(issuer: &Issuer) -> Self {
+        Self(
+            issuer
+                .campaigns()
+                .map(|c| {
+                    let body = sold_out(c.config.name.clone()).with_body_only();
+                    (c.config.name.clone(), Bytes::from(body))
+                })
+                .collect(),
+        )
+    }
+
+    fn response(&self, campaign: &str) -> Response {
+        match self.0.get(campaign) {
+            Some(body) => (
+                StatusCode::GONE,
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                body.clone(),
+            )
+                .into_response(),
+            None => sold_out(campaign.to_string()).into_response(),
+        }
+    }
+}
+
+fn sold_out(campaign: String) -> ApiError {
+    ApiError::new(
+        StatusCode::GONE,
+        "sold_out",
+        "every coupon of this campaign is taken",
+    )
+    .with("campaign", campaign)
+}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -22,21 +65,21 @@ pub struct ApplyRequest {
 }
 
 pub async fn apply(
-    State(issuer): State<Arc<Issuer>>,
+    State(api): State<std::sync::Arc<Api>>,
     Path(campaign): Path<String>,
     body: Result<Json<ApplyRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(request) = body?;
     let user = UserId::parse(request.user_id)?;
-    let user_id = user.to_string();
-    let result = issuer.apply(&campaign, user).await?;
+    let result = api.issuer.apply(&campaign, &user).await?;
     Ok(match result {
+        ApplyResult::SoldOut => api.sold_out.response(&campaign),
         ApplyResult::Admitted(admission) => (
             StatusCode::CREATED,
             Json(json!({
                 "reason": "admitted",
                 "campaign": campaign,
-                "userId": user_id,
+                "userId": user.as_str(),
                 "sequence": admission.sequence,
                 "ordinal": admission.ordinal,
                 "admittedAt": admission.admitted_at,
@@ -50,13 +93,6 @@ pub async fn apply(
         )
         .with("campaign", campaign)
         .with("sequences", sequences)
-        .into_response(),
-        ApplyResult::SoldOut => ApiError::new(
-            StatusCode::GONE,
-            "sold_out",
-            "every coupon of this campaign is taken",
-        )
-        .with("campaign", campaign)
         .into_response(),
         ApplyResult::NotOpen { opens_at } => {
             let mut error = ApiError::new(

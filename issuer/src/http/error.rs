@@ -123,13 +123,25 @@ impl From<IssuerError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    fn body(self) -> Value {
         let mut body = self.extra;
         body.insert("reason".into(), json!(self.reason));
         body.insert("message".into(), json!(self.message));
-        let mut response = (self.status, Json(Value::Object(body))).into_response();
-        if let Some(seconds) = self.retry_after {
+        Value::Object(body)
+    }
+
+    /// The JSON body alone, e.g. to render an answer once and serve it many times.
+    pub fn with_body_only(self) -> Vec<u8> {
+        serde_json::to_vec(&self.body()).expect("a JSON value always serializes")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, retry_after) = (self.status, self.retry_after);
+        let mut response = (status, Json(self.body())).into_response();
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));

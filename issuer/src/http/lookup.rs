@@ -6,16 +6,15 @@ use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
-use super::ApiError;
-use crate::issuer::Issuer;
+use super::{Api, ApiError};
 use crate::user_id::UserId;
 
 pub async fn lookup(
-    State(issuer): State<Arc<Issuer>>,
+    State(api): State<Arc<Api>>,
     Path((campaign, user_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let user = UserId::parse(user_id)?;
-    let held = issuer.lookup(&campaign, &user).await?;
+    let held = api.issuer.lookup(&campaign, &user).await?;
     let status = if held.is_empty() {
         "not_applied"
     } else if held.iter().all(|h| h.coupon.is_some()) {

@@ -13,6 +13,12 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
 pub use error::ApiError;
+
+/// What the API handlers share.
+pub struct Api {
+    pub issuer: Arc<Issuer>,
+    sold_out: apply::SoldOutBodies,
+}
 pub use ops::OpsState;
 
 use crate::issuer::Issuer;
@@ -32,7 +38,10 @@ pub fn router(issuer: Option<Arc<Issuer>>, ops: OpsState) -> Router {
                 "/v1/campaigns/{campaign}/applications/{user_id}",
                 get(lookup::lookup),
             )
-            .with_state(issuer);
+            .with_state(Arc::new(Api {
+                sold_out: apply::SoldOutBodies::new(&issuer),
+                issuer,
+            }));
         router = router.merge(api);
     }
     router

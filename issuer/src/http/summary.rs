@@ -6,22 +6,26 @@ use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
-use super::ApiError;
+use super::{Api, ApiError};
 use crate::issuer::Issuer;
 
 pub async fn one(
-    State(issuer): State<Arc<Issuer>>,
+    State(api): State<Arc<Api>>,
     Path(campaign): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(summary(&issuer, &campaign).await?))
+    Ok(Json(summary(&api.issuer, &campaign).await?))
 }
 
-pub async fn list(State(issuer): State<Arc<Issuer>>) -> Result<Json<Value>, ApiError> {
-    let mut names: Vec<&str> = issuer.campaigns().map(|c| c.config.name.as_str()).collect();
+pub async fn list(State(api): State<Arc<Api>>) -> Result<Json<Value>, ApiError> {
+    let mut names: Vec<&str> = api
+        .issuer
+        .campaigns()
+        .map(|c| c.config.name.as_str())
+        .collect();
     names.sort_unstable();
     let mut campaigns = Vec::with_capacity(names.len());
     for name in names {
-        campaigns.push(summary(&issuer, name).await?);
+        campaigns.push(summary(&api.issuer, name).await?);
     }
     Ok(Json(json!({ "campaigns": campaigns })))
 }

@@ -26,6 +26,7 @@ impl WinnerPublisher {
                 delivery_timeout.as_millis().to_string(),
             )
             .set("linger.ms", "2")
+            .set("socket.nagle.disable", "true")
             .set("compression.type", "lz4")
             .create()?;
         Ok(Self { producer })

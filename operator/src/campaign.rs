@@ -1,0 +1,71 @@
+//! What the operator derives from a `CouponCampaign` alone: its campaign id, the
+//! configuration its issuers serve, and the names of the objects it owns.
+
+use firstcome_contract::{CampaignConfig, ConfigError};
+use kube::ResourceExt;
+
+use crate::resource::CouponCampaign;
+
+/// The id issuers serve a campaign under: `<namespace>.<name>`, unique in the cluster
+/// (namespaces have no dots), used in the apply URL, Redis keys, events and coupons.
+pub fn campaign_id(campaign: &CouponCampaign) -> String {
+    format!(
+        "{}.{}",
+        campaign.namespace().unwrap_or_default(),
+        campaign.name_any()
+    )
+}
+
+/// The configuration handed to the issuers (the one definition both sides share).
+pub fn campaign_config(campaign: &CouponCampaign) -> Result<CampaignConfig, ConfigError> {
+    let id = campaign_id(campaign);
+    let spec = &campaign.spec;
+    let config = CampaignConfig {
+        topic: spec
+            .topic
+            .name
+            .clone()
+            .unwrap_or_else(|| CampaignConfig::default_topic(&id)),
+        name: id,
+        limit: spec.limit,
+        per_user_limit: spec.per_user_limit,
+        opens_at: spec.opens_at,
+        closes_at: spec.closes_at,
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// Name of the issuer Deployment, Service and ConfigMap of a campaign.
+pub fn issuer_name(campaign: &CouponCampaign) -> String {
+    format!("{}-issuer", campaign.name_any())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::campaign;
+
+    #[test]
+    fn config_carries_the_spec_under_a_cluster_unique_id() {
+        let c = campaign("limit: 100\nperUserLimit: 2\nopensAt: 2026-11-27T09:00:00Z\n");
+        let config = campaign_config(&c).unwrap();
+        assert_eq!(config.name, "shop.black-friday");
+        assert_eq!(config.limit, 100);
+        assert_eq!(config.per_user_limit, 2);
+        assert_eq!(config.topic, "firstcome.shop.black-friday.winners");
+        assert_eq!(
+            config.opens_at.unwrap().to_rfc3339(),
+            "2026-11-27T09:00:00+00:00"
+        );
+        assert_eq!(issuer_name(&c), "black-friday-issuer");
+    }
+
+    #[test]
+    fn explicit_topic_wins_and_bad_values_are_refused() {
+        let c = campaign("limit: 5\ntopic: {name: coupons}\n");
+        assert_eq!(campaign_config(&c).unwrap().topic, "coupons");
+        let zero = campaign("limit: 0\n");
+        assert!(campaign_config(&zero).is_err());
+    }
+}

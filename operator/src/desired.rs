@@ -1,0 +1,362 @@
+//! The objects a campaign owns, built as pure functions of the campaign: the issuers'
+//! ConfigMap, Deployment and Service. Applied with server-side apply by the controller.
+
+use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use firstcome_contract::{CampaignConfig, CampaignsFile};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use crate::campaign::issuer_name;
+use crate::resource::CouponCampaign;
+
+/// Keys of the backends Secret, and the issuer environment variable each one feeds.
+pub const SECRET_KEYS: [(&str, &str); 3] = [
+    ("redis-url", "FIRSTCOME_REDIS_URL"),
+    ("kafka-brokers", "FIRSTCOME_KAFKA_BROKERS"),
+    ("database-url", "FIRSTCOME_DATABASE_URL"),
+];
+const CONFIG_FILE: &str = "campaigns.json";
+const CONFIG_DIR: &str = "/etc/firstcome";
+const HTTP_PORT: i32 = 8080;
+/// Annotation on the pod template: changes when the issuers must restart.
+pub const CONFIG_HASH_ANNOTATION: &str = "firstcome.dev/config-hash";
+
+fn labels(campaign: &CouponCampaign) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "firstcome-issuer".into()),
+        ("app.kubernetes.io/instance".into(), campaign.name_any()),
+        (
+            "app.kubernetes.io/managed-by".into(),
+            "firstcome-operator".into(),
+        ),
+    ])
+}
+
+fn metadata(campaign: &CouponCampaign) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(issuer_name(campaign)),
+        namespace: campaign.namespace(),
+        labels: Some(labels(campaign)),
+        owner_references: campaign.controller_owner_ref(&()).map(|r| vec![r]),
+        ..ObjectMeta::default()
+    }
+}
+
+fn campaigns_json(config: &CampaignConfig) -> String {
+    let file = CampaignsFile {
+        campaigns: vec![config.clone()],
+    };
+    serde_json::to_string_pretty(&file).expect("a campaigns file always serializes")
+}
+
+/// The issuers' configuration file.
+pub fn config_map(campaign: &CouponCampaign, config: &CampaignConfig) -> ConfigMap {
+    ConfigMap {
+        metadata: metadata(campaign),
+        data: Some(BTreeMap::from([(
+            CONFIG_FILE.into(),
+            campaigns_json(config),
+        )])),
+        ..ConfigMap::default()
+    }
+}
+
+/// What makes running issuers stale. The limit is left out on purpose: issuers read it
+/// from Redis, so raising it must not restart them in the middle of a sale.
+fn config_hash(campaign: &CouponCampaign, config: &CampaignConfig, image: &str) -> String {
+    let mut hasher = DefaultHasher::new();
+    campaigns_json(&CampaignConfig {
+        limit: 0,
+        ..config.clone()
+    })
+    .hash(&mut hasher);
+    image.hash(&mut hasher);
+    campaign.spec.backends.secret_name.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+fn http_probe(path: &str, period: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    }
+}
+
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".into(), Quantity("250m".into())),
+            ("memory".into(), Quantity("128Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".into(),
+            Quantity("512Mi".into()),
+        )])),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// The issuer Deployment: every pod serves applies and consumes winners.
+pub fn deployment(
+    campaign: &CouponCampaign,
+    config: &CampaignConfig,
+    default_image: &str,
+) -> Deployment {
+    let image = campaign
+        .spec
+        .issuer
+        .image
+        .as_deref()
+        .unwrap_or(default_image);
+    let replicas = if campaign.spec.paused {
+        0
+    } else {
+        campaign.spec.issuer.replicas
+    };
+    let secret = &campaign.spec.backends.secret_name;
+    let env = SECRET_KEYS
+        .iter()
+        .map(|(key, var)| EnvVar {
+            name: (*var).into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.clone(),
+                    key: (*key).into(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        })
+        .chain([EnvVar {
+            name: "FIRSTCOME_LOG_FORMAT".into(),
+            value: Some("json".into()),
+            ..EnvVar::default()
+        }])
+        .collect();
+    let container = Container {
+        name: "issuer".into(),
+        image: Some(image.into()),
+        args: Some(vec![
+            "serve".into(),
+            "--listen".into(),
+            format!("0.0.0.0:{HTTP_PORT}"),
+            "--campaigns-file".into(),
+            format!("{CONFIG_DIR}/{CONFIG_FILE}"),
+            "--topic-partitions".into(),
+            campaign.spec.topic.partitions.to_string(),
+            "--topic-replication-factor".into(),
+            campaign.spec.topic.replication_factor.to_string(),
+            "--shutdown-delay-ms".into(),
+            "5000".into(),
+        ]),
+        env: Some(env),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: HTTP_PORT,
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(http_probe("/readyz", 5)),
+        liveness_probe: Some(http_probe("/healthz", 10)),
+        resources: Some(
+            campaign
+                .spec
+                .issuer
+                .resources
+                .clone()
+                .unwrap_or_else(default_resources),
+        ),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "config".into(),
+            mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        }]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    };
+    Deployment {
+        metadata: metadata(campaign),
+        spec: DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(labels(campaign)),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(campaign)),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.into(),
+                        config_hash(campaign, config, image),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    termination_grace_period_seconds: Some(30),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    volumes: Some(vec![Volume {
+                        name: "config".into(),
+                        config_map: Some(ConfigMapVolumeSource {
+                            name: issuer_name(campaign),
+                            ..ConfigMapVolumeSource::default()
+                        }),
+                        ..Volume::default()
+                    }]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        },
+        ..Deployment::default()
+    }
+}
+
+/// The Service clients apply through.
+pub fn service(campaign: &CouponCampaign) -> Service {
+    Service {
+        metadata: metadata(campaign),
+        spec: Some(ServiceSpec {
+            selector: Some(labels(campaign)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+                target_port: Some(IntOrString::String("http".into())),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign::campaign_config;
+    use crate::fixtures::campaign;
+
+    fn hash_of(yaml: &str) -> String {
+        let c = campaign(yaml);
+        let d = deployment(&c, &campaign_config(&c).unwrap(), "firstcome:1");
+        d.spec.template.metadata.unwrap().annotations.unwrap()[CONFIG_HASH_ANNOTATION].clone()
+    }
+
+    #[test]
+    fn owned_objects_point_at_the_campaign() {
+        let c = campaign("limit: 100\n");
+        let config = campaign_config(&c).unwrap();
+        for meta in [
+            config_map(&c, &config).metadata,
+            deployment(&c, &config, "img").metadata,
+            service(&c).metadata,
+        ] {
+            let owner = &meta.owner_references.unwrap()[0];
+            assert_eq!(owner.kind, "CouponCampaign");
+            assert_eq!(owner.name, "black-friday");
+            assert_eq!(owner.controller, Some(true));
+            assert_eq!(meta.namespace.as_deref(), Some("shop"));
+            assert_eq!(meta.name.as_deref(), Some("black-friday-issuer"));
+        }
+    }
+
+    #[test]
+    fn config_map_holds_the_contract_campaigns_file() {
+        let c = campaign("limit: 100\nperUserLimit: 2\n");
+        let config = campaign_config(&c).unwrap();
+        let data = config_map(&c, &config).data.unwrap();
+        let file: CampaignsFile = serde_json::from_str(&data[CONFIG_FILE]).unwrap();
+        assert_eq!(file.campaigns, vec![config]);
+    }
+
+    #[test]
+    fn deployment_wires_secret_probes_and_security() {
+        let c =
+            campaign("limit: 100\nissuer: {replicas: 3}\nbackends: {secretName: shop-backends}\n");
+        let d = deployment(&c, &campaign_config(&c).unwrap(), "firstcome:1");
+        let spec = d.spec;
+        assert_eq!(spec.replicas, Some(3));
+        let pod = spec.template.spec.unwrap();
+        let container = &pod.containers[0];
+        assert_eq!(container.image.as_deref(), Some("firstcome:1"));
+        let env = container.env.as_ref().unwrap();
+        let redis = env
+            .iter()
+            .find(|e| e.name == "FIRSTCOME_REDIS_URL")
+            .unwrap();
+        let from = redis
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (from.name.as_str(), from.key.as_str()),
+            ("shop-backends", "redis-url")
+        );
+        assert!(
+            env.iter().all(|e| e.value.as_deref() != Some("redis://")),
+            "no credential inline"
+        );
+        assert!(container.readiness_probe.is_some() && container.liveness_probe.is_some());
+        assert!(container.resources.as_ref().unwrap().requests.is_some());
+        let security = container.security_context.as_ref().unwrap();
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+    }
+
+    #[test]
+    fn paused_campaigns_run_no_issuers() {
+        let c = campaign("limit: 100\npaused: true\n");
+        let d = deployment(&c, &campaign_config(&c).unwrap(), "img");
+        assert_eq!(d.spec.replicas, Some(0));
+    }
+
+    #[test]
+    fn spec_changes_roll_issuers_but_a_limit_change_does_not() {
+        let base = hash_of("limit: 100\n");
+        assert_eq!(
+            hash_of("limit: 500\n"),
+            base,
+            "raising the limit keeps issuers running"
+        );
+        assert_ne!(hash_of("limit: 100\nperUserLimit: 2\n"), base);
+        assert_ne!(hash_of("limit: 100\nopensAt: 2030-01-01T00:00:00Z\n"), base);
+        assert_ne!(hash_of("limit: 100\nissuer: {image: other}\n"), base);
+    }
+}

@@ -1,0 +1,13 @@
+//! Campaigns for unit tests, written the way users write them: as YAML.
+
+use crate::resource::{CouponCampaign, CouponCampaignSpec};
+
+/// `black-friday` in namespace `shop`, with the given spec.
+pub fn campaign(yaml_spec: &str) -> CouponCampaign {
+    let spec: CouponCampaignSpec = serde_yaml_ng::from_str(yaml_spec).expect("a valid spec");
+    let mut campaign = CouponCampaign::new("black-friday", spec);
+    campaign.metadata.namespace = Some("shop".into());
+    campaign.metadata.uid = Some("0b8a3c1e-0000-4000-8000-000000000001".into());
+    campaign.metadata.generation = Some(1);
+    campaign
+}
