@@ -3,6 +3,7 @@
 pub mod campaign;
 pub mod desired;
 pub mod resource;
+pub mod status;
 
 #[cfg(test)]
 mod fixtures;
