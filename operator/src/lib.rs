@@ -1,7 +1,11 @@
 //! firstcome operator: reconciles `CouponCampaign` resources into running campaigns.
 
+pub mod backends;
 pub mod campaign;
+pub mod controller;
 pub mod desired;
+pub mod leader;
+pub mod metrics;
 pub mod resource;
 pub mod status;
 

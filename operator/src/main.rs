@@ -1,0 +1,116 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use clap::{ArgAction, Parser, ValueEnum};
+use firstcome_operator::controller::{self, Context};
+use firstcome_operator::leader::LeaseLock;
+use firstcome_operator::metrics::Metrics;
+use kube::{Api, Client};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Kubernetes operator for firstcome coupon campaigns.
+#[derive(Parser, Debug)]
+#[command(name = "firstcome-operator", version)]
+struct Args {
+    /// Image of the issuers when a campaign names none.
+    #[arg(long, env = "FIRSTCOME_ISSUER_IMAGE", default_value = concat!("firstcome:", env!("CARGO_PKG_VERSION")))]
+    issuer_image: String,
+
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(
+        long,
+        env = "FIRSTCOME_OPERATOR_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
+    listen: SocketAddr,
+
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "FIRSTCOME_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+
+    /// Elect a leader with a Lease, so several replicas can run.
+    #[arg(long, env = "FIRSTCOME_LEADER_ELECTION", default_value_t = true, action = ArgAction::Set)]
+    leader_election: bool,
+
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "FIRSTCOME_LEASE_NAME",
+        default_value = "firstcome-operator"
+    )]
+    lease_name: String,
+
+    /// Seconds a lease stays valid without renewal.
+    #[arg(long, env = "FIRSTCOME_LEASE_SECONDS", default_value_t = 15)]
+    lease_seconds: u64,
+
+    /// This replica's identity in the Lease (default: POD_NAME, else host name and pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+
+    #[arg(long, env = "FIRSTCOME_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+
+    let client = Client::try_default().await?;
+    let metrics = Arc::new(Metrics::default());
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let ops = {
+        let metrics = metrics.clone();
+        Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(|| async { "ok" }))
+            .route("/metrics", get(move || async move { metrics.render() }))
+    };
+    tokio::spawn(async move { axum::serve(listener, ops).await });
+
+    if args.leader_election {
+        let identity = args.identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        });
+        let lock = LeaseLock::new(
+            Api::namespaced(client.clone(), &args.lease_namespace),
+            &args.lease_name,
+            &identity,
+            Duration::from_secs(args.lease_seconds),
+        );
+        lock.acquire().await;
+        metrics.leader.set(1);
+        tokio::spawn(async move {
+            lock.hold().await;
+            // Never reconcile without the lease: stop, and let a replica take over.
+            std::process::exit(1);
+        });
+    }
+
+    let ctx = Arc::new(Context::new(client, metrics, args.issuer_image));
+    tracing::info!(namespace = ?args.watch_namespace, "reconciling CouponCampaigns");
+    controller::run(ctx, args.watch_namespace.as_deref()).await;
+    Ok(())
+}
