@@ -1,0 +1,456 @@
+//! The operator against a real kube-apiserver (+ etcd, kube-controller-manager), with
+//! issuers started as local processes from what the operator put into their Deployment,
+//! and the real Redis, Kafka and PostgreSQL of the test bed.
+
+use std::time::Duration;
+
+use firstcome_contract::CampaignKeys;
+use firstcome_e2e::cluster::*;
+use firstcome_e2e::process::Process;
+use firstcome_e2e::{Services, wait_for};
+use firstcome_operator::resource::{CouponCampaign, Phase};
+use firstcome_operator::status::{self, READY, REDIS_READY, TOPIC_READY};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::Api;
+use kube::api::DeleteParams;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use redis::AsyncCommands;
+use reqwest::StatusCode;
+use serde_json::json;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn redis_get(services: &Services, key: &str) -> Option<u64> {
+    let client = redis::Client::open(services.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    conn.get(key).await.unwrap()
+}
+
+fn topic_exists(services: &Services, topic: &str) -> bool {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &services.kafka_brokers)
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .unwrap();
+    metadata.topics().iter().any(|t| t.name() == topic)
+}
+
+async fn coupons(services: &Services, campaign_id: &str) -> i64 {
+    let pool = sqlx::PgPool::connect(&services.database_url).await.unwrap();
+    sqlx::query_scalar("SELECT count(*) FROM coupons WHERE campaign = $1")
+        .bind(campaign_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap_or(0)
+}
+
+/// One apply per user, 64 in flight; returns the count of each status code.
+async fn spike(
+    issuer: &Process,
+    campaign_id: &str,
+    users: impl Iterator<Item = String>,
+) -> Vec<(StatusCode, usize)> {
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/campaigns/{campaign_id}/applications", issuer.base);
+    let statuses: Vec<StatusCode> = futures::stream::iter(users)
+        .map(|user| {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                client
+                    .post(url)
+                    .json(&json!({ "userId": user }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let mut counts: Vec<(StatusCode, usize)> = Vec::new();
+    for status in statuses {
+        match counts.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((status, 1)),
+        }
+    }
+    counts.sort();
+    counts
+}
+
+fn condition(
+    campaign_status: &firstcome_operator::resource::CouponCampaignStatus,
+    kind: &str,
+) -> (String, String) {
+    let c = status::condition(campaign_status, kind).unwrap_or_else(|| panic!("condition {kind}"));
+    (c.status.clone(), c.reason.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_is_provisioned_and_opens() {
+    let services = Services::from_env();
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = namespace(&client, "provision", &services, &services.redis_url).await;
+    let _operator = start_operator(&ns, "only", &[]).await;
+
+    apply_campaign(
+        &client,
+        &ns,
+        "launch",
+        "limit: 100\nissuer: {replicas: 2}\ntopic: {partitions: 2}\n",
+    )
+    .await
+    .unwrap();
+    let status = wait_status(&client, &ns, "launch", "phase Open", |s| {
+        s.phase == Phase::Open
+    })
+    .await;
+    let id = status.campaign_id.clone().unwrap();
+    assert_eq!(id, format!("{ns}.launch"));
+    assert_eq!(condition(&status, REDIS_READY).0, "True");
+    assert_eq!(condition(&status, TOPIC_READY).0, "True");
+    assert_eq!(
+        redis_get(&services, &CampaignKeys::new(&id).limit).await,
+        Some(100)
+    );
+    assert!(topic_exists(&services, &format!("firstcome.{id}.winners")));
+
+    let campaign = Api::<CouponCampaign>::namespaced(client.clone(), &ns)
+        .get("launch")
+        .await
+        .unwrap();
+    let uid = campaign.metadata.uid.unwrap();
+    let owners = [
+        Api::<Deployment>::namespaced(client.clone(), &ns)
+            .get("launch-issuer")
+            .await
+            .unwrap()
+            .metadata,
+        Api::<Service>::namespaced(client.clone(), &ns)
+            .get("launch-issuer")
+            .await
+            .unwrap()
+            .metadata,
+        Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .get("launch-issuer")
+            .await
+            .unwrap()
+            .metadata,
+    ];
+    for meta in owners {
+        let owner = &meta.owner_references.unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("CouponCampaign", uid.as_str())
+        );
+    }
+
+    assert_eq!(
+        condition(&status, READY),
+        ("False".into(), "NoReadyIssuer".into())
+    );
+    report_ready_issuers(&client, &ns, "launch", 2).await;
+    let status = wait_status(&client, &ns, "launch", "Ready", |s| {
+        status::condition(s, READY).is_some_and(|c| c.status == "True")
+    })
+    .await;
+    assert_eq!(status.ready_issuers, 2);
+
+    let table = kubectl_get(&ns);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "LIMIT",
+            "ISSUED",
+            "REMAINING",
+            "PHASE",
+            "READY",
+            "AGE"
+        ],
+        "{table}"
+    );
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        &row[..6],
+        ["launch", "100", "0", "100", "Open", "True"],
+        "{table}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spike_sells_out_the_limit_can_grow_not_shrink_and_delete_keeps_coupons() {
+    let services = Services::from_env();
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = namespace(&client, "lifecycle", &services, &services.redis_url).await;
+    let _operator = start_operator(&ns, "only", &[]).await;
+    apply_campaign(&client, &ns, "sale", "limit: 100\n")
+        .await
+        .unwrap();
+    let status = wait_status(&client, &ns, "sale", "phase Open", |s| {
+        s.phase == Phase::Open
+    })
+    .await;
+    let id = status.campaign_id.unwrap();
+    let issuer = start_issuer_like_the_deployment(&client, &ns, "sale").await;
+
+    let counts = spike(&issuer, &id, (0..1000).map(|i| format!("u{i}"))).await;
+    assert_eq!(
+        counts,
+        vec![(StatusCode::CREATED, 100), (StatusCode::GONE, 900)]
+    );
+    let status = wait_status(&client, &ns, "sale", "sold out and persisted", |s| {
+        s.phase == Phase::SoldOut && s.issued == 100
+    })
+    .await;
+    assert_eq!(
+        (
+            status.admitted,
+            status.issued,
+            status.remaining,
+            status.pending_persistence
+        ),
+        (100, 100, 0, 0)
+    );
+    assert!(
+        event_reasons(&client, &ns, "sale")
+            .await
+            .contains(&"SoldOut".to_string())
+    );
+
+    // Raising the limit reaches the running issuer through Redis: more can win.
+    apply_campaign(&client, &ns, "sale", "limit: 150\n")
+        .await
+        .unwrap();
+    wait_for("the raised limit in Redis", TIMEOUT, || async {
+        (redis_get(&services, &CampaignKeys::new(&id).limit).await == Some(150)).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the issuer re-reads the limit every second
+    let counts = spike(&issuer, &id, (1000..1200).map(|i| format!("u{i}"))).await;
+    assert_eq!(
+        counts,
+        vec![(StatusCode::CREATED, 50), (StatusCode::GONE, 150)]
+    );
+    let status = wait_status(&client, &ns, "sale", "150 issued", |s| {
+        s.issued == 150 && s.phase == Phase::SoldOut
+    })
+    .await;
+    assert_eq!(status.admitted, 150);
+
+    // Lowering below what was admitted is refused with a condition and an event.
+    apply_campaign(&client, &ns, "sale", "limit: 120\n")
+        .await
+        .unwrap();
+    let status = wait_status(&client, &ns, "sale", "LimitAccepted=False", |s| {
+        status::condition(s, status::LIMIT_ACCEPTED).is_some_and(|c| c.status == "False")
+    })
+    .await;
+    assert_eq!(
+        condition(&status, status::LIMIT_ACCEPTED).1,
+        "LimitBelowAdmitted"
+    );
+    assert_eq!(
+        redis_get(&services, &CampaignKeys::new(&id).limit).await,
+        Some(150)
+    );
+    assert!(
+        event_reasons(&client, &ns, "sale")
+            .await
+            .contains(&"LimitBelowAdmitted".to_string())
+    );
+
+    // Delete: the finalizer removes the Redis keys; the coupons stay.
+    let campaigns: Api<CouponCampaign> = Api::namespaced(client.clone(), &ns);
+    campaigns
+        .delete("sale", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("the campaign to be gone", TIMEOUT, || async {
+        campaigns
+            .get_opt("sale")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    for key in CampaignKeys::new(&id).all() {
+        let client = redis::Client::open(services.redis_url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let exists: bool = conn.exists(key).await.unwrap();
+        assert!(!exists, "{key} removed");
+    }
+    assert_eq!(coupons(&services, &id).await, 150, "coupons are kept");
+    assert!(
+        topic_exists(&services, &format!("firstcome.{id}.winners")),
+        "Retain keeps the topic"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_campaign_refuses_applies_until_it_opens() {
+    let services = Services::from_env();
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = namespace(&client, "scheduled", &services, &services.redis_url).await;
+    let _operator = start_operator(&ns, "only", &[]).await;
+    let opens_at = chrono_like_now_plus(8);
+    apply_campaign(
+        &client,
+        &ns,
+        "later",
+        &format!("limit: 10\nopensAt: \"{opens_at}\"\n"),
+    )
+    .await
+    .unwrap();
+    let status = wait_status(&client, &ns, "later", "phase Scheduled", |s| {
+        s.phase == Phase::Scheduled
+    })
+    .await;
+    let id = status.campaign_id.unwrap();
+    let issuer = start_issuer_like_the_deployment(&client, &ns, "later").await;
+    let early = spike(&issuer, &id, ["early".to_string()].into_iter()).await;
+    assert_eq!(early, vec![(StatusCode::TOO_EARLY, 1)]);
+
+    wait_status(&client, &ns, "later", "phase Open", |s| {
+        s.phase == Phase::Open
+    })
+    .await;
+    let on_time = spike(&issuer, &id, ["on-time".to_string()].into_iter()).await;
+    assert_eq!(on_time, vec![(StatusCode::CREATED, 1)]);
+    assert!(
+        event_reasons(&client, &ns, "later")
+            .await
+            .contains(&"Opened".to_string())
+    );
+}
+
+/// RFC 3339, `seconds` from now, whole seconds.
+fn chrono_like_now_plus(seconds: u64) -> String {
+    let at = std::time::SystemTime::now() + Duration::from_secs(seconds);
+    let secs = at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    k8s_openapi::jiff::Timestamp::from_second(secs)
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_campaigns_are_rejected_and_an_unreachable_redis_recovers() {
+    let services = Services::from_env();
+    let client = client().await;
+    install_crd(&client).await;
+    let nowhere = "redis://127.0.0.1:1";
+    let ns = namespace(&client, "faults", &services, nowhere).await;
+
+    for (spec, expect) in [
+        ("limit: 0\n", "limit"),
+        (
+            "limit: 10\nopensAt: 2030-01-02T00:00:00Z\ncloses At: x\n",
+            "closes At",
+        ),
+        (
+            "limit: 10\nopensAt: 2030-01-02T00:00:00Z\nclosesAt: 2030-01-01T00:00:00Z\n",
+            "closesAt must be later than opensAt",
+        ),
+        ("limit: 10\nperUserLimit: 0\n", "perUserLimit"),
+        ("limit: 10\ntopic: {name: \"has space\"}\n", "topic.name"),
+    ] {
+        let error = apply_campaign(&client, &ns, "bad", spec)
+            .await
+            .expect_err(spec);
+        assert!(error.to_string().contains(expect), "{spec}: {error}");
+    }
+
+    let _operator = start_operator(&ns, "only", &[]).await;
+    apply_campaign(&client, &ns, "fragile", "limit: 10\n")
+        .await
+        .unwrap();
+    let status = wait_status(&client, &ns, "fragile", "RedisReady=False", |s| {
+        status::condition(s, REDIS_READY).is_some_and(|c| c.status == "False")
+    })
+    .await;
+    assert_eq!(status.phase, Phase::Provisioning);
+    assert_eq!(condition(&status, REDIS_READY).1, "RedisUnavailable");
+    assert!(
+        event_reasons(&client, &ns, "fragile")
+            .await
+            .contains(&"RedisUnavailable".to_string())
+    );
+
+    put_backends_secret(&client, &ns, &services, &services.redis_url).await;
+    let status = wait_status(&client, &ns, "fragile", "RedisReady=True", |s| {
+        status::condition(s, REDIS_READY).is_some_and(|c| c.status == "True")
+    })
+    .await;
+    assert_eq!(status.phase, Phase::Open);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_lease_holder_reconciles_and_killing_it_hands_over() {
+    let services = Services::from_env();
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = namespace(&client, "leader", &services, &services.redis_url).await;
+    let mut first = start_operator(&ns, "first", &["--lease-seconds", "3"]).await;
+    wait_for("the first operator to lead", TIMEOUT, || async {
+        first
+            .metrics()
+            .await
+            .contains("firstcome_operator_leader 1")
+            .then_some(())
+    })
+    .await;
+    let second = start_operator(&ns, "second", &["--lease-seconds", "3"]).await;
+
+    apply_campaign(&client, &ns, "one", "limit: 5\n")
+        .await
+        .unwrap();
+    wait_status(&client, &ns, "one", "phase Open", |s| {
+        s.phase == Phase::Open
+    })
+    .await;
+    let second_metrics = second.metrics().await;
+    assert!(
+        second_metrics.contains("firstcome_operator_leader 0"),
+        "{second_metrics}"
+    );
+    assert!(
+        !second_metrics.contains("firstcome_operator_reconciles_total{outcome=\"ok\"}"),
+        "the standby reconciled:\n{second_metrics}"
+    );
+
+    first.kill();
+    wait_for("the second operator to take over", TIMEOUT, || async {
+        second
+            .metrics()
+            .await
+            .contains("firstcome_operator_leader 1")
+            .then_some(())
+    })
+    .await;
+    apply_campaign(&client, &ns, "two", "limit: 5\n")
+        .await
+        .unwrap();
+    wait_status(&client, &ns, "two", "phase Open by the new leader", |s| {
+        s.phase == Phase::Open
+    })
+    .await;
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), &ns)
+        .get("firstcome-operator")
+        .await
+        .unwrap();
+    assert_eq!(
+        lease.spec.unwrap().holder_identity.as_deref(),
+        Some("second")
+    );
+}

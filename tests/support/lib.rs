@@ -1,0 +1,69 @@
+//! Support for the end-to-end tests: the real services of the test bed
+//! (`scripts/testbed`), the real control plane (`scripts/controlplane`), and the
+//! project's binaries started as processes.
+
+pub mod cluster;
+pub mod process;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Connection settings of the test bed's real services.
+pub struct Services {
+    pub redis_url: String,
+    pub database_url: String,
+    pub kafka_brokers: String,
+}
+
+pub fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: run the tests through scripts/test, which starts the real services"
+        )
+    })
+}
+
+impl Services {
+    pub fn from_env() -> Self {
+        Self {
+            redis_url: required_env("FIRSTCOME_TEST_REDIS_URL"),
+            database_url: required_env("FIRSTCOME_TEST_DATABASE_URL"),
+            kafka_brokers: required_env("FIRSTCOME_TEST_KAFKA_BROKERS"),
+        }
+    }
+}
+
+/// A name no other test (or earlier run) uses: lowercase, DNS-label safe.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}-{}-{}-{}",
+        std::process::id() % 100_000,
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos % 100_000
+    )
+}
+
+/// Polls `probe` until it returns `Some`, for at most `timeout`; panics naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,113 @@
+//! The project's binaries as child processes, killed when dropped.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A binary of this workspace, next to the test executable's directory
+/// (`target/<profile>/`). `scripts/test` builds every binary before the tests run.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace` (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process serving HTTP on `base`.
+pub struct Process {
+    child: Child,
+    pub base: String,
+    name: String,
+}
+
+impl Process {
+    /// Starts `binary` with `args` and `env`, then waits until `GET {base}{ready_path}`
+    /// answers 200. `port` is the one the arguments make it listen on.
+    pub async fn start(
+        binary: &str,
+        args: &[String],
+        env: &[(&str, String)],
+        port: u16,
+        ready_path: &str,
+    ) -> Self {
+        let mut command = Command::new(workspace_binary(binary));
+        command
+            .args(args)
+            .env(
+                "RUST_LOG",
+                "warn,firstcome_issuer=info,firstcome_operator=info",
+            )
+            .stdin(Stdio::null());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
+        let mut process = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            name: binary.to_string(),
+        };
+        process.wait_http(ready_path).await;
+        process
+    }
+
+    async fn wait_http(&mut self, path: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("{} exited during start-up ({status})", self.name);
+            }
+            if let Ok(response) = reqwest::get(format!("{}{path}", self.base)).await
+                && response.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not ready within 60 s",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
