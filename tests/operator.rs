@@ -396,6 +396,26 @@ async fn invalid_campaigns_are_rejected_and_an_unreachable_redis_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_campaign_is_accepted_by_the_api_server() {
+    let services = Services::from_env();
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = namespace(&client, "example", &services, &services.redis_url).await;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/campaign.yaml");
+    let example: CouponCampaign = serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let accepted = Api::<CouponCampaign>::namespaced(client.clone(), &ns)
+        .patch(
+            "black-friday",
+            &kube::api::PatchParams::apply("firstcome-e2e").dry_run(),
+            &kube::api::Patch::Apply(&example),
+        )
+        .await
+        .expect("the example is valid");
+    assert_eq!(accepted.spec.limit, 100);
+    assert_eq!(accepted.spec.issuer.replicas, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_lease_holder_reconciles_and_killing_it_hands_over() {
     let services = Services::from_env();
     let client = client().await;
