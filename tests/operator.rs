@@ -402,7 +402,8 @@ async fn the_example_campaign_is_accepted_by_the_api_server() {
     install_crd(&client).await;
     let ns = namespace(&client, "example", &services, &services.redis_url).await;
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/campaign.yaml");
-    let example: CouponCampaign = serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let example: CouponCampaign =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let accepted = Api::<CouponCampaign>::namespaced(client.clone(), &ns)
         .patch(
             "black-friday",

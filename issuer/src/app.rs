@@ -25,6 +25,8 @@ use crate::store::sqlite::SqliteStore;
 
 /// How often sold-out campaigns re-read their limit.
 const LIMIT_REFRESH: Duration = Duration::from_secs(1);
+/// How often a consumer retries the failed events.
+const FAILED_EVENTS_RETRY: Duration = Duration::from_secs(60);
 
 /// The campaigns to serve: the file's plus the `--campaign` ones; `demo:100` for a
 /// standalone issuer given none.
@@ -109,6 +111,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
             if args.role.consumes() {
                 let store = coupons.clone().context("the consumer needs PostgreSQL")?;
+                tasks.spawn(retry_failed_events(store.clone(), stop.clone()));
                 for campaign in &campaigns {
                     let consumer = WinnerConsumer::new(
                         kafka_brokers,
@@ -256,6 +259,36 @@ async fn republish_pending(
                     tracing::warn!(%error, campaign = %campaign.config.name, "re-publishing failed; will retry")
                 }
             }
+        }
+    }
+}
+
+/// `firstcome-issuer retry-failed`: one retry batch, its outcome printed as JSON.
+pub async fn retry_failed_once(database_url: &str) -> anyhow::Result<()> {
+    let store = CouponStore::connect(database_url, 2)
+        .await
+        .context("connecting to PostgreSQL")?;
+    let report = store.retry_failed_events().await?;
+    println!(
+        "{}",
+        serde_json::json!({ "resolved": report.resolved, "stillFailing": report.still_failing })
+    );
+    Ok(())
+}
+
+async fn retry_failed_events(store: CouponStore, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(FAILED_EVENTS_RETRY);
+    while stop.run_until_cancelled(tick.tick()).await.is_some() {
+        match store.retry_failed_events().await {
+            Ok(report) if report.resolved > 0 => {
+                tracing::info!(
+                    resolved = report.resolved,
+                    still_failing = report.still_failing,
+                    "retried failed events"
+                )
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "retrying failed events failed; will try again"),
         }
     }
 }

@@ -30,6 +30,16 @@ pub struct Cli {
 pub enum Command {
     /// Serve the HTTP API and/or consume winners (the default command).
     Serve(ServeArgs),
+    /// Retry the failed events stored in PostgreSQL once, print what happened, and exit.
+    /// Consumers also do this every minute.
+    RetryFailed(RetryFailedArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RetryFailedArgs {
+    /// PostgreSQL URL.
+    #[arg(long, env = "FIRSTCOME_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
 }
 
 /// Which parts of the issuer this process runs.

@@ -3,7 +3,9 @@
 //! project's binaries started as processes.
 
 pub mod cluster;
+pub mod invariants;
 pub mod process;
+pub mod spike;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -29,6 +29,54 @@ pub struct FailedEvent {
     pub error: String,
 }
 
+/// What one retry batch of failed events did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetryReport {
+    pub resolved: u64,
+    pub still_failing: u64,
+}
+
+/// Inserts winners, ignoring those already stored; returns how many were new.
+async fn insert_winners(
+    tx: &mut sqlx::PgTransaction<'_>,
+    winners: &[WinnerEvent],
+) -> Result<u64, sqlx::Error> {
+    if winners.is_empty() {
+        return Ok(0);
+    }
+    let campaigns: Vec<&str> = winners.iter().map(|w| w.campaign.as_str()).collect();
+    let users: Vec<&str> = winners.iter().map(|w| w.user_id.as_str()).collect();
+    let ordinals: Vec<i32> = winners.iter().map(|w| w.ordinal as i32).collect();
+    let sequences: Vec<i64> = winners.iter().map(|w| w.sequence as i64).collect();
+    let admitted: Vec<DateTime<Utc>> = winners.iter().map(|w| w.admitted_at).collect();
+    Ok(sqlx::query(
+        "INSERT INTO coupons (campaign, user_id, ordinal, sequence, admitted_at) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::int8[], $5::timestamptz[]) \
+         ON CONFLICT (campaign, user_id, ordinal) DO NOTHING",
+    )
+    .bind(&campaigns)
+    .bind(&users)
+    .bind(&ordinals)
+    .bind(&sequences)
+    .bind(&admitted)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected())
+}
+
+async fn record_attempt(
+    tx: &mut sqlx::PgTransaction<'_>,
+    id: i64,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE failed_events SET attempts = attempts + 1, last_attempt_at = now(), error = $2 WHERE id = $1")
+        .bind(id)
+        .bind(error)
+        .execute(&mut **tx)
+        .await
+        .map(|_| ())
+}
+
 #[derive(Clone)]
 pub struct CouponStore {
     pool: PgPool,
@@ -55,28 +103,7 @@ impl CouponStore {
         failed: &[FailedEvent],
     ) -> Result<u64, PostgresStoreError> {
         let mut tx = self.pool.begin().await?;
-        let inserted = if winners.is_empty() {
-            0
-        } else {
-            let campaigns: Vec<&str> = winners.iter().map(|w| w.campaign.as_str()).collect();
-            let users: Vec<&str> = winners.iter().map(|w| w.user_id.as_str()).collect();
-            let ordinals: Vec<i32> = winners.iter().map(|w| w.ordinal as i32).collect();
-            let sequences: Vec<i64> = winners.iter().map(|w| w.sequence as i64).collect();
-            let admitted: Vec<DateTime<Utc>> = winners.iter().map(|w| w.admitted_at).collect();
-            sqlx::query(
-                "INSERT INTO coupons (campaign, user_id, ordinal, sequence, admitted_at) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::int8[], $5::timestamptz[]) \
-                 ON CONFLICT (campaign, user_id, ordinal) DO NOTHING",
-            )
-            .bind(&campaigns)
-            .bind(&users)
-            .bind(&ordinals)
-            .bind(&sequences)
-            .bind(&admitted)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-        };
+        let inserted = insert_winners(&mut tx, winners).await?;
         for event in failed {
             sqlx::query(
                 "INSERT INTO failed_events (topic, partition, \"offset\", campaign, payload, error) \
@@ -93,6 +120,69 @@ impl CouponStore {
         }
         tx.commit().await?;
         Ok(inserted)
+    }
+
+    /// Retries every unresolved failed event whose last attempt is older than its backoff
+    /// (doubling per attempt, at most an hour): a payload that now decodes into a winner
+    /// of its campaign becomes a coupon (idempotently) and the event is marked resolved;
+    /// the others stay visible with their error and one more attempt counted.
+    pub async fn retry_failed_events(&self) -> Result<RetryReport, PostgresStoreError> {
+        let due: Vec<(i64, Option<String>, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT id, campaign, payload FROM failed_events WHERE resolved_at IS NULL \
+             AND last_attempt_at + least(interval '1 second' * power(2, attempts), interval '1 hour') <= now() \
+             ORDER BY id LIMIT 1000",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut report = RetryReport::default();
+        for (id, campaign, payload) in due {
+            let decoded = payload
+                .as_deref()
+                .map(WinnerEvent::from_payload)
+                .transpose()
+                .map_err(|e| e.to_string())
+                .and_then(|event| event.ok_or_else(|| "no payload".to_string()))
+                .and_then(|event| {
+                    if campaign.as_deref().is_none_or(|c| c == event.campaign)
+                        && event.ordinal >= 1
+                        && event.sequence >= 1
+                    {
+                        Ok(event)
+                    } else {
+                        Err(format!(
+                            "winner event of campaign {:?} does not belong to {campaign:?}",
+                            event.campaign
+                        ))
+                    }
+                });
+            let mut tx = self.pool.begin().await?;
+            match decoded {
+                Ok(event) => {
+                    let inserted = insert_winners(&mut tx, std::slice::from_ref(&event)).await;
+                    match inserted {
+                        Ok(_) => {
+                            sqlx::query("UPDATE failed_events SET resolved_at = now(), attempts = attempts + 1, last_attempt_at = now() WHERE id = $1")
+                                .bind(id)
+                                .execute(&mut *tx)
+                                .await?;
+                            report.resolved += 1;
+                        }
+                        Err(error) => {
+                            drop(tx);
+                            tx = self.pool.begin().await?;
+                            record_attempt(&mut tx, id, &error.to_string()).await?;
+                            report.still_failing += 1;
+                        }
+                    }
+                }
+                Err(error) => {
+                    record_attempt(&mut tx, id, &error).await?;
+                    report.still_failing += 1;
+                }
+            }
+            tx.commit().await?;
+        }
+        Ok(report)
     }
 
     pub async fn coupons_of(

@@ -1,0 +1,257 @@
+//! Fault tests: a spike of 2000 users on a campaign of limit 500, with the apply API and
+//! the consumer as separate processes, and one fault injected mid-way into a real
+//! process or service. After a bounded recovery every invariant must hold
+//! (`support/invariants.rs`). The tests stop shared services, so they run one at a time.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use firstcome_e2e::invariants::{assert_invariants, tally};
+use firstcome_e2e::process::{Process, free_port};
+use firstcome_e2e::spike::{Answer, spike, wait_progress};
+use firstcome_e2e::{Services, unique_name};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::sync::Mutex;
+
+const USERS: usize = 2000;
+const LIMIT: usize = 500;
+const IN_FLIGHT: usize = 48;
+
+/// One fault at a time: they stop services every test shares.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+
+/// A campaign with its API issuer and its consumer, each restartable on its port.
+struct Bed {
+    services: Services,
+    campaign: String,
+    api_port: u16,
+    consumer_port: u16,
+}
+
+impl Bed {
+    fn new(prefix: &str) -> Self {
+        Self {
+            services: Services::from_env(),
+            campaign: unique_name(prefix),
+            api_port: free_port(),
+            consumer_port: free_port(),
+        }
+    }
+
+    fn topic(&self) -> String {
+        format!("firstcome.{}.winners", self.campaign)
+    }
+
+    async fn start(&self, role: &str, port: u16) -> Process {
+        let args: Vec<String> = [
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--role",
+            role,
+            "--redis-url",
+            &self.services.redis_url,
+            "--kafka-brokers",
+            &self.services.kafka_brokers,
+            "--database-url",
+            &self.services.database_url,
+            "--campaign",
+            &format!("{}:{LIMIT}", self.campaign),
+            "--delivery-timeout-ms",
+            "2000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        Process::start("firstcome-issuer", &args, &[], port, "/healthz").await
+    }
+
+    async fn api(&self) -> Process {
+        self.start("api", self.api_port).await
+    }
+
+    async fn consumer(&self) -> Process {
+        self.start("consumer", self.consumer_port).await
+    }
+
+    fn spike(&self, progress: Arc<AtomicUsize>) -> tokio::task::JoinHandle<Vec<Answer>> {
+        let base = format!("http://127.0.0.1:{}", self.api_port);
+        let campaign = self.campaign.clone();
+        let users = (0..USERS).map(|i| format!("user-{i}")).collect();
+        tokio::spawn(async move { spike(&base, &campaign, users, IN_FLIGHT, progress).await })
+    }
+}
+
+fn testbed(action: &str, service: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/testbed");
+    let status = std::process::Command::new(script)
+        .args([action, service])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("running scripts/testbed");
+    assert!(status.success(), "scripts/testbed {action} {service}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_api_issuer_mid_spike_loses_no_winner() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let bed = Bed::new("kill-api");
+    let mut api = bed.api().await;
+    let _consumer = bed.consumer().await;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let spike = bed.spike(progress.clone());
+
+    wait_progress(&progress, 250).await;
+    api.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _api = bed.api().await;
+
+    let answers = spike.await.unwrap();
+    println!("{:?}", tally(&answers));
+    assert_invariants(&bed.services, &bed.campaign, LIMIT, &answers).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_consumer_mid_batch_creates_no_duplicate_and_loses_nothing() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let bed = Bed::new("kill-consumer");
+    let _api = bed.api().await;
+    let mut consumer = bed.consumer().await;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let spike = bed.spike(progress.clone());
+
+    wait_progress(&progress, 300).await;
+    consumer.kill();
+    wait_progress(&progress, 900).await;
+    let _consumer = bed.consumer().await;
+
+    let answers = spike.await.unwrap();
+    println!("{:?}", tally(&answers));
+    assert_invariants(&bed.services, &bed.campaign, LIMIT, &answers).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_mid_consumption_delays_coupons_but_loses_none() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let bed = Bed::new("pg-down");
+    let _api = bed.api().await;
+    let _consumer = bed.consumer().await;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let spike = bed.spike(progress.clone());
+
+    wait_progress(&progress, 150).await;
+    testbed("stop", "postgres");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    testbed("start", "postgres");
+
+    let answers = spike.await.unwrap();
+    println!("{:?}", tally(&answers));
+    assert_invariants(&bed.services, &bed.campaign, LIMIT, &answers).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_crashing_mid_spike_never_answers_a_false_admitted() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let bed = Bed::new("kafka-down");
+    let _api = bed.api().await;
+    let _consumer = bed.consumer().await;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let spike = bed.spike(progress.clone());
+
+    wait_progress(&progress, 100).await;
+    testbed("kill", "kafka");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    testbed("start", "kafka");
+
+    let answers = spike.await.unwrap();
+    let tally = tally(&answers);
+    println!("{tally:?}");
+    assert!(
+        tally.keys().any(|k| k.contains("admission_unconfirmed")),
+        "the outage hit admissions (some were answered 503 unconfirmed): {tally:?}"
+    );
+    assert_invariants(&bed.services, &bed.campaign, LIMIT, &answers).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_lands_in_failed_events_and_the_rest_is_persisted() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let bed = Bed::new("poison");
+    let _api = bed.api().await;
+    let _consumer = bed.consumer().await;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let spike = bed.spike(progress.clone());
+
+    wait_progress(&progress, 200).await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bed.services.kafka_brokers)
+        .create()
+        .unwrap();
+    let topic = bed.topic();
+    for payload in [&b"\xffnot json"[..], br#"{"campaign":"someone-else","userId":"x","ordinal":1,"sequence":1,"admittedAt":"2026-01-01T00:00:00Z"}"#] {
+        producer
+            .send(FutureRecord::to(&topic).key("poison").payload(payload), Duration::from_secs(10))
+            .await
+            .expect("producing a poison message");
+    }
+
+    let answers = spike.await.unwrap();
+    assert_invariants(&bed.services, &bed.campaign, LIMIT, &answers).await;
+
+    let pool = sqlx::PgPool::connect(&bed.services.database_url)
+        .await
+        .unwrap();
+    let failed: Vec<(Option<Vec<u8>>, String, i32)> = sqlx::query_as(
+        "SELECT payload, error, attempts FROM failed_events WHERE topic = $1 AND resolved_at IS NULL ORDER BY \"offset\"",
+    )
+    .bind(&topic)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        failed.len(),
+        2,
+        "both poison messages are stored: {failed:?}"
+    );
+    assert_eq!(
+        failed[0].0.as_deref(),
+        Some(&b"\xffnot json"[..]),
+        "with their payload"
+    );
+    assert!(
+        failed.iter().all(|(_, error, _)| !error.is_empty()),
+        "and their error"
+    );
+
+    // The retry batch keeps poison visible: attempted again, still unresolved.
+    sqlx::query(
+        "UPDATE failed_events SET last_attempt_at = now() - interval '1 hour' WHERE topic = $1",
+    )
+    .bind(&topic)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let output =
+        std::process::Command::new(firstcome_e2e::process::workspace_binary("firstcome-issuer"))
+            .args(["retry-failed", "--database-url", &bed.services.database_url])
+            .output()
+            .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let attempts: Vec<(i32,)> = sqlx::query_as(
+        "SELECT attempts FROM failed_events WHERE topic = $1 AND resolved_at IS NULL",
+    )
+    .bind(&topic)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        attempts,
+        vec![(2,), (2,)],
+        "retried once more, still failing"
+    );
+}

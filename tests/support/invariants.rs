@@ -1,0 +1,114 @@
+//! The invariants of a campaign after any fault, checked in one place against the real
+//! Redis and PostgreSQL:
+//! - coupons in PostgreSQL == winners in Redis == min(limit, distinct applicants);
+//! - no user holds more than one coupon (per ordinal), no sequence is used twice, every
+//!   sequence is within 1..=limit;
+//! - every user answered "admitted" or "already applied" holds a coupon;
+//! - nobody answered "sold out" holds one.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+use firstcome_contract::CampaignKeys;
+use redis::AsyncCommands;
+
+use crate::Services;
+use crate::spike::{Answer, Outcome};
+
+/// (user, sequence) pairs of the campaign's coupons in PostgreSQL.
+pub async fn coupons(services: &Services, campaign: &str) -> Vec<(String, i64)> {
+    let pool = sqlx::PgPool::connect(&services.database_url).await.unwrap();
+    let rows = sqlx::query_as("SELECT user_id, sequence FROM coupons WHERE campaign = $1")
+        .bind(campaign)
+        .fetch_all(&pool)
+        .await;
+    pool.close().await;
+    rows.unwrap_or_default()
+}
+
+/// (user, sequence) pairs of the campaign's winners in Redis.
+pub async fn winners(services: &Services, campaign: &str) -> Vec<(String, i64)> {
+    let client = redis::Client::open(services.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let holders: HashMap<String, String> = conn
+        .hgetall(CampaignKeys::new(campaign).holders)
+        .await
+        .unwrap();
+    holders
+        .into_iter()
+        .flat_map(|(user, held)| {
+            held.split(',')
+                .map(|s| (user.clone(), s.parse::<i64>().unwrap()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Waits (bounded) for persistence to catch up, then asserts every invariant.
+pub async fn assert_invariants(
+    services: &Services,
+    campaign: &str,
+    limit: usize,
+    answers: &[Answer],
+) {
+    let applicants: HashSet<&str> = answers.iter().map(|a| a.user.as_str()).collect();
+    let expected = limit.min(applicants.len());
+    let persisted = crate::wait_for(
+        "coupons == winners == min(limit, applicants)",
+        Duration::from_secs(90),
+        || async {
+            let coupons = coupons(services, campaign).await;
+            let winners = winners(services, campaign).await;
+            (coupons.len() == expected && winners.len() == expected).then_some((coupons, winners))
+        },
+    )
+    .await;
+    let (coupons, winners) = persisted;
+    let as_set = |pairs: &[(String, i64)]| pairs.iter().cloned().collect::<BTreeSet<_>>();
+    assert_eq!(
+        as_set(&coupons),
+        as_set(&winners),
+        "PostgreSQL holds exactly Redis's winners"
+    );
+
+    let sequences: HashSet<i64> = coupons.iter().map(|(_, s)| *s).collect();
+    assert_eq!(sequences.len(), coupons.len(), "no sequence used twice");
+    assert!(
+        sequences.iter().all(|s| (1..=limit as i64).contains(s)),
+        "sequences within 1..=limit"
+    );
+    let holders: HashSet<&str> = coupons.iter().map(|(u, _)| u.as_str()).collect();
+    assert_eq!(holders.len(), coupons.len(), "one coupon per user");
+
+    for answer in answers {
+        let holds = holders.contains(answer.user.as_str());
+        match &answer.outcome {
+            Outcome::Admitted | Outcome::AlreadyApplied => {
+                assert!(
+                    holds,
+                    "{} was told {:?} but holds no coupon",
+                    answer.user, answer.outcome
+                )
+            }
+            Outcome::SoldOut => assert!(
+                !holds,
+                "{} was told sold out but holds a coupon",
+                answer.user
+            ),
+            Outcome::Unknown(_) => {}
+        }
+    }
+}
+
+/// How many answers had each kind of outcome, for messages.
+pub fn tally(answers: &[Answer]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for answer in answers {
+        let key = match &answer.outcome {
+            Outcome::Unknown(why) => format!("unknown: {why}"),
+            other => format!("{other:?}"),
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+    counts
+}
