@@ -175,6 +175,59 @@ async fn kafka_crashing_mid_spike_never_answers_a_false_admitted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_losing_its_data_after_sell_out_does_not_reopen_the_campaign() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let bed = Bed::new("redis-loss");
+    let mut api = bed.api().await;
+    let _consumer = bed.consumer().await;
+    let first = bed.spike(Arc::new(AtomicUsize::new(0))).await.unwrap();
+    assert_invariants(&bed.services, &bed.campaign, LIMIT, &first).await;
+
+    let client = redis::Client::open(bed.services.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    api.kill();
+    let api = bed.api().await;
+
+    // Fresh users and the earlier winners apply again: nobody wins, nothing resets.
+    let late: Vec<String> = (0..300).map(|i| format!("late-{i}")).collect();
+    let winners: Vec<String> = first
+        .iter()
+        .filter(|a| a.outcome == firstcome_e2e::spike::Outcome::Admitted)
+        .take(100)
+        .map(|a| a.user.clone())
+        .collect();
+    let again = spike(
+        &api.base,
+        &bed.campaign,
+        late.into_iter().chain(winners).collect(),
+        IN_FLIGHT,
+        Arc::new(AtomicUsize::new(0)),
+    )
+    .await;
+    let tally = tally(&again);
+    assert_eq!(tally.get("SoldOut"), Some(&300), "{tally:?}");
+    assert_eq!(tally.get("AlreadyApplied"), Some(&100), "{tally:?}");
+    let answers: Vec<Answer> = first.into_iter().chain(again).collect();
+    assert_invariants(&bed.services, &bed.campaign, LIMIT, &answers).await;
+    let summary: serde_json::Value =
+        reqwest::get(format!("{}/v1/campaigns/{}", api.base, bed.campaign))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(
+        summary["admitted"], LIMIT,
+        "counter restored from PostgreSQL: {summary}"
+    );
+    assert_eq!(summary["state"], "sold_out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_message_lands_in_failed_events_and_the_rest_is_persisted() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let bed = Bed::new("poison");

@@ -10,13 +10,17 @@ pub struct CampaignKeys {
     /// issuers without a restart.
     pub limit: String,
     /// The admission counter: how many coupons were handed out. The n-th admission gets
-    /// sequence number n.
+    /// sequence number n. Its existence means "provisioned": only an issuer creates it,
+    /// from what PostgreSQL holds, so a Redis that lost its data never admits from zero.
     pub admitted: String,
     /// Hash user id -> the sequence numbers that user holds, comma separated.
     pub holders: String,
     /// Hash sequence -> `<admitted-at-ms> <ordinal> <user id>`: admissions whose winner
     /// event is not yet confirmed by the broker.
     pub pending: String,
+    /// Staging hash of holders rebuilt from PostgreSQL after Redis lost the campaign;
+    /// renamed onto `holders` in the same step that recreates `admitted`.
+    pub restoring: String,
 }
 
 impl CampaignKeys {
@@ -27,12 +31,19 @@ impl CampaignKeys {
             admitted: format!("{tag}:admitted"),
             holders: format!("{tag}:holders"),
             pending: format!("{tag}:pending"),
+            restoring: format!("{tag}:restoring"),
         }
     }
 
     /// Every key of the campaign, e.g. to delete a campaign.
-    pub fn all(&self) -> [&str; 4] {
-        [&self.limit, &self.admitted, &self.holders, &self.pending]
+    pub fn all(&self) -> [&str; 5] {
+        [
+            &self.limit,
+            &self.admitted,
+            &self.holders,
+            &self.pending,
+            &self.restoring,
+        ]
     }
 }
 

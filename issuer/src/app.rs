@@ -25,6 +25,8 @@ use crate::store::sqlite::SqliteStore;
 
 /// How often sold-out campaigns re-read their limit.
 const LIMIT_REFRESH: Duration = Duration::from_secs(1);
+/// Added to the delivery timeout: how long an unconfirmed hand-off may still be in flight.
+const HAND_OFF_MARGIN: Duration = Duration::from_secs(1);
 /// How often a consumer retries the failed events.
 const FAILED_EVENTS_RETRY: Duration = Duration::from_secs(60);
 
@@ -94,29 +96,23 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             )
             .await
             .context("creating campaign topics")?;
-            let coupons = match database_url {
-                Some(url) => Some(
-                    CouponStore::connect(url, args.database_max_connections)
-                        .await
-                        .context("connecting to PostgreSQL")?,
-                ),
-                None => None,
-            };
-            if let Some(store) = &coupons {
-                let store = store.clone();
+            let coupons = CouponStore::connect(database_url, args.database_max_connections)
+                .await
+                .context("connecting to PostgreSQL")?;
+            {
+                let store = coupons.clone();
                 readiness = readiness.check("postgres", move || {
                     let store = store.clone();
                     async move { store.ping().await.map_err(|e| e.to_string()) }.boxed()
                 });
             }
             if args.role.consumes() {
-                let store = coupons.clone().context("the consumer needs PostgreSQL")?;
-                tasks.spawn(retry_failed_events(store.clone(), stop.clone()));
+                tasks.spawn(retry_failed_events(coupons.clone(), stop.clone()));
                 for campaign in &campaigns {
                     let consumer = WinnerConsumer::new(
                         kafka_brokers,
                         campaign.clone(),
-                        store.clone(),
+                        coupons.clone(),
                         metrics.clone(),
                     )?;
                     tasks.spawn(consumer.run(stop.clone()));
@@ -141,12 +137,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     let redis = RedisAdmission::connect(url, args.redis_timeout())
                         .await
                         .context("connecting to Redis")?;
-                    for campaign in &campaigns {
-                        redis
-                            .provision(campaign)
-                            .await
-                            .context("provisioning campaign keys")?;
-                    }
                     let probe = redis.clone();
                     readiness = readiness.check("redis", move || {
                         let redis = probe.clone();
@@ -157,6 +147,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                         redis,
                         publisher,
                         coupons,
+                        kafka_brokers: kafka_brokers.to_string(),
+                        hand_off_grace: args.delivery_timeout() + HAND_OFF_MARGIN,
                     });
                     tracing::info!("distributed: admission in Redis, winners to Kafka");
                     Some(Issuer::new(campaigns.clone(), backend, metrics.clone()))
@@ -170,7 +162,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(issuer) = &issuer {
         tasks.spawn(refresh_sold_out_boards(issuer.clone(), stop.clone()));
         if matches!(issuer.backend(), Backend::Distributed(_)) {
-            let grace = args.delivery_timeout() + Duration::from_secs(5);
+            // New campaigns get their counter; campaigns Redis lost are restored.
+            for campaign in issuer.campaigns() {
+                issuer.restore_in_background(campaign);
+            }
+            let grace = args.delivery_timeout() + HAND_OFF_MARGIN;
             tasks.spawn(republish_pending(
                 issuer.clone(),
                 metrics.clone(),
@@ -180,6 +176,23 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
 
+    if let Some(issuer) = &issuer {
+        let issuer = issuer.clone();
+        readiness = readiness.check("campaigns", move || {
+            let missing = issuer.unprovisioned();
+            async move {
+                if missing.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "not yet provisioned in Redis: {}",
+                        missing.join(", ")
+                    ))
+                }
+            }
+            .boxed()
+        });
+    }
     let readiness = Arc::new(readiness);
     let app = http::router(
         issuer.clone(),

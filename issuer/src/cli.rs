@@ -87,7 +87,7 @@ pub struct ServeArgs {
     #[arg(long, env = "FIRSTCOME_KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
 
-    /// PostgreSQL URL, e.g. postgres://user:pass@host/db (distributed mode).
+    /// PostgreSQL URL, e.g. postgres://user:pass@host/db (distributed mode, every role).
     #[arg(long, env = "FIRSTCOME_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
@@ -148,7 +148,7 @@ pub enum Mode<'a> {
     Distributed {
         redis_url: Option<&'a str>,
         kafka_brokers: &'a str,
-        database_url: Option<&'a str>,
+        database_url: &'a str,
     },
 }
 
@@ -187,15 +187,18 @@ impl ServeArgs {
         if kafka.is_none() {
             missing.push("--kafka-brokers");
         }
-        if self.role.consumes() && database.is_none() {
+        // The API needs PostgreSQL too: it restores a campaign from there when Redis lost it.
+        if database.is_none() {
             missing.push("--database-url");
         }
-        match kafka {
-            Some(kafka_brokers) if missing.is_empty() => Ok(Mode::Distributed {
-                redis_url: redis,
-                kafka_brokers,
-                database_url: database,
-            }),
+        match (kafka, database) {
+            (Some(kafka_brokers), Some(database_url)) if missing.is_empty() => {
+                Ok(Mode::Distributed {
+                    redis_url: redis,
+                    kafka_brokers,
+                    database_url,
+                })
+            }
             _ => Err(format!(
                 "role {:?} in distributed mode also needs {}",
                 self.role,
@@ -245,13 +248,10 @@ mod tests {
             "--kafka-brokers",
             "k",
         ]);
-        assert!(matches!(
-            api.mode(),
-            Ok(Mode::Distributed {
-                database_url: None,
-                ..
-            })
-        ));
+        assert!(
+            api.mode().unwrap_err().contains("--database-url"),
+            "the API restores campaigns from PostgreSQL"
+        );
         let consumer = args(&[
             "--role",
             "consumer",

@@ -3,13 +3,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use firstcome_contract::{CampaignConfig, CampaignKeys, Window, WinnerEvent};
 
 use crate::admission::embedded::EmbeddedAdmission;
-use crate::admission::redis::RedisAdmission;
+use crate::admission::redis::{RedisAdmission, RedisAdmissionError};
 use crate::admission::sold_out::{SoldOutBoard, SoldOutSnapshot};
 use crate::admission::{Admission, Counts, Verdict};
 use crate::kafka::producer::WinnerPublisher;
@@ -24,14 +25,20 @@ pub struct Campaign {
     pub keys: CampaignKeys,
     pub sold_out: SoldOutBoard,
     counters: ApplyCounters,
+    /// Set while this process restores the campaign into Redis (single flight).
+    restoring: AtomicBool,
+    /// Whether the backend holds the campaign's admission state; readiness needs it.
+    provisioned: AtomicBool,
 }
 
 /// The distributed backend: admission in Redis, winners to Kafka, coupons in PostgreSQL.
 pub struct Distributed {
     pub redis: RedisAdmission,
     pub publisher: WinnerPublisher,
-    /// Where the consumer persists coupons; without it look-ups cannot tell "issued".
-    pub coupons: Option<CouponStore>,
+    pub coupons: CouponStore,
+    pub kafka_brokers: String,
+    /// Longest time a hand-off can still be in flight (the delivery timeout, plus margin).
+    pub hand_off_grace: Duration,
 }
 
 pub enum Backend {
@@ -55,6 +62,9 @@ pub enum IssuerError {
     UnknownCampaign(String),
     #[error("the admission backend is unavailable: {0}")]
     Unavailable(String),
+    /// Redis has no admission state for the campaign (yet).
+    #[error("{0}")]
+    Unprovisioned(String),
     /// The user was admitted, but the broker did not confirm the winner event in time.
     /// The admission stands and its event is published again until confirmed.
     #[error("admission {} recorded but not yet confirmed by the broker: {reason}", .admission.sequence)]
@@ -85,8 +95,8 @@ pub enum CampaignState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Summary {
     pub counts: Counts,
-    /// Coupons persisted; unknown when no coupon store is configured.
-    pub issued: Option<u64>,
+    /// Coupons persisted.
+    pub issued: u64,
     pub state: CampaignState,
 }
 
@@ -98,6 +108,7 @@ pub struct Issuer {
 
 impl Issuer {
     pub fn new(campaigns: Vec<CampaignConfig>, backend: Backend, metrics: Arc<Metrics>) -> Self {
+        let standalone = matches!(backend, Backend::Standalone(_));
         let campaigns = campaigns
             .into_iter()
             .map(|config| {
@@ -105,6 +116,8 @@ impl Issuer {
                     keys: CampaignKeys::new(&config.name),
                     sold_out: SoldOutBoard::default(),
                     counters: metrics.apply_counters(&config.name),
+                    restoring: AtomicBool::new(false),
+                    provisioned: AtomicBool::new(standalone),
                     config,
                 };
                 (campaign.config.name.clone(), Arc::new(campaign))
@@ -123,6 +136,15 @@ impl Issuer {
 
     pub fn campaigns(&self) -> impl Iterator<Item = &Arc<Campaign>> {
         self.campaigns.values()
+    }
+
+    /// Campaigns whose admission state the backend does not hold yet.
+    pub fn unprovisioned(&self) -> Vec<String> {
+        self.campaigns
+            .values()
+            .filter(|c| !c.provisioned.load(Ordering::Acquire))
+            .map(|c| c.config.name.clone())
+            .collect()
     }
 
     pub fn campaign(&self, name: &str) -> Result<&Arc<Campaign>, IssuerError> {
@@ -180,7 +202,15 @@ impl Issuer {
                 .await
         })
         .await
-        .map_err(|e| IssuerError::Unavailable(format!("admission task failed: {e}")))??;
+        .map_err(|e| IssuerError::Unavailable(format!("admission task failed: {e}")))?;
+        let verdict = match verdict {
+            Err(IssuerError::Unprovisioned(reason)) => {
+                campaign.provisioned.store(false, Ordering::Release);
+                self.restore_in_background(campaign);
+                return Err(IssuerError::Unavailable(reason));
+            }
+            other => other?,
+        };
         self.metrics
             .admission_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -188,6 +218,38 @@ impl Issuer {
             self.load_sold_out_board(campaign);
         }
         Ok(verdict.into())
+    }
+
+    /// Provisions the campaign in Redis from PostgreSQL if Redis does not have it (a new
+    /// campaign, or Redis lost its data), in the background, once at a time. Until it is
+    /// done the admission script answers "unprovisioned" and applies get 503.
+    pub fn restore_in_background(self: &Arc<Self>, campaign: &Arc<Campaign>) {
+        let Backend::Distributed(_) = &self.backend else {
+            return;
+        };
+        if campaign.restoring.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let issuer = Arc::clone(self);
+        let campaign = Arc::clone(campaign);
+        tokio::spawn(async move {
+            let Backend::Distributed(distributed) = &issuer.backend else {
+                return;
+            };
+            loop {
+                match distributed.provision(&campaign).await {
+                    Ok(()) => {
+                        campaign.provisioned.store(true, Ordering::Release);
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, campaign = %campaign.config.name, "provisioning from PostgreSQL failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+            campaign.restoring.store(false, Ordering::Release);
+        });
     }
 
     /// Loads the holders of a sold-out campaign once, in the background.
@@ -285,7 +347,12 @@ impl Backend {
                     .redis
                     .admit(&campaign.config, &campaign.keys, user.as_str())
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(|e| match e {
+                        RedisAdmissionError::Unprovisioned(_) => {
+                            IssuerError::Unprovisioned(e.to_string())
+                        }
+                        other => unavailable(other),
+                    })?;
                 if let Verdict::Admitted(admission) = &verdict {
                     d.hand_off(metrics, campaign, user.as_str(), admission)
                         .await?;
@@ -302,22 +369,14 @@ impl Backend {
         }
     }
 
-    async fn issued(
-        &self,
-        campaign: &Campaign,
-        counts: Counts,
-    ) -> Result<Option<u64>, IssuerError> {
+    async fn issued(&self, campaign: &Campaign, counts: Counts) -> Result<u64, IssuerError> {
         match self {
             // The standalone issuer answers "admitted" only once the coupon is written.
-            Backend::Standalone(_) => Ok(Some(counts.admitted)),
-            Backend::Distributed(Distributed { coupons: None, .. }) => Ok(None),
-            Backend::Distributed(Distributed {
-                coupons: Some(store),
-                ..
-            }) => store
+            Backend::Standalone(_) => Ok(counts.admitted),
+            Backend::Distributed(d) => d
+                .coupons
                 .issued_count(&campaign.config.name)
                 .await
-                .map(Some)
                 .map_err(unavailable),
         }
     }
@@ -342,12 +401,13 @@ impl Backend {
                     .held_by(&campaign.keys, user)
                     .await
                     .map_err(unavailable)?;
-                let issued = match &d.coupons {
-                    Some(store) if !held.is_empty() => store
+                let issued = if held.is_empty() {
+                    Vec::new()
+                } else {
+                    d.coupons
                         .coupons_of(&campaign.config.name, user)
                         .await
-                        .map_err(unavailable)?,
-                    _ => Vec::new(),
+                        .map_err(unavailable)?
                 };
                 (held, issued)
             }
@@ -383,6 +443,48 @@ impl Backend {
 }
 
 impl Distributed {
+    /// Makes sure Redis holds the campaign's admission state. When it does not, waits
+    /// until no hand-off can still be in flight and the consumer has persisted everything
+    /// on the topic, then rebuilds the counter and the holders from PostgreSQL.
+    pub async fn provision(&self, campaign: &Campaign) -> Result<(), IssuerError> {
+        if self
+            .redis
+            .is_provisioned(&campaign.keys)
+            .await
+            .map_err(unavailable)?
+        {
+            return Ok(());
+        }
+        let name = &campaign.config.name;
+        tracing::warn!(campaign = %name, "no admission state in Redis: restoring from PostgreSQL");
+        tokio::time::sleep(self.hand_off_grace).await;
+        loop {
+            let lag = crate::kafka::lag::group_lag(
+                &self.kafka_brokers,
+                &crate::kafka::consumer::group_id(name),
+                &campaign.config.topic,
+            )
+            .await
+            .map_err(unavailable)?;
+            if lag == 0 {
+                break;
+            }
+            tracing::info!(campaign = %name, lag, "waiting for the consumer to persist the topic before restoring");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let holders = self.coupons.holders_of(name).await.map_err(unavailable)?;
+        let restored = self
+            .redis
+            .restore(&campaign.config, &campaign.keys, &holders)
+            .await
+            .map_err(unavailable)?;
+        if restored {
+            let admitted: usize = holders.iter().map(|(_, held)| held.len()).sum();
+            tracing::info!(campaign = %name, admitted, holders = holders.len(), "campaign restored into Redis");
+        }
+        Ok(())
+    }
+
     /// Publishes the winner's event and waits for the broker's ack. On success the
     /// admission is no longer pending; on failure it stays pending in Redis and the
     /// re-publisher delivers it later.

@@ -21,9 +21,15 @@ use crate::status::{Persistence, RedisCounts};
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Writes the limit unless it would drop below what was already admitted.
+/// Writes the limit unless it would drop below what was already admitted. Creates the
+/// admission counter only on a campaign's first provisioning (ARGV[2] = 1): a counter
+/// that vanished later means Redis lost its data, and only an issuer may recreate it,
+/// from PostgreSQL. Returns {limit applied?, limit in force, admitted or -1 if missing}.
 const SET_LIMIT_SCRIPT: &str = r"
-local admitted = tonumber(redis.call('GET', KEYS[2]) or '0')
+if ARGV[2] == '1' then
+  redis.call('SET', KEYS[2], 0, 'NX')
+end
+local admitted = tonumber(redis.call('GET', KEYS[2]) or '-1')
 if tonumber(ARGV[1]) < admitted then
   return {0, tonumber(redis.call('GET', KEYS[1]) or '0'), admitted}
 end
@@ -102,20 +108,30 @@ impl Connections {
     }
 
     /// Writes the campaign's limit (never below what was admitted) and reads its counts.
+    /// `first_time`: the campaign was never provisioned, so its counter starts at zero.
     pub async fn provision_redis(
         &self,
         url: &str,
         config: &CampaignConfig,
+        first_time: bool,
     ) -> Result<RedisCounts, String> {
         let mut conn = self.redis(url).await?;
         let keys = CampaignKeys::new(&config.name);
-        let (applied, limit, admitted): (i64, u64, u64) = redis::Script::new(SET_LIMIT_SCRIPT)
+        let (applied, limit, admitted): (i64, u64, i64) = redis::Script::new(SET_LIMIT_SCRIPT)
             .key(&keys.limit)
             .key(&keys.admitted)
             .arg(config.limit)
+            .arg(if first_time { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await
             .map_err(|e| format!("Redis: {e}"))?;
+        let Ok(admitted) = u64::try_from(admitted) else {
+            return Err(
+                "the campaign's admission state is missing from Redis (data loss?); \
+                 issuers restore it from PostgreSQL"
+                    .into(),
+            );
+        };
         Ok(RedisCounts {
             limit,
             admitted,

@@ -217,8 +217,15 @@ async fn observe_backends(
     Result<status::Persistence, String>,
 ) {
     let topic_spec = &campaign.spec.topic;
+    // Provisioned before if Redis was ever ready for it: then a missing counter is data
+    // loss, not a new campaign.
+    let first_time = campaign.status.as_ref().is_none_or(|s| {
+        s.admitted == 0
+            && status::condition(s, status::REDIS_READY).is_none_or(|c| c.status != "True")
+    });
     tokio::join!(
-        ctx.connections.provision_redis(&settings.redis_url, config),
+        ctx.connections
+            .provision_redis(&settings.redis_url, config, first_time),
         backends::ensure_topic(
             &settings.kafka_brokers,
             &config.topic,

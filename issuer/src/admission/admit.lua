@@ -10,7 +10,8 @@
 --   "admitted <sequence> <ordinal> <admitted-at-ms>"
 --   "already <sequences held, comma separated>"
 --   "sold_out"
---   "unprovisioned"   (no limit key: the campaign was never provisioned, or was deleted)
+--   "unprovisioned"   (no counter or no limit: never provisioned, deleted, or Redis lost
+--                      its data; the issuer restores the campaign from PostgreSQL)
 local held = redis.call('HGET', KEYS[3], ARGV[1])
 local count = 0
 if held then
@@ -21,10 +22,10 @@ if count >= tonumber(ARGV[2]) then
   return 'already ' .. held
 end
 local limit = tonumber(redis.call('GET', KEYS[1]))
-if not limit then
+local admitted = tonumber(redis.call('GET', KEYS[2]))
+if not limit or not admitted then
   return 'unprovisioned'
 end
-local admitted = tonumber(redis.call('GET', KEYS[2]) or '0')
 if admitted >= limit then
   return 'sold_out'
 end

@@ -12,6 +12,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use super::{Admission, Counts, Verdict, parse_sequences};
 
 const ADMIT_SCRIPT: &str = include_str!("admit.lua");
+const RESTORE_SCRIPT: &str = include_str!("restore.lua");
+/// Holders written per command while restoring.
+const RESTORE_CHUNK: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedisAdmissionError {
@@ -50,16 +53,53 @@ impl RedisAdmission {
         })
     }
 
-    /// Writes the campaign's limit unless it is already there: the limit of a running
-    /// campaign belongs to whoever manages it (the operator), never to a starting issuer.
-    pub async fn provision(&self, campaign: &CampaignConfig) -> Result<(), RedisAdmissionError> {
-        let keys = CampaignKeys::new(&campaign.name);
-        let _: bool = self
-            .conn
-            .clone()
-            .set_nx(&keys.limit, campaign.limit)
+    /// Whether Redis holds the campaign's admission state (its counter exists).
+    pub async fn is_provisioned(&self, keys: &CampaignKeys) -> Result<bool, RedisAdmissionError> {
+        Ok(self.conn.clone().exists(&keys.admitted).await?)
+    }
+
+    /// Recreates the campaign's counter and holders from `holders` (what PostgreSQL
+    /// holds), unless another issuer did it first; writes the configured limit only if
+    /// none is there (the limit of a running campaign belongs to its manager). Returns
+    /// whether this call restored it.
+    pub async fn restore(
+        &self,
+        campaign: &CampaignConfig,
+        keys: &CampaignKeys,
+        holders: &[(String, Vec<u64>)],
+    ) -> Result<bool, RedisAdmissionError> {
+        let mut conn = self.conn.clone();
+        let _: () = conn.del(&keys.restoring).await?;
+        for chunk in holders.chunks(RESTORE_CHUNK) {
+            let fields: Vec<(&str, String)> = chunk
+                .iter()
+                .map(|(user, held)| {
+                    let joined = held
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    (user.as_str(), joined)
+                })
+                .collect();
+            let _: () = conn.hset_multiple(&keys.restoring, &fields).await?;
+        }
+        let highest = holders
+            .iter()
+            .flat_map(|(_, held)| held)
+            .max()
+            .copied()
+            .unwrap_or(0);
+        let restored: i64 = redis::Script::new(RESTORE_SCRIPT)
+            .key(&keys.admitted)
+            .key(&keys.holders)
+            .key(&keys.restoring)
+            .key(&keys.limit)
+            .arg(highest)
+            .arg(campaign.limit)
+            .invoke_async(&mut conn)
             .await?;
-        Ok(())
+        Ok(restored == 1)
     }
 
     pub async fn admit(

@@ -104,7 +104,7 @@ impl From<IssuerError> for ApiError {
                 Self::new(StatusCode::NOT_FOUND, "unknown_campaign", error.to_string())
                     .with("campaign", name.as_str())
             }
-            IssuerError::Unavailable(_) => {
+            IssuerError::Unavailable(_) | IssuerError::Unprovisioned(_) => {
                 tracing::warn!(%error, "answering 503");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,

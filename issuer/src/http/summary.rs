@@ -40,7 +40,7 @@ async fn summary(issuer: &Issuer, name: &str) -> Result<Value, ApiError> {
         "perUserLimit": config.per_user_limit,
         "admitted": counts.admitted,
         "issued": summary.issued,
-        "pendingPersistence": summary.issued.map(|issued| counts.admitted.saturating_sub(issued)),
+        "pendingPersistence": counts.admitted.saturating_sub(summary.issued),
         "remaining": counts.limit.saturating_sub(counts.admitted),
         "state": summary.state,
         "opensAt": config.opens_at,

@@ -211,6 +211,23 @@ impl CouponStore {
             .collect()
     }
 
+    /// Every holder of the campaign with their sequences, by ordinal.
+    pub async fn holders_of(
+        &self,
+        campaign: &str,
+    ) -> Result<Vec<(String, Vec<u64>)>, PostgresStoreError> {
+        let rows: Vec<(String, Vec<i64>)> = sqlx::query_as(
+            "SELECT user_id, array_agg(sequence ORDER BY ordinal) FROM coupons WHERE campaign = $1 GROUP BY user_id",
+        )
+        .bind(campaign)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(user, held)| (user, held.into_iter().map(|s| s as u64).collect()))
+            .collect())
+    }
+
     pub async fn issued_count(&self, campaign: &str) -> Result<u64, PostgresStoreError> {
         let count: i64 = sqlx::query_scalar("SELECT count(*) FROM coupons WHERE campaign = $1")
             .bind(campaign)

@@ -97,6 +97,9 @@ impl IssuerProcess {
             services.kafka_brokers.clone(),
             "--database-url".into(),
             services.database_url.clone(),
+            // Short, so a new campaign is provisioned quickly (see Distributed::provision).
+            "--delivery-timeout-ms".into(),
+            "2000".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         Self::start(&args).await
