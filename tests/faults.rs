@@ -10,7 +10,7 @@ use std::time::Duration;
 use firstcome_e2e::invariants::{assert_invariants, tally};
 use firstcome_e2e::process::{Process, free_port};
 use firstcome_e2e::spike::{Answer, spike, wait_progress};
-use firstcome_e2e::{Services, unique_name};
+use firstcome_e2e::{Services, unique_name, wait_for};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::Mutex;
@@ -44,8 +44,8 @@ impl Bed {
         format!("firstcome.{}.winners", self.campaign)
     }
 
-    async fn start(&self, role: &str, port: u16) -> Process {
-        let args: Vec<String> = [
+    fn args(&self, role: &str, port: u16) -> Vec<String> {
+        [
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--role",
@@ -63,16 +63,21 @@ impl Bed {
         ]
         .iter()
         .map(|s| s.to_string())
-        .collect();
+        .collect()
+    }
+
+    async fn start(&self, role: &str, port: u16, extra: &[&str]) -> Process {
+        let mut args = self.args(role, port);
+        args.extend(extra.iter().map(|s| s.to_string()));
         Process::start("firstcome-issuer", &args, &[], port, "/healthz").await
     }
 
     async fn api(&self) -> Process {
-        self.start("api", self.api_port).await
+        self.start("api", self.api_port, &[]).await
     }
 
     async fn consumer(&self) -> Process {
-        self.start("consumer", self.consumer_port).await
+        self.start("consumer", self.consumer_port, &[]).await
     }
 
     fn spike(&self, progress: Arc<AtomicUsize>) -> tokio::task::JoinHandle<Vec<Answer>> {
@@ -225,6 +230,69 @@ async fn redis_losing_its_data_after_sell_out_does_not_reopen_the_campaign() {
         "counter restored from PostgreSQL: {summary}"
     );
     assert_eq!(summary["state"], "sold_out");
+}
+
+/// Deletes `count` coupons of the campaign, as if their events were lost after the ack.
+async fn lose_coupons(services: &Services, campaign: &str, count: i64) {
+    let pool = sqlx::PgPool::connect(&services.database_url).await.unwrap();
+    let deleted = sqlx::query(
+        "DELETE FROM coupons WHERE (campaign, user_id, ordinal) IN \
+         (SELECT campaign, user_id, ordinal FROM coupons WHERE campaign = $1 ORDER BY sequence LIMIT $2)",
+    )
+    .bind(campaign)
+    .bind(count)
+    .execute(&pool)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(deleted, count as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_republishes_winners_missing_from_postgres() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let bed = Bed::new("reconcile");
+    let api = bed
+        .start("api", bed.api_port, &["--reconcile-interval-ms", "1000"])
+        .await;
+    let _consumer = bed.consumer().await;
+    let answers = bed.spike(Arc::new(AtomicUsize::new(0))).await.unwrap();
+    assert_invariants(&bed.services, &bed.campaign, LIMIT, &answers).await;
+
+    // The periodic pass: drift is reported, then the missing winners come back.
+    lose_coupons(&bed.services, &bed.campaign, 20).await;
+    let drift_metric = format!(
+        "firstcome_reconcile_missing_coupons{{campaign=\"{}\"}} 20",
+        bed.campaign
+    );
+    wait_for(
+        "the drift to be reported",
+        Duration::from_secs(30),
+        || async { api.metrics().await.contains(&drift_metric).then_some(()) },
+    )
+    .await;
+    assert_invariants(&bed.services, &bed.campaign, LIMIT, &answers).await;
+
+    // The command: one pass, everything missing re-published at once.
+    lose_coupons(&bed.services, &bed.campaign, 5).await;
+    let output =
+        std::process::Command::new(firstcome_e2e::process::workspace_binary("firstcome-issuer"))
+            .arg("reconcile")
+            .args(&bed.args("api", free_port())[2..])
+            .output()
+            .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (report["missing"].as_u64(), report["republished"].as_u64()),
+        (Some(5), Some(5)),
+        "{report}"
+    );
+    assert_invariants(&bed.services, &bed.campaign, LIMIT, &answers).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

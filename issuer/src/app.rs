@@ -1,6 +1,7 @@
 //! Wires a process together from its configuration: backends, the issuer, consumers,
 //! background tasks and the HTTP server, and shuts them down in order.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use crate::kafka::producer::WinnerPublisher;
 use crate::kafka::topics::ensure_topics;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
+use crate::reconcile::{Winner, reconcile};
 use crate::store::postgres::CouponStore;
 use crate::store::sqlite::SqliteStore;
 
@@ -134,24 +136,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
             match redis_url.filter(|_| args.role.serves_api()) {
                 Some(url) => {
-                    let redis = RedisAdmission::connect(url, args.redis_timeout())
-                        .await
-                        .context("connecting to Redis")?;
-                    let probe = redis.clone();
+                    let distributed =
+                        connect_distributed(&args, url, kafka_brokers, publisher, coupons).await?;
+                    let probe = distributed.redis.clone();
                     readiness = readiness.check("redis", move || {
                         let redis = probe.clone();
                         async move { redis.ping().await.map_err(|e| e.to_string()) }.boxed()
                     });
-                    publisher_to_flush = Some(publisher.clone());
-                    let backend = Backend::Distributed(Distributed {
-                        redis,
-                        publisher,
-                        coupons,
-                        kafka_brokers: kafka_brokers.to_string(),
-                        hand_off_grace: args.delivery_timeout() + HAND_OFF_MARGIN,
-                    });
+                    publisher_to_flush = Some(distributed.publisher.clone());
                     tracing::info!("distributed: admission in Redis, winners to Kafka");
-                    Some(Issuer::new(campaigns.clone(), backend, metrics.clone()))
+                    Some(Issuer::new(
+                        campaigns.clone(),
+                        Backend::Distributed(distributed),
+                        metrics.clone(),
+                    ))
                 }
                 None => None,
             }
@@ -166,6 +164,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             for campaign in issuer.campaigns() {
                 issuer.restore_in_background(campaign);
             }
+            tasks.spawn(reconcile_periodically(
+                issuer.clone(),
+                metrics.clone(),
+                args.reconcile_interval(),
+                stop.clone(),
+            ));
             let grace = args.delivery_timeout() + HAND_OFF_MARGIN;
             tasks.spawn(republish_pending(
                 issuer.clone(),
@@ -270,6 +274,92 @@ async fn republish_pending(
                 }
                 Err(error) => {
                     tracing::warn!(%error, campaign = %campaign.config.name, "re-publishing failed; will retry")
+                }
+            }
+        }
+    }
+}
+
+/// The distributed API backend.
+async fn connect_distributed(
+    args: &ServeArgs,
+    redis_url: &str,
+    kafka_brokers: &str,
+    publisher: WinnerPublisher,
+    coupons: CouponStore,
+) -> anyhow::Result<Distributed> {
+    let redis = RedisAdmission::connect(redis_url, args.redis_timeout())
+        .await
+        .context("connecting to Redis")?;
+    Ok(Distributed {
+        redis,
+        publisher,
+        coupons,
+        kafka_brokers: kafka_brokers.to_string(),
+        hand_off_grace: args.delivery_timeout() + HAND_OFF_MARGIN,
+    })
+}
+
+/// `firstcome-issuer reconcile`: one pass over every campaign, drift printed as JSON.
+pub async fn reconcile_once(args: ServeArgs) -> anyhow::Result<()> {
+    let Ok(Mode::Distributed {
+        redis_url: Some(redis_url),
+        kafka_brokers,
+        database_url,
+    }) = args.mode()
+    else {
+        bail!("reconcile needs --redis-url, --kafka-brokers and --database-url");
+    };
+    let campaigns = load_campaigns(&args, false)?;
+    let metrics = Arc::new(Metrics::default());
+    let coupons = CouponStore::connect(database_url, 2)
+        .await
+        .context("connecting to PostgreSQL")?;
+    let publisher = WinnerPublisher::new(kafka_brokers, args.delivery_timeout())?;
+    let distributed =
+        connect_distributed(&args, redis_url, kafka_brokers, publisher, coupons).await?;
+    let publisher = distributed.publisher.clone();
+    let issuer = Issuer::new(
+        campaigns,
+        Backend::Distributed(distributed),
+        metrics.clone(),
+    );
+    let Backend::Distributed(distributed) = issuer.backend() else {
+        unreachable!("built as distributed just above");
+    };
+    for campaign in issuer.campaigns() {
+        let drift = reconcile(distributed, &metrics, campaign, None).await?;
+        println!("{}", serde_json::to_string(&drift)?);
+    }
+    tokio::task::spawn_blocking(move || publisher.flush(Duration::from_secs(10))).await??;
+    Ok(())
+}
+
+/// Compares Redis's winners with PostgreSQL's coupons every `interval`.
+async fn reconcile_periodically(
+    issuer: Arc<Issuer>,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let Backend::Distributed(distributed) = issuer.backend() else {
+        return;
+    };
+    let mut seen_missing: HashMap<String, HashSet<Winner>> = HashMap::new();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while stop.run_until_cancelled(tick.tick()).await.is_some() {
+        for campaign in issuer.campaigns() {
+            let before = seen_missing
+                .entry(campaign.config.name.clone())
+                .or_default();
+            match reconcile(distributed, &metrics, campaign, Some(before)).await {
+                Ok(drift) if drift.republished > 0 => {
+                    tracing::warn!(campaign = %drift.campaign, missing = drift.missing, republished = drift.republished, "re-published winners missing from PostgreSQL")
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, campaign = %campaign.config.name, "reconciliation failed; will retry")
                 }
             }
         }

@@ -33,6 +33,10 @@ pub enum Command {
     /// Retry the failed events stored in PostgreSQL once, print what happened, and exit.
     /// Consumers also do this every minute.
     RetryFailed(RetryFailedArgs),
+    /// Compare the winners in Redis with the coupons in PostgreSQL once, re-publish every
+    /// missing winner, print the drift of each campaign, and exit. API issuers also do
+    /// this every --reconcile-interval-ms.
+    Reconcile(ServeArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -115,6 +119,15 @@ pub struct ServeArgs {
     #[arg(long, env = "FIRSTCOME_DELIVERY_TIMEOUT_MS", default_value_t = 5000)]
     pub delivery_timeout_ms: u64,
 
+    /// How often an API issuer compares Redis's winners with PostgreSQL's coupons; a winner
+    /// missing in two passes in a row is published again.
+    #[arg(
+        long,
+        env = "FIRSTCOME_RECONCILE_INTERVAL_MS",
+        default_value_t = 30_000
+    )]
+    pub reconcile_interval_ms: u64,
+
     /// Timeout of one Redis command.
     #[arg(long, env = "FIRSTCOME_REDIS_TIMEOUT_MS", default_value_t = 1000)]
     pub redis_timeout_ms: u64,
@@ -159,6 +172,10 @@ impl ServeArgs {
 
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    pub fn reconcile_interval(&self) -> Duration {
+        Duration::from_millis(self.reconcile_interval_ms)
     }
 
     pub fn shutdown_delay(&self) -> Duration {

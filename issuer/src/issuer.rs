@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -29,6 +29,8 @@ pub struct Campaign {
     restoring: AtomicBool,
     /// Whether the backend holds the campaign's admission state; readiness needs it.
     provisioned: AtomicBool,
+    /// Winners without a coupon at the last reconciliation.
+    pub drift: AtomicU64,
 }
 
 /// The distributed backend: admission in Redis, winners to Kafka, coupons in PostgreSQL.
@@ -118,6 +120,7 @@ impl Issuer {
                     counters: metrics.apply_counters(&config.name),
                     restoring: AtomicBool::new(false),
                     provisioned: AtomicBool::new(standalone),
+                    drift: AtomicU64::new(0),
                     config,
                 };
                 (campaign.config.name.clone(), Arc::new(campaign))
@@ -555,7 +558,7 @@ impl Distributed {
 }
 
 /// The one place a winner event is built from an admission.
-fn winner_event(campaign: &str, user: &str, admission: &Admission) -> WinnerEvent {
+pub(crate) fn winner_event(campaign: &str, user: &str, admission: &Admission) -> WinnerEvent {
     WinnerEvent {
         campaign: campaign.to_string(),
         user_id: user.to_string(),

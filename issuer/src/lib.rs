@@ -14,5 +14,6 @@ pub mod issuer;
 pub mod kafka;
 pub mod metrics;
 pub mod readiness;
+pub mod reconcile;
 pub mod store;
 pub mod user_id;

@@ -3,26 +3,36 @@ use firstcome_issuer::app;
 use firstcome_issuer::cli::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let args = match cli.command {
-        Some(Command::Serve(args)) => args,
-        Some(Command::RetryFailed(args)) => {
-            tracing_subscriber::fmt()
-                .with_writer(std::io::stderr)
-                .init();
-            return app::retry_failed_once(&args.database_url).await;
-        }
-        None => cli.serve,
-    };
+fn init_logs(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match args.log_format {
+    match format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
-    app::serve(args).await
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::RetryFailed(args)) => {
+            init_logs(LogFormat::Text);
+            app::retry_failed_once(&args.database_url).await
+        }
+        Some(Command::Reconcile(args)) => {
+            init_logs(args.log_format);
+            app::reconcile_once(args).await
+        }
+        Some(Command::Serve(args)) => {
+            init_logs(args.log_format);
+            app::serve(args).await
+        }
+        None => {
+            init_logs(cli.serve.log_format);
+            app::serve(cli.serve).await
+        }
+    }
 }

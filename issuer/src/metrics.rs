@@ -69,6 +69,7 @@ pub struct Metrics {
     persisted: Family<CampaignLabel, Counter>,
     failed_events: Family<CampaignLabel, Counter>,
     consumer_lag: Family<CampaignLabel, Gauge>,
+    missing_coupons: Family<CampaignLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -116,8 +117,15 @@ impl Default for Metrics {
             "Messages on the campaign topic not yet consumed by its consumer group",
             consumer_lag.clone(),
         );
+        let missing_coupons = Family::<CampaignLabel, Gauge>::default();
+        registry.register(
+            "reconcile_missing_coupons",
+            "Winners recorded in Redis without a coupon in PostgreSQL at the last reconciliation",
+            missing_coupons.clone(),
+        );
         Self {
             registry,
+            missing_coupons,
             applies,
             admission_seconds,
             published,
@@ -168,6 +176,12 @@ impl Metrics {
         self.failed_events
             .get_or_create(&campaign(name))
             .inc_by(failed);
+    }
+
+    pub fn missing_coupons(&self, name: &str, missing: usize) {
+        self.missing_coupons
+            .get_or_create(&campaign(name))
+            .set(missing as i64);
     }
 
     pub fn consumer_lag(&self, name: &str) -> Gauge {

@@ -31,7 +31,8 @@ pub async fn list(State(api): State<Arc<Api>>) -> Result<Json<Value>, ApiError> 
 }
 
 async fn summary(issuer: &Issuer, name: &str) -> Result<Value, ApiError> {
-    let config = &issuer.campaign(name)?.config;
+    let campaign = issuer.campaign(name)?;
+    let config = &campaign.config;
     let summary = issuer.summary(name).await?;
     let counts = summary.counts;
     Ok(json!({
@@ -42,6 +43,7 @@ async fn summary(issuer: &Issuer, name: &str) -> Result<Value, ApiError> {
         "issued": summary.issued,
         "pendingPersistence": counts.admitted.saturating_sub(summary.issued),
         "remaining": counts.limit.saturating_sub(counts.admitted),
+        "drift": campaign.drift.load(std::sync::atomic::Ordering::Relaxed),
         "state": summary.state,
         "opensAt": config.opens_at,
         "closesAt": config.closes_at,
