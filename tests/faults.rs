@@ -232,6 +232,51 @@ async fn redis_losing_its_data_after_sell_out_does_not_reopen_the_campaign() {
     assert_eq!(summary["state"], "sold_out");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_turns_readiness_false_first_and_drains_in_flight_applies() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let bed = Bed::new("sigterm");
+    let mut api = bed
+        .start("api", bed.api_port, &["--shutdown-delay-ms", "1500"])
+        .await;
+    let _consumer = bed.consumer().await;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let spike = bed.spike(progress.clone());
+
+    wait_progress(&progress, 200).await;
+    api.terminate();
+    let readyz = format!("{}/readyz", api.base);
+    wait_for(
+        "readiness to turn false",
+        Duration::from_secs(5),
+        || async {
+            let response = reqwest::get(&readyz).await.ok()?;
+            (response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE).then_some(())
+        },
+    )
+    .await;
+    let during_delay = progress.load(std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        progress.load(std::sync::atomic::Ordering::Relaxed) > during_delay,
+        "applies are still answered while readiness is false"
+    );
+    assert!(
+        api.wait_exit(Duration::from_secs(30)).await,
+        "graceful exit with status 0"
+    );
+    let _api = bed.api().await;
+
+    let answers = spike.await.unwrap();
+    println!("{:?}", tally(&answers));
+    assert!(
+        !tally(&answers).keys().any(|k| k.starts_with("unknown")),
+        "no apply was cut off by the shutdown: {:?}",
+        tally(&answers)
+    );
+    assert_invariants(&bed.services, &bed.campaign, LIMIT, &answers).await;
+}
+
 /// Deletes `count` coupons of the campaign, as if their events were lost after the ack.
 async fn lose_coupons(services: &Services, campaign: &str, count: i64) {
     let pool = sqlx::PgPool::connect(&services.database_url).await.unwrap();
