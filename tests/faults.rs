@@ -156,6 +156,54 @@ async fn postgres_down_mid_consumption_delays_coupons_but_loses_none() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_past_the_retry_budget_parks_batches_and_the_partition_moves_on() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let bed = Bed::new("pg-long");
+    let _api = bed.api().await;
+    let consumer = bed
+        .start(
+            "consumer",
+            bed.consumer_port,
+            &["--persist-retry-budget-ms", "1000"],
+        )
+        .await;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let spike = bed.spike(progress.clone());
+
+    wait_progress(&progress, 100).await;
+    testbed("stop", "postgres");
+    let answers = spike.await.unwrap();
+    // With PostgreSQL still down, the main lane commits everything: it moved on.
+    let group = firstcome_issuer::kafka::consumer::group_id(&bed.campaign);
+    wait_for(
+        "the main lane to move on",
+        Duration::from_secs(30),
+        || async {
+            let lag = firstcome_issuer::kafka::lag::group_lag(
+                &bed.services.kafka_brokers,
+                &group,
+                &bed.topic(),
+            )
+            .await
+            .ok()?;
+            (lag == 0).then_some(())
+        },
+    )
+    .await;
+    let metrics = consumer.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("firstcome_dead_lettered_total") && !l.ends_with(" 0")),
+        "batches were parked on the dead-letter topic:\n{metrics}"
+    );
+    testbed("start", "postgres");
+
+    println!("{:?}", tally(&answers));
+    assert_invariants(&bed.services, &bed.campaign, LIMIT, &answers).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_crashing_mid_spike_never_answers_a_false_admitted() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let bed = Bed::new("kafka-down");

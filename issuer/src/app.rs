@@ -16,7 +16,7 @@ use crate::admission::redis::RedisAdmission;
 use crate::cli::{Mode, ServeArgs};
 use crate::http::{self, OpsState};
 use crate::issuer::{Backend, Distributed, Issuer};
-use crate::kafka::consumer::WinnerConsumer;
+use crate::kafka::consumer::{Lane, WinnerConsumer, dead_letter_topic};
 use crate::kafka::producer::WinnerPublisher;
 use crate::kafka::topics::ensure_topics;
 use crate::metrics::Metrics;
@@ -89,7 +89,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             kafka_brokers,
             database_url,
         } => {
-            let topics: Vec<&str> = campaigns.iter().map(|c| c.topic.as_str()).collect();
+            let topics: Vec<String> = campaigns
+                .iter()
+                .flat_map(|c| [c.topic.clone(), dead_letter_topic(&c.topic)])
+                .collect();
+            let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
             ensure_topics(
                 kafka_brokers,
                 &topics,
@@ -108,19 +112,29 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     async move { store.ping().await.map_err(|e| e.to_string()) }.boxed()
                 });
             }
+            let publisher = WinnerPublisher::new(kafka_brokers, args.delivery_timeout())?;
             if args.role.consumes() {
                 tasks.spawn(retry_failed_events(coupons.clone(), stop.clone()));
                 for campaign in &campaigns {
-                    let consumer = WinnerConsumer::new(
-                        kafka_brokers,
-                        campaign.clone(),
-                        coupons.clone(),
-                        metrics.clone(),
-                    )?;
-                    tasks.spawn(consumer.run(stop.clone()));
+                    let lanes = [
+                        Lane::Primary {
+                            dead_letters: publisher.clone(),
+                            retry_budget: args.persist_retry_budget(),
+                        },
+                        Lane::DeadLetter,
+                    ];
+                    for lane in lanes {
+                        let consumer = WinnerConsumer::new(
+                            kafka_brokers,
+                            campaign.clone(),
+                            coupons.clone(),
+                            metrics.clone(),
+                            lane,
+                        )?;
+                        tasks.spawn(consumer.run(stop.clone()));
+                    }
                 }
             }
-            let publisher = WinnerPublisher::new(kafka_brokers, args.delivery_timeout())?;
             {
                 let publisher = publisher.clone();
                 readiness = readiness.check("kafka", move || {

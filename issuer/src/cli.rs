@@ -128,6 +128,15 @@ pub struct ServeArgs {
     )]
     pub reconcile_interval_ms: u64,
 
+    /// How long the consumer retries persisting a batch before it parks the batch on the
+    /// campaign's dead-letter topic and moves on.
+    #[arg(
+        long,
+        env = "FIRSTCOME_PERSIST_RETRY_BUDGET_MS",
+        default_value_t = 60_000
+    )]
+    pub persist_retry_budget_ms: u64,
+
     /// Timeout of one Redis command.
     #[arg(long, env = "FIRSTCOME_REDIS_TIMEOUT_MS", default_value_t = 1000)]
     pub redis_timeout_ms: u64,
@@ -172,6 +181,10 @@ impl ServeArgs {
 
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    pub fn persist_retry_budget(&self) -> Duration {
+        Duration::from_millis(self.persist_retry_budget_ms)
     }
 
     pub fn reconcile_interval(&self) -> Duration {

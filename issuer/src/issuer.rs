@@ -461,14 +461,22 @@ impl Distributed {
         let name = &campaign.config.name;
         tracing::warn!(campaign = %name, "no admission state in Redis: restoring from PostgreSQL");
         tokio::time::sleep(self.hand_off_grace).await;
+        let topic = &campaign.config.topic;
+        let dead_letters = crate::kafka::consumer::dead_letter_topic(topic);
+        let lanes = [
+            (crate::kafka::consumer::group_id(name), topic.clone()),
+            (
+                crate::kafka::consumer::dead_letter_group_id(name),
+                dead_letters,
+            ),
+        ];
         loop {
-            let lag = crate::kafka::lag::group_lag(
-                &self.kafka_brokers,
-                &crate::kafka::consumer::group_id(name),
-                &campaign.config.topic,
-            )
-            .await
-            .map_err(unavailable)?;
+            let mut lag = 0;
+            for (group, topic) in &lanes {
+                lag += crate::kafka::lag::group_lag(&self.kafka_brokers, group, topic)
+                    .await
+                    .map_err(unavailable)?;
+            }
             if lag == 0 {
                 break;
             }

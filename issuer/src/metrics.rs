@@ -70,6 +70,7 @@ pub struct Metrics {
     failed_events: Family<CampaignLabel, Counter>,
     consumer_lag: Family<CampaignLabel, Gauge>,
     missing_coupons: Family<CampaignLabel, Gauge>,
+    dead_lettered: Family<CampaignLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -123,9 +124,16 @@ impl Default for Metrics {
             "Winners recorded in Redis without a coupon in PostgreSQL at the last reconciliation",
             missing_coupons.clone(),
         );
+        let dead_lettered = Family::<CampaignLabel, Counter>::default();
+        registry.register(
+            "dead_lettered",
+            "Messages parked on the dead-letter topic because PostgreSQL stayed unavailable",
+            dead_lettered.clone(),
+        );
         Self {
             registry,
             missing_coupons,
+            dead_lettered,
             applies,
             admission_seconds,
             published,
@@ -176,6 +184,12 @@ impl Metrics {
         self.failed_events
             .get_or_create(&campaign(name))
             .inc_by(failed);
+    }
+
+    pub fn dead_lettered(&self, name: &str, messages: u64) {
+        self.dead_lettered
+            .get_or_create(&campaign(name))
+            .inc_by(messages);
     }
 
     pub fn missing_coupons(&self, name: &str, missing: usize) {

@@ -5,7 +5,11 @@
 //! committed: a crash between the two replays the batch, which inserts nothing new.
 //! A message that cannot become a coupon is stored as a failed event in the same
 //! transaction, so the partition moves on without dropping it. While PostgreSQL is
-//! unreachable the batch is retried with backoff and nothing is committed.
+//! unreachable the batch is retried with backoff; past the retry budget it is parked on
+//! the campaign's dead-letter topic (acked by the broker) and only then committed, so a
+//! partition never blocks for long and nothing is dropped. A second consumer reads the
+//! dead-letter topic and persists it the same way once PostgreSQL is back; that lane is
+//! retried until it succeeds and never parked again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +23,7 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{ClientConfig, ClientContext, Offset, Statistics, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use crate::kafka::producer::WinnerPublisher;
 use crate::metrics::Metrics;
 use crate::store::postgres::{CouponStore, FailedEvent};
 
@@ -53,11 +58,34 @@ pub fn group_id(campaign: &str) -> String {
     format!("firstcome-{campaign}")
 }
 
+/// Where batches go when PostgreSQL stays unreachable.
+pub fn dead_letter_topic(topic: &str) -> String {
+    format!("{topic}.dlq")
+}
+
+/// The consumer group of a campaign's dead-letter topic.
+pub fn dead_letter_group_id(campaign: &str) -> String {
+    format!("firstcome-{campaign}-dlq")
+}
+
+/// Which stream of a campaign's winners a consumer reads.
+pub enum Lane {
+    /// The campaign topic; batches that cannot be persisted within `retry_budget` are
+    /// parked on the dead-letter topic.
+    Primary {
+        dead_letters: WinnerPublisher,
+        retry_budget: Duration,
+    },
+    /// The dead-letter topic: retried until persisted.
+    DeadLetter,
+}
+
 pub struct WinnerConsumer {
     campaign: CampaignConfig,
     consumer: StreamConsumer<LagReporter>,
     store: CouponStore,
     metrics: Arc<Metrics>,
+    lane: Lane,
 }
 
 impl WinnerConsumer {
@@ -66,22 +94,34 @@ impl WinnerConsumer {
         campaign: CampaignConfig,
         store: CouponStore,
         metrics: Arc<Metrics>,
+        lane: Lane,
     ) -> Result<Self, KafkaError> {
+        let (group, topic) = match lane {
+            Lane::Primary { .. } => (group_id(&campaign.name), campaign.topic.clone()),
+            Lane::DeadLetter => (
+                dead_letter_group_id(&campaign.name),
+                dead_letter_topic(&campaign.topic),
+            ),
+        };
+        let lag = match lane {
+            Lane::Primary { .. } => metrics.consumer_lag(&campaign.name),
+            // Only the main lane's lag is reported; the dead-letter lane is normally empty.
+            Lane::DeadLetter => Default::default(),
+        };
         let consumer: StreamConsumer<LagReporter> = ClientConfig::new()
             .set("bootstrap.servers", brokers)
-            .set("group.id", group_id(&campaign.name))
+            .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("statistics.interval.ms", "5000")
-            .create_with_context(LagReporter {
-                lag: metrics.consumer_lag(&campaign.name),
-            })?;
-        consumer.subscribe(&[&campaign.topic])?;
+            .create_with_context(LagReporter { lag })?;
+        consumer.subscribe(&[&topic])?;
         Ok(Self {
             campaign,
             consumer,
             store,
             metrics,
+            lane,
         })
     }
 
@@ -124,6 +164,7 @@ impl WinnerConsumer {
     async fn persist_then_commit(&self, batch: Vec<OwnedMessage>, stop: &CancellationToken) {
         let (winners, failed) = decode(&self.campaign.name, &batch);
         let mut backoff = Duration::from_millis(100);
+        let started = tokio::time::Instant::now();
         loop {
             match self.store.persist(&winners, &failed).await {
                 Ok(inserted) => {
@@ -133,6 +174,19 @@ impl WinnerConsumer {
                 }
                 Err(error) => {
                     tracing::warn!(%error, campaign = %self.campaign.name, retry_in = ?backoff, "persisting a batch failed; retrying");
+                    if let Lane::Primary {
+                        dead_letters,
+                        retry_budget,
+                    } = &self.lane
+                        && started.elapsed() >= *retry_budget
+                    {
+                        match self.park(dead_letters, &batch).await {
+                            Ok(()) => break,
+                            Err(error) => {
+                                tracing::error!(%error, campaign = %self.campaign.name, "parking a batch on the dead-letter topic failed; retrying both");
+                            }
+                        }
+                    }
                     if stop.is_cancelled() {
                         // Offsets stay uncommitted: the batch is consumed again after restart.
                         return;
@@ -146,6 +200,25 @@ impl WinnerConsumer {
             // Harmless: the batch is replayed and inserts nothing new.
             tracing::warn!(%error, campaign = %self.campaign.name, "committing offsets failed");
         }
+    }
+
+    /// Puts every message of the batch on the dead-letter topic; Ok once all are acked.
+    async fn park(
+        &self,
+        dead_letters: &WinnerPublisher,
+        batch: &[OwnedMessage],
+    ) -> Result<(), KafkaError> {
+        let topic = dead_letter_topic(&self.campaign.topic);
+        let sends = batch
+            .iter()
+            .map(|m| dead_letters.publish_raw(&topic, m.key(), m.payload()));
+        for result in futures::future::join_all(sends).await {
+            result?;
+        }
+        self.metrics
+            .dead_lettered(&self.campaign.name, batch.len() as u64);
+        tracing::warn!(campaign = %self.campaign.name, messages = batch.len(), %topic, "PostgreSQL unavailable past the retry budget: batch parked on the dead-letter topic");
+        Ok(())
     }
 
     fn commit(&self, batch: &[OwnedMessage]) -> Result<(), KafkaError> {

@@ -43,6 +43,28 @@ impl WinnerPublisher {
             .map_err(|(error, _message)| error)
     }
 
+    /// Publishes a message as it is (e.g. parking one on a dead-letter topic), with the
+    /// same guarantees; resolves once the broker acknowledged it.
+    pub async fn publish_raw(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+    ) -> Result<(), KafkaError> {
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(payload) = payload {
+            record = record.payload(payload);
+        }
+        self.producer
+            .send(record, Timeout::Never)
+            .await
+            .map(|_| ())
+            .map_err(|(error, _message)| error)
+    }
+
     /// Waits for every queued event to be delivered, e.g. on shutdown.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.producer.flush(Timeout::After(timeout))
