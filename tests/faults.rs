@@ -88,6 +88,16 @@ impl Bed {
     }
 }
 
+impl Bed {
+    /// Waits for the spike, then checks every invariant; returns the answers.
+    async fn finish(&self, spike: tokio::task::JoinHandle<Vec<Answer>>) -> Vec<Answer> {
+        let answers = spike.await.unwrap();
+        println!("{:?}", tally(&answers));
+        assert_invariants(&self.services, &self.campaign, LIMIT, &answers).await;
+        answers
+    }
+}
+
 fn testbed(action: &str, service: &str) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/testbed");
     let status = std::process::Command::new(script)
@@ -112,9 +122,7 @@ async fn killing_the_api_issuer_mid_spike_loses_no_winner() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _api = bed.api().await;
 
-    let answers = spike.await.unwrap();
-    println!("{:?}", tally(&answers));
-    assert_invariants(&bed.services, &bed.campaign, LIMIT, &answers).await;
+    bed.finish(spike).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,9 +139,7 @@ async fn killing_the_consumer_mid_batch_creates_no_duplicate_and_loses_nothing()
     wait_progress(&progress, 900).await;
     let _consumer = bed.consumer().await;
 
-    let answers = spike.await.unwrap();
-    println!("{:?}", tally(&answers));
-    assert_invariants(&bed.services, &bed.campaign, LIMIT, &answers).await;
+    bed.finish(spike).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,9 +156,7 @@ async fn postgres_down_mid_consumption_delays_coupons_but_loses_none() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     testbed("start", "postgres");
 
-    let answers = spike.await.unwrap();
-    println!("{:?}", tally(&answers));
-    assert_invariants(&bed.services, &bed.campaign, LIMIT, &answers).await;
+    bed.finish(spike).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod invariants;
+pub mod issuer;
 pub mod process;
 pub mod spike;
 

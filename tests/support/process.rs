@@ -115,6 +115,23 @@ impl Process {
         }
     }
 
+    /// SIGTERM, then waits for a graceful exit with status 0.
+    pub async fn stop(&mut self) {
+        self.terminate();
+        assert!(
+            self.wait_exit(Duration::from_secs(30)).await,
+            "{} exits 0 on SIGTERM",
+            self.name
+        );
+    }
+
+    /// GET `path`, answered with JSON.
+    pub async fn get(&self, path: &str) -> (reqwest::StatusCode, serde_json::Value) {
+        let response = reqwest::get(format!("{}{path}", self.base)).await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap())
+    }
+
     /// SIGKILL.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

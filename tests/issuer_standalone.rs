@@ -1,26 +1,17 @@
 //! The standalone issuer (no Redis, Kafka or PostgreSQL): the same rules, durable across
 //! restarts, driven through HTTP.
 
-mod common;
-
 use std::collections::HashSet;
-use std::path::PathBuf;
 
-use common::*;
+use firstcome_e2e::issuer::*;
 use reqwest::StatusCode;
-
-fn data_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(unique_name("firstcome-standalone"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_users_limit_hundred_and_nothing_lost_across_restarts() {
-    let dir = data_dir();
+    let dir = temp_dir("firstcome-standalone");
     let campaign = "launch";
     let spec = format!("{campaign}:100");
-    let mut issuer = IssuerProcess::standalone(&dir, &["--campaign", &spec]).await;
+    let mut issuer = start_standalone(&dir, &["--campaign", &spec]).await;
 
     let answers = spike(&[&issuer.base], campaign, users("u", 1000), 64).await;
     let reasons = count_reasons(&answers);
@@ -38,7 +29,7 @@ async fn thousand_users_limit_hundred_and_nothing_lost_across_restarts() {
 
     // kill -9: whatever was answered "admitted" was already fsynced.
     issuer.kill();
-    let mut issuer = IssuerProcess::standalone(&dir, &["--campaign", &spec]).await;
+    let mut issuer = start_standalone(&dir, &["--campaign", &spec]).await;
     let (_, summary) = issuer.get(&format!("/v1/campaigns/{campaign}")).await;
     assert_eq!(summary["admitted"], 100, "the counter did not reset");
     assert_eq!(summary["issued"], 100);
@@ -53,8 +44,8 @@ async fn thousand_users_limit_hundred_and_nothing_lost_across_restarts() {
     assert_eq!(count_reasons(&fresh).get("sold_out"), Some(&200));
 
     // A raised limit (new configuration) admits more, continuing the sequence.
-    issuer.terminate();
-    let issuer = IssuerProcess::standalone(&dir, &["--campaign", &format!("{campaign}:110")]).await;
+    issuer.stop().await;
+    let issuer = start_standalone(&dir, &["--campaign", &format!("{campaign}:110")]).await;
     let more = spike(&[&issuer.base], campaign, users("second-wave", 50), 16).await;
     assert_eq!(admitted_sequences(&more), (101..=110).collect::<Vec<u64>>());
     for winner in &winners[..3] {
@@ -70,8 +61,8 @@ async fn thousand_users_limit_hundred_and_nothing_lost_across_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_user_applying_thousand_times_gets_one_coupon() {
-    let dir = data_dir();
-    let issuer = IssuerProcess::standalone(&dir, &["--campaign", "solo:100"]).await;
+    let dir = temp_dir("firstcome-standalone");
+    let issuer = start_standalone(&dir, &["--campaign", "solo:100"]).await;
     let answers = spike(
         &[&issuer.base],
         "solo",
@@ -89,8 +80,8 @@ async fn one_user_applying_thousand_times_gets_one_coupon() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_a_demo_campaign_when_given_none() {
-    let dir = data_dir();
-    let issuer = IssuerProcess::standalone(&dir, &[]).await;
+    let dir = temp_dir("firstcome-standalone");
+    let issuer = start_standalone(&dir, &[]).await;
     let (status, summary) = issuer.get("/v1/campaigns/demo").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(summary["limit"], 100);

@@ -1,8 +1,6 @@
 //! Every class of invalid request gets its 4xx and a JSON reason, and admits nobody.
 
-mod common;
-
-use common::*;
+use firstcome_e2e::issuer::*;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -22,9 +20,8 @@ async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value, Option<St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_requests_get_4xx_with_a_reason_and_admit_nobody() {
-    let dir = std::env::temp_dir().join(unique_name("firstcome-bad-input"));
+    let dir = temp_dir("firstcome-bad-input");
     let file = dir.join("campaigns.json");
-    std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         &file,
         r#"{"campaigns": [
@@ -34,8 +31,7 @@ async fn invalid_requests_get_4xx_with_a_reason_and_admit_nobody() {
         ]}"#,
     )
     .unwrap();
-    let issuer =
-        IssuerProcess::standalone(&dir, &["--campaigns-file", file.to_str().unwrap()]).await;
+    let issuer = start_standalone(&dir, &["--campaigns-file", file.to_str().unwrap()]).await;
     let client = reqwest::Client::new();
     let url = |campaign: &str| format!("{}/v1/campaigns/{campaign}/applications", issuer.base);
     let json_post = |campaign: &str, body: String| {
@@ -185,8 +181,8 @@ async fn invalid_requests_get_4xx_with_a_reason_and_admit_nobody() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_serves_its_openapi_document_covering_every_route() {
-    let dir = std::env::temp_dir().join(unique_name("firstcome-openapi"));
-    let issuer = IssuerProcess::standalone(&dir, &[]).await;
+    let dir = temp_dir("firstcome-openapi");
+    let issuer = start_standalone(&dir, &[]).await;
     let document = reqwest::get(format!("{}/openapi.yaml", issuer.base))
         .await
         .unwrap()

@@ -1,12 +1,12 @@
 //! The distributed issuer against the real Redis, Kafka and PostgreSQL of the test bed,
 //! driven through HTTP.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::*;
+use firstcome_e2e::Services;
+use firstcome_e2e::issuer::*;
+use firstcome_e2e::unique_name;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use reqwest::StatusCode;
@@ -35,10 +35,9 @@ async fn admission_script_calls(services: &Services) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_users_limit_hundred_gives_exactly_hundred_coupons() {
-    let services = services();
+    let services = Services::from_env();
     let campaign = unique_name("spike");
-    let issuer =
-        IssuerProcess::distributed(&services, &["--campaign", &format!("{campaign}:100")]).await;
+    let issuer = start_distributed(&services, &["--campaign", &format!("{campaign}:100")]).await;
 
     let answers = spike(&[&issuer.base], &campaign, users("u", 1000), 64).await;
 
@@ -103,10 +102,9 @@ async fn thousand_users_limit_hundred_gives_exactly_hundred_coupons() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_user_applying_thousand_times_gets_one_coupon_and_burns_no_stock() {
-    let services = services();
+    let services = Services::from_env();
     let campaign = unique_name("one-user");
-    let issuer =
-        IssuerProcess::distributed(&services, &["--campaign", &format!("{campaign}:100")]).await;
+    let issuer = start_distributed(&services, &["--campaign", &format!("{campaign}:100")]).await;
 
     let answers = spike(
         &[&issuer.base],
@@ -132,12 +130,11 @@ async fn one_user_applying_thousand_times_gets_one_coupon_and_burns_no_stock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_issuer_processes_sharing_redis_still_admit_exactly_the_limit() {
-    let services = services();
+    let services = Services::from_env();
     let campaign = unique_name("two-issuers");
     let spec = format!("{campaign}:150");
-    let first = IssuerProcess::distributed(&services, &["--campaign", &spec]).await;
-    let second =
-        IssuerProcess::distributed(&services, &["--campaign", &spec, "--role", "api"]).await;
+    let first = start_distributed(&services, &["--campaign", &spec]).await;
+    let second = start_distributed(&services, &["--campaign", &spec, "--role", "api"]).await;
 
     let answers = spike(
         &[&first.base, &second.base],
@@ -163,9 +160,9 @@ async fn two_issuer_processes_sharing_redis_still_admit_exactly_the_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_user_limit_admits_up_to_that_many_per_user() {
-    let services = services();
+    let services = Services::from_env();
     let campaign = unique_name("per-user");
-    let dir = tempdir();
+    let dir = temp_dir("firstcome-test");
     let file = dir.join("campaigns.json");
     std::fs::write(
         &file,
@@ -176,8 +173,7 @@ async fn per_user_limit_admits_up_to_that_many_per_user() {
         .to_string(),
     )
     .unwrap();
-    let issuer =
-        IssuerProcess::distributed(&services, &["--campaigns-file", file.to_str().unwrap()]).await;
+    let issuer = start_distributed(&services, &["--campaigns-file", file.to_str().unwrap()]).await;
     let client = reqwest::Client::new();
 
     let mut ordinals = Vec::new();
@@ -271,14 +267,14 @@ fn group_lag(services: &Services, group: &str, topic: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_the_topic_from_the_start_creates_no_duplicate() {
-    let services = services();
+    let services = Services::from_env();
     let campaign = unique_name("replay");
     let spec = format!("{campaign}:100");
     let topic = format!("firstcome.{campaign}.winners");
     let group = format!("firstcome-{campaign}");
-    let api = IssuerProcess::distributed(&services, &["--campaign", &spec, "--role", "api"]).await;
+    let api = start_distributed(&services, &["--campaign", &spec, "--role", "api"]).await;
     let mut consumer =
-        IssuerProcess::distributed(&services, &["--campaign", &spec, "--role", "consumer"]).await;
+        start_distributed(&services, &["--campaign", &spec, "--role", "consumer"]).await;
     let answers = spike(&[&api.base], &campaign, users("u", 300), 32).await;
     assert_eq!(count_reasons(&answers).get("admitted"), Some(&100));
     let pool = postgres(&services).await;
@@ -292,15 +288,14 @@ async fn replaying_the_topic_from_the_start_creates_no_duplicate() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    consumer.terminate();
+    consumer.stop().await;
     rewind_group(&services, &group, &topic);
     assert_eq!(
         group_lag(&services, &group, &topic),
         100,
         "the whole topic is to be consumed again"
     );
-    let consumer =
-        IssuerProcess::distributed(&services, &["--campaign", &spec, "--role", "consumer"]).await;
+    let consumer = start_distributed(&services, &["--campaign", &spec, "--role", "consumer"]).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while group_lag(&services, &group, &topic) > 0 {
         assert!(
@@ -319,10 +314,4 @@ async fn replaying_the_topic_from_the_start_creates_no_duplicate() {
         )),
         "the replaying consumer inserted nothing new:\n{metrics}"
     );
-}
-
-fn tempdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(unique_name("firstcome-test"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
