@@ -20,7 +20,7 @@ const RESTORE_CHUNK: usize = 1000;
 pub enum RedisAdmissionError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("campaign {0} has no limit in Redis: it is not provisioned")]
+    #[error("campaign {0} has no admission state in Redis: it is not provisioned (yet)")]
     Unprovisioned(String),
     #[error("unexpected reply from the admission script: {0:?}")]
     UnexpectedReply(String),
