@@ -100,6 +100,9 @@ fn the_chart_lints_and_renders_with_default_and_with_every_value_set() {
     for expected in [
         "--watch-namespace=shop",
         "--issuer-image=registry.example.com/firstcome-issuer:0.1.0",
+        "--default-issuer-replicas=4",
+        r#"- "--default-issuer-resources={\"limits\":{\"memory\":\"1Gi\"},\"requests\":{\"cpu\":\"1\",\"memory\":\"256Mi\"}}""#,
+        "--default-backends-secret=shop-backends",
         "image: registry.example.com/firstcome:0.1.0",
         "minAvailable: 2",
         "replicas: 3",
@@ -115,6 +118,7 @@ fn the_values_schema_rejects_wrong_values_with_a_clear_message() {
         ("image.pullPolicy=Sometimes", "pullPolicy"),
         ("operator.logFormat=xml", "logFormat"),
         ("operator.replica=2", "replica"),
+        ("backends.secretName=", "secretName"),
     ] {
         let output = tool(
             "helm",

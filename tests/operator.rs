@@ -413,7 +413,7 @@ async fn the_example_campaign_is_accepted_by_the_api_server() {
         .await
         .expect("the example is valid");
     assert_eq!(accepted.spec.limit, 100);
-    assert_eq!(accepted.spec.issuer.replicas, 3);
+    assert_eq!(accepted.spec.issuer.replicas, Some(3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,6 +21,7 @@ use serde_json::json;
 
 use crate::backends::{self, Connections, Settings};
 use crate::campaign::{campaign_config, issuer_name};
+use crate::defaults::IssuerDefaults;
 use crate::desired;
 use crate::metrics::{Metrics, Outcome};
 use crate::resource::{CouponCampaign, CouponCampaignStatus, Phase, TopicDeletion};
@@ -45,14 +46,14 @@ pub struct Context {
     pub recorder: Recorder,
     pub connections: Connections,
     pub metrics: Arc<Metrics>,
-    /// Image of the issuers when a campaign names none.
-    pub issuer_image: String,
+    /// What a campaign leaves out.
+    pub defaults: IssuerDefaults,
     /// Consecutive failures per campaign, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, issuer_image: String) -> Self {
+    pub fn new(client: Client, metrics: Arc<Metrics>, defaults: IssuerDefaults) -> Self {
         let reporter = Reporter {
             controller: MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -62,7 +63,7 @@ impl Context {
             client,
             connections: Connections::default(),
             metrics,
-            issuer_image,
+            defaults,
             failures: Mutex::default(),
         }
     }
@@ -135,8 +136,12 @@ fn error_policy(campaign: Arc<CouponCampaign>, error: &Error, ctx: Arc<Context>)
 async fn apply(campaign: &CouponCampaign, ctx: &Context) -> Result<Action, Error> {
     let namespace = campaign.namespace().unwrap_or_default();
     let config = campaign_config(campaign).map_err(|e| e.to_string());
-    let settings =
-        backends::settings(&ctx.client, &namespace, &campaign.spec.backends.secret_name).await;
+    let settings = backends::settings(
+        &ctx.client,
+        &namespace,
+        ctx.defaults.backends_secret(campaign),
+    )
+    .await;
 
     let (redis, topic, persistence) = match (&config, &settings) {
         (Ok(config), Ok(settings)) => observe_backends(ctx, config, settings, campaign).await,
@@ -158,7 +163,7 @@ async fn apply(campaign: &CouponCampaign, ctx: &Context) -> Result<Action, Error
             .patch(
                 &name,
                 &params,
-                &Patch::Apply(desired::deployment(campaign, config, &ctx.issuer_image)),
+                &Patch::Apply(desired::deployment(campaign, config, &ctx.defaults)),
             )
             .await?;
         Api::<Service>::namespaced(ctx.client.clone(), &namespace)
@@ -177,11 +182,7 @@ async fn apply(campaign: &CouponCampaign, ctx: &Context) -> Result<Action, Error
         redis,
         topic,
         persistence,
-        desired_issuers: if campaign.spec.paused {
-            0
-        } else {
-            campaign.spec.issuer.replicas
-        },
+        desired_issuers: ctx.defaults.replicas(campaign),
         ready_issuers,
     };
     let new_status = status::compute(campaign.status.as_ref(), &observation);
@@ -338,9 +339,13 @@ async fn cleanup(campaign: &CouponCampaign, ctx: &Context) -> Result<Action, Err
         // An invalid campaign never provisioned anything.
         Err(_) => return Ok(Action::await_change()),
     };
-    let settings = backends::settings(&ctx.client, &namespace, &campaign.spec.backends.secret_name)
-        .await
-        .map_err(failed)?;
+    let settings = backends::settings(
+        &ctx.client,
+        &namespace,
+        ctx.defaults.backends_secret(campaign),
+    )
+    .await
+    .map_err(failed)?;
     ctx.connections
         .delete_redis_keys(&settings.redis_url, &config.name)
         .await

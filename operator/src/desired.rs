@@ -8,16 +8,15 @@ use firstcome_contract::{CampaignConfig, CampaignsFile};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
+    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
 use crate::campaign::issuer_name;
+use crate::defaults::IssuerDefaults;
 use crate::resource::CouponCampaign;
 
 /// Keys of the backends Secret, and the issuer environment variable each one feeds.
@@ -74,7 +73,7 @@ pub fn config_map(campaign: &CouponCampaign, config: &CampaignConfig) -> ConfigM
 
 /// What makes running issuers stale. The limit is left out on purpose: issuers read it
 /// from Redis, so raising it must not restart them in the middle of a sale.
-fn config_hash(campaign: &CouponCampaign, config: &CampaignConfig, image: &str) -> String {
+fn config_hash(config: &CampaignConfig, image: &str, secret: &str) -> String {
     let mut hasher = DefaultHasher::new();
     campaigns_json(&CampaignConfig {
         limit: 0,
@@ -82,7 +81,7 @@ fn config_hash(campaign: &CouponCampaign, config: &CampaignConfig, image: &str) 
     })
     .hash(&mut hasher);
     image.hash(&mut hasher);
-    campaign.spec.backends.secret_name.hash(&mut hasher);
+    secret.hash(&mut hasher);
     format!("{:016x}", hasher.finish())
 }
 
@@ -99,45 +98,22 @@ fn http_probe(path: &str, period: i32) -> Probe {
     }
 }
 
-fn default_resources() -> ResourceRequirements {
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".into(), Quantity("250m".into())),
-            ("memory".into(), Quantity("128Mi".into())),
-        ])),
-        limits: Some(BTreeMap::from([(
-            "memory".into(),
-            Quantity("512Mi".into()),
-        )])),
-        ..ResourceRequirements::default()
-    }
-}
-
 /// The issuer Deployment: every pod serves applies and consumes winners.
 pub fn deployment(
     campaign: &CouponCampaign,
     config: &CampaignConfig,
-    default_image: &str,
+    defaults: &IssuerDefaults,
 ) -> Deployment {
-    let image = campaign
-        .spec
-        .issuer
-        .image
-        .as_deref()
-        .unwrap_or(default_image);
-    let replicas = if campaign.spec.paused {
-        0
-    } else {
-        campaign.spec.issuer.replicas
-    };
-    let secret = &campaign.spec.backends.secret_name;
+    let image = defaults.image(campaign);
+    let replicas = defaults.replicas(campaign);
+    let secret = defaults.backends_secret(campaign);
     let env = SECRET_KEYS
         .iter()
         .map(|(key, var)| EnvVar {
             name: (*var).into(),
             value_from: Some(EnvVarSource {
                 secret_key_ref: Some(SecretKeySelector {
-                    name: secret.clone(),
+                    name: secret.to_string(),
                     key: (*key).into(),
                     optional: Some(false),
                 }),
@@ -175,14 +151,7 @@ pub fn deployment(
         }]),
         readiness_probe: Some(http_probe("/readyz", 5)),
         liveness_probe: Some(http_probe("/healthz", 10)),
-        resources: Some(
-            campaign
-                .spec
-                .issuer
-                .resources
-                .clone()
-                .unwrap_or_else(default_resources),
-        ),
+        resources: Some(defaults.resources(campaign)),
         volume_mounts: Some(vec![VolumeMount {
             name: "config".into(),
             mount_path: CONFIG_DIR.into(),
@@ -214,7 +183,7 @@ pub fn deployment(
                     labels: Some(labels(campaign)),
                     annotations: Some(BTreeMap::from([(
                         CONFIG_HASH_ANNOTATION.into(),
-                        config_hash(campaign, config, image),
+                        config_hash(config, image, secret),
                     )])),
                     ..ObjectMeta::default()
                 }),
@@ -270,9 +239,16 @@ mod tests {
     use crate::campaign::campaign_config;
     use crate::fixtures::campaign;
 
+    fn defaults(image: &str) -> IssuerDefaults {
+        IssuerDefaults {
+            image: image.into(),
+            ..IssuerDefaults::default()
+        }
+    }
+
     fn hash_of(yaml: &str) -> String {
         let c = campaign(yaml);
-        let d = deployment(&c, &campaign_config(&c).unwrap(), "firstcome:1");
+        let d = deployment(&c, &campaign_config(&c).unwrap(), &defaults("firstcome:1"));
         d.spec.template.metadata.unwrap().annotations.unwrap()[CONFIG_HASH_ANNOTATION].clone()
     }
 
@@ -282,7 +258,7 @@ mod tests {
         let config = campaign_config(&c).unwrap();
         for meta in [
             config_map(&c, &config).metadata,
-            deployment(&c, &config, "img").metadata,
+            deployment(&c, &config, &defaults("img")).metadata,
             service(&c).metadata,
         ] {
             let owner = &meta.owner_references.unwrap()[0];
@@ -307,7 +283,7 @@ mod tests {
     fn deployment_wires_secret_probes_and_security() {
         let c =
             campaign("limit: 100\nissuer: {replicas: 3}\nbackends: {secretName: shop-backends}\n");
-        let d = deployment(&c, &campaign_config(&c).unwrap(), "firstcome:1");
+        let d = deployment(&c, &campaign_config(&c).unwrap(), &defaults("firstcome:1"));
         let spec = d.spec;
         assert_eq!(spec.replicas, Some(3));
         let pod = spec.template.spec.unwrap();
@@ -343,7 +319,7 @@ mod tests {
     #[test]
     fn paused_campaigns_run_no_issuers() {
         let c = campaign("limit: 100\npaused: true\n");
-        let d = deployment(&c, &campaign_config(&c).unwrap(), "img");
+        let d = deployment(&c, &campaign_config(&c).unwrap(), &defaults("img"));
         assert_eq!(d.spec.replicas, Some(0));
     }
 

@@ -3,6 +3,7 @@
 pub mod backends;
 pub mod campaign;
 pub mod controller;
+pub mod defaults;
 pub mod desired;
 pub mod leader;
 pub mod metrics;

@@ -6,8 +6,10 @@ use axum::Router;
 use axum::routing::get;
 use clap::{ArgAction, Parser, ValueEnum};
 use firstcome_operator::controller::{self, Context};
+use firstcome_operator::defaults::IssuerDefaults;
 use firstcome_operator::leader::LeaseLock;
 use firstcome_operator::metrics::Metrics;
+use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::{Api, Client};
 use tracing_subscriber::EnvFilter;
 
@@ -24,6 +26,22 @@ struct Args {
     /// Image of the issuers when a campaign names none.
     #[arg(long, env = "FIRSTCOME_ISSUER_IMAGE", default_value = concat!("firstcome:", env!("CARGO_PKG_VERSION")))]
     issuer_image: String,
+
+    /// Issuer pods of a campaign that names no `issuer.replicas`.
+    #[arg(long, env = "FIRSTCOME_DEFAULT_ISSUER_REPLICAS", default_value_t = 2)]
+    default_issuer_replicas: i32,
+
+    /// Resources (JSON, as in a container spec) of issuers whose campaign names none.
+    #[arg(long, env = "FIRSTCOME_DEFAULT_ISSUER_RESOURCES", value_parser = parse_resources)]
+    default_issuer_resources: Option<ResourceRequirements>,
+
+    /// The backends Secret of a campaign that names no `backends.secretName`.
+    #[arg(
+        long,
+        env = "FIRSTCOME_DEFAULT_BACKENDS_SECRET",
+        default_value = "firstcome-backends"
+    )]
+    default_backends_secret: String,
 
     /// Address of /healthz, /readyz and /metrics.
     #[arg(
@@ -63,6 +81,10 @@ struct Args {
 
     #[arg(long, env = "FIRSTCOME_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+fn parse_resources(json: &str) -> Result<ResourceRequirements, String> {
+    serde_json::from_str(json).map_err(|e| format!("not a resources object: {e}"))
 }
 
 #[tokio::main]
@@ -109,7 +131,14 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
-    let ctx = Arc::new(Context::new(client, metrics, args.issuer_image));
+    let builtin = IssuerDefaults::default();
+    let defaults = IssuerDefaults {
+        image: args.issuer_image,
+        replicas: args.default_issuer_replicas,
+        resources: args.default_issuer_resources.unwrap_or(builtin.resources),
+        backends_secret: args.default_backends_secret,
+    };
+    let ctx = Arc::new(Context::new(client, metrics, defaults));
     tracing::info!(namespace = ?args.watch_namespace, "reconciling CouponCampaigns");
     controller::run(ctx, args.watch_namespace.as_deref()).await;
     Ok(())

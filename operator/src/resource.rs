@@ -119,36 +119,32 @@ impl Default for TopicSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IssuerSpec {
-    /// Issuer pods (each serves applies and consumes winners).
-    #[serde(default = "default_replicas")]
+    /// Issuer pods (each serves applies and consumes winners); default the operator's
+    /// `--default-issuer-replicas` (2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 1000))]
-    pub replicas: i32,
+    pub replicas: Option<i32>,
 
     /// Issuer image; default the operator's `--issuer-image`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
 
-    /// Resource requests and limits of an issuer container.
+    /// Resource requests and limits of an issuer container; default the operator's
+    /// `--default-issuer-resources`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 }
 
 /// A Secret in the campaign's namespace with the keys `redis-url`, `kafka-brokers` and
 /// `database-url`. No credential is ever written in the campaign itself.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackendsRef {
-    #[serde(default = "default_backends_secret")]
+    /// Name of the Secret; default the operator's `--default-backends-secret`
+    /// (`firstcome-backends`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
-    pub secret_name: String,
-}
-
-impl Default for BackendsRef {
-    fn default() -> Self {
-        Self {
-            secret_name: default_backends_secret(),
-        }
-    }
+    pub secret_name: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
@@ -224,12 +220,4 @@ fn default_partitions() -> i32 {
 
 fn default_replication_factor() -> i32 {
     1
-}
-
-fn default_replicas() -> i32 {
-    2
-}
-
-fn default_backends_secret() -> String {
-    "firstcome-backends".to_string()
 }
