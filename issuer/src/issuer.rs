@@ -171,7 +171,10 @@ impl Issuer {
             Window::Closed => Ok(ApplyResult::Closed {
                 closes_at: campaign.config.closes_at,
             }),
-            Window::Open => match campaign.sold_out.answer(user.as_str()) {
+            Window::Open => match campaign
+                .sold_out
+                .answer(user.as_str(), campaign.config.per_user_limit)
+            {
                 Some(verdict) => Ok(verdict.into()),
                 None => self.admit(campaign, user.clone()).await,
             },

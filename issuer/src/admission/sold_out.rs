@@ -2,14 +2,16 @@
 //!
 //! When a backend first says "sold out", the issuer loads the campaign's holders once
 //! (no admission can happen any more, so the copy is exact) and from then on answers
-//! every apply without touching the backend: holders get "already applied", everyone
-//! else "sold out". The board is cleared when the limit is raised.
+//! every apply without touching the backend, by the same rule as the backend: users who
+//! hold their per-user limit get "already applied", everyone else "sold out". The board
+//! is cleared when the limit is raised.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::Verdict;
+use super::rule::{self, Decision};
 
 /// Every holder of a sold-out campaign, and the limit it sold out at.
 #[derive(Debug, Default)]
@@ -26,13 +28,16 @@ pub struct SoldOutBoard {
 
 impl SoldOutBoard {
     /// The answer for `user` if the campaign is known to be sold out.
-    pub fn answer(&self, user: &str) -> Option<Verdict> {
+    pub fn answer(&self, user: &str, per_user_limit: u32) -> Option<Verdict> {
         let guard = self.snapshot.read().unwrap_or_else(|e| e.into_inner());
         let snapshot = guard.as_ref()?;
-        Some(match snapshot.holders.get(user) {
-            Some(held) => Verdict::AlreadyApplied(held.clone()),
-            None => Verdict::SoldOut,
-        })
+        let held = snapshot.holders.get(user).map_or(&[][..], Vec::as_slice);
+        Some(
+            match rule::decide(held.len(), per_user_limit, snapshot.limit, snapshot.limit) {
+                Decision::AlreadyApplied => Verdict::AlreadyApplied(held.to_vec()),
+                Decision::SoldOut | Decision::Admit { .. } => Verdict::SoldOut,
+            },
+        )
     }
 
     /// The limit the campaign sold out at, if it is sold out.
@@ -84,7 +89,7 @@ mod tests {
     #[test]
     fn empty_board_answers_nothing() {
         let board = SoldOutBoard::default();
-        assert_eq!(board.answer("anyone"), None);
+        assert_eq!(board.answer("anyone", 1), None);
         assert_eq!(board.sold_out_at(), None);
     }
 
@@ -92,10 +97,12 @@ mod tests {
     fn loaded_board_tells_holders_from_others() {
         let board = sold_out_at(10);
         assert_eq!(
-            board.answer("winner"),
+            board.answer("winner", 1),
             Some(Verdict::AlreadyApplied(vec![7]))
         );
-        assert_eq!(board.answer("late"), Some(Verdict::SoldOut));
+        assert_eq!(board.answer("late", 1), Some(Verdict::SoldOut));
+        // A holder below the per-user limit could win more, but nothing is left.
+        assert_eq!(board.answer("winner", 2), Some(Verdict::SoldOut));
         assert!(!board.begin_loading(), "a loaded board is not loaded again");
     }
 
@@ -115,6 +122,6 @@ mod tests {
         board.limit_changed(5);
         assert_eq!(board.sold_out_at(), Some(10));
         board.limit_changed(11);
-        assert_eq!(board.answer("late"), None);
+        assert_eq!(board.answer("late", 1), None);
     }
 }
