@@ -201,6 +201,14 @@ async fn per_user_limit_admits_up_to_that_many_per_user() {
         (status, body["reason"].as_str()),
         (StatusCode::GONE, Some("sold_out"))
     );
+    // Answered from memory once sold out, by the same rule: below the per-user limit is
+    // "sold out", at it is "already applied".
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, _) = apply(&client, &issuer.base, &campaign, "b").await;
+    assert_eq!(status, StatusCode::GONE);
+    let (status, body) = apply(&client, &issuer.base, &campaign, "greedy").await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["sequences"], serde_json::json!([1, 2, 3]));
     let pool = postgres(&services).await;
     assert_eq!(wait_for_coupons(&pool, &campaign, 5).await.len(), 5);
 }
