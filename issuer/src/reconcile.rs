@@ -4,7 +4,7 @@
 //! publish is unconfirmed are left to the re-publisher. Re-publishing is always safe:
 //! persistence ignores duplicates.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use chrono::Utc;
@@ -54,8 +54,9 @@ pub async fn reconcile(
         campaign: name.clone(),
         ..Drift::default()
     };
-    let missing: HashSet<Winner> = if counts.admitted == issued {
-        HashSet::new()
+    // Missing winner -> its ordinal (its position among the user's sequences).
+    let missing: HashMap<Winner, u32> = if counts.admitted == issued {
+        HashMap::new()
     } else {
         let holders = distributed
             .redis
@@ -80,10 +81,12 @@ pub async fn reconcile(
             .collect();
         holders
             .into_iter()
-            .flat_map(|(user, held)| held.into_iter().map(move |s| (user.clone(), s)))
-            .filter(|(user, sequence)| {
-                !pending.contains(sequence) && !persisted.contains(&(user.clone(), *sequence))
+            .flat_map(|(user, held)| {
+                held.into_iter()
+                    .enumerate()
+                    .map(move |(i, s)| ((user.clone(), s), i as u32 + 1))
             })
+            .filter(|(winner, _)| !pending.contains(&winner.1) && !persisted.contains(winner))
             .collect()
     };
     drift.missing = missing.len();
@@ -92,26 +95,23 @@ pub async fn reconcile(
         .store(missing.len() as u64, Ordering::Relaxed);
     metrics.missing_coupons(name, missing.len());
 
-    let due: Vec<Winner> = match seen_missing.as_deref() {
-        Some(before) => missing.intersection(before).cloned().collect(),
-        None => missing.iter().cloned().collect(),
-    };
-    for (user, sequence) in due {
-        let held = distributed
-            .redis
-            .held_by(&campaign.keys, &user)
-            .await
-            .map_err(unavailable)?;
-        let Some(position) = held.iter().position(|s| *s == sequence) else {
-            continue;
-        };
+    let due: Vec<(&Winner, u32)> = missing
+        .iter()
+        .filter(|(winner, _)| {
+            seen_missing
+                .as_deref()
+                .is_none_or(|before| before.contains(*winner))
+        })
+        .map(|(winner, ordinal)| (winner, *ordinal))
+        .collect();
+    for ((user, sequence), ordinal) in due {
         // The admission time went with the pending entry; the re-publish time stands in.
         let admission = Admission {
-            sequence,
-            ordinal: position as u32 + 1,
+            sequence: *sequence,
+            ordinal,
             admitted_at: Utc::now(),
         };
-        let event = winner_event(name, &user, &admission);
+        let event = winner_event(name, user, &admission);
         distributed
             .publisher
             .publish(&campaign.config.topic, &event)
@@ -121,7 +121,7 @@ pub async fn reconcile(
         drift.republished += 1;
     }
     if let Some(before) = seen_missing {
-        *before = missing;
+        *before = missing.into_keys().collect();
     }
     Ok(drift)
 }
