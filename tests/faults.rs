@@ -224,9 +224,13 @@ async fn kafka_crashing_mid_spike_never_answers_a_false_admitted() {
     let answers = spike.await.unwrap();
     let tally = tally(&answers);
     println!("{tally:?}");
+    // The outage hit admissions: some were answered 503 unconfirmed, or failed and were
+    // retried (each user applies once, so "already applied" means an earlier try won).
     assert!(
-        tally.keys().any(|k| k.contains("admission_unconfirmed")),
-        "the outage hit admissions (some were answered 503 unconfirmed): {tally:?}"
+        tally
+            .keys()
+            .any(|k| k.contains("admission_unconfirmed") || k == "AlreadyApplied"),
+        "the outage hit admissions: {tally:?}"
     );
     assert_invariants(&bed.services, &bed.campaign, LIMIT, &answers).await;
 }

@@ -499,9 +499,11 @@ impl Distributed {
         Ok(())
     }
 
-    /// Publishes the winner's event and waits for the broker's ack. On success the
-    /// admission is no longer pending; on failure it stays pending in Redis and the
-    /// re-publisher delivers it later.
+    /// Publishes the winner's event and waits for the broker's ack, never longer than
+    /// the hand-off grace (librdkafka's delivery timeout does not bound every state of
+    /// the idempotent producer, e.g. while it re-acquires its producer id after a broker
+    /// crash). On success the admission is no longer pending; on failure or time-out it
+    /// stays pending in Redis and the re-publisher delivers it later.
     async fn hand_off(
         &self,
         metrics: &Metrics,
@@ -510,7 +512,17 @@ impl Distributed {
         admission: &Admission,
     ) -> Result<(), IssuerError> {
         let event = winner_event(&campaign.config.name, user, admission);
-        match self.publisher.publish(&campaign.config.topic, &event).await {
+        let published = tokio::time::timeout(
+            self.hand_off_grace,
+            self.publisher.publish(&campaign.config.topic, &event),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(rdkafka::error::KafkaError::MessageProduction(
+                rdkafka::types::RDKafkaErrorCode::MessageTimedOut,
+            ))
+        });
+        match published {
             Ok(()) => {
                 metrics.published(&campaign.config.name, true);
                 if let Err(error) = self
