@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use firstcome_e2e::Services;
 use firstcome_e2e::issuer::*;
-use firstcome_e2e::unique_name;
+use firstcome_e2e::{unique_name, wait_for};
+use firstcome_issuer::kafka::consumer::group_id;
+use firstcome_issuer::kafka::lag::group_lag;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use reqwest::StatusCode;
@@ -239,38 +241,15 @@ fn rewind_group(services: &Services, group: &str, topic: &str) {
     consumer.commit(&zero, CommitMode::Sync).unwrap();
 }
 
-/// Sum over partitions of (high watermark - committed offset) of `group`.
-fn group_lag(services: &Services, group: &str, topic: &str) -> i64 {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &services.kafka_brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let mut list = TopicPartitionList::new();
-    for partition in metadata.topics()[0].partitions() {
-        list.add_partition(topic, partition.id());
-    }
-    let committed = consumer
-        .committed_offsets(list, Duration::from_secs(10))
-        .unwrap();
-    committed
-        .elements()
-        .iter()
-        .map(|e| {
-            let (_, high) = consumer
-                .fetch_watermarks(topic, e.partition(), Duration::from_secs(10))
-                .unwrap();
-            let at = match e.offset() {
-                Offset::Offset(o) => o,
-                _ => 0,
-            };
-            high - at
-        })
-        .sum()
+/// Waits (bounded) until `group` has committed all of `topic`.
+async fn wait_until_consumed(services: &Services, group: &str, topic: &str, what: &str) {
+    wait_for(what, Duration::from_secs(60), || async {
+        let lag = group_lag(&services.kafka_brokers, group, topic)
+            .await
+            .ok()?;
+        (lag == 0).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,7 +258,7 @@ async fn replaying_the_topic_from_the_start_creates_no_duplicate() {
     let campaign = unique_name("replay");
     let spec = format!("{campaign}:100");
     let topic = format!("firstcome.{campaign}.winners");
-    let group = format!("firstcome-{campaign}");
+    let group = group_id(&campaign);
     let api = start_distributed(&services, &["--campaign", &spec, "--role", "api"]).await;
     let mut consumer =
         start_distributed(&services, &["--campaign", &spec, "--role", "consumer"]).await;
@@ -287,31 +266,19 @@ async fn replaying_the_topic_from_the_start_creates_no_duplicate() {
     assert_eq!(count_reasons(&answers).get("admitted"), Some(&100));
     let pool = postgres(&services).await;
     assert_eq!(wait_for_coupons(&pool, &campaign, 100).await.len(), 100);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while group_lag(&services, &group, &topic) > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "consumer never committed"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until_consumed(&services, &group, &topic, "the consumer to commit").await;
 
     consumer.stop().await;
     rewind_group(&services, &group, &topic);
     assert_eq!(
-        group_lag(&services, &group, &topic),
+        group_lag(&services.kafka_brokers, &group, &topic)
+            .await
+            .unwrap(),
         100,
         "the whole topic is to be consumed again"
     );
     let consumer = start_distributed(&services, &["--campaign", &spec, "--role", "consumer"]).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while group_lag(&services, &group, &topic) > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "replay never completed"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until_consumed(&services, &group, &topic, "the replay to complete").await;
 
     let coupons = coupons(&pool, &campaign).await;
     assert_eq!(coupons.len(), 100, "the replay added no coupon");

@@ -10,7 +10,6 @@ use firstcome_e2e::process::Process;
 use firstcome_e2e::{Services, wait_for};
 use firstcome_operator::resource::{CouponCampaign, Phase};
 use firstcome_operator::status::{self, READY, REDIS_READY, TOPIC_READY};
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::Api;
@@ -19,7 +18,6 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use redis::AsyncCommands;
 use reqwest::StatusCode;
-use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -40,44 +38,19 @@ fn topic_exists(services: &Services, topic: &str) -> bool {
     metadata.topics().iter().any(|t| t.name() == topic)
 }
 
-async fn coupons(services: &Services, campaign_id: &str) -> i64 {
-    let pool = sqlx::PgPool::connect(&services.database_url).await.unwrap();
-    sqlx::query_scalar("SELECT count(*) FROM coupons WHERE campaign = $1")
-        .bind(campaign_id)
-        .fetch_one(&pool)
-        .await
-        .unwrap_or(0)
-}
-
 /// One apply per user, 64 in flight; returns the count of each status code.
 async fn spike(
     issuer: &Process,
     campaign_id: &str,
     users: impl Iterator<Item = String>,
 ) -> Vec<(StatusCode, usize)> {
-    let client = reqwest::Client::new();
-    let url = format!("{}/v1/campaigns/{campaign_id}/applications", issuer.base);
-    let statuses: Vec<StatusCode> = futures::stream::iter(users)
-        .map(|user| {
-            let (client, url) = (client.clone(), url.clone());
-            async move {
-                client
-                    .post(url)
-                    .json(&json!({ "userId": user }))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-            }
-        })
-        .buffer_unordered(64)
-        .collect()
-        .await;
+    let replies =
+        firstcome_e2e::issuer::spike(&[&issuer.base], campaign_id, users.collect(), 64).await;
     let mut counts: Vec<(StatusCode, usize)> = Vec::new();
-    for status in statuses {
-        match counts.iter_mut().find(|(s, _)| *s == status) {
+    for reply in replies {
+        match counts.iter_mut().find(|(s, _)| *s == reply.status) {
             Some((_, n)) => *n += 1,
-            None => counts.push((status, 1)),
+            None => counts.push((reply.status, 1)),
         }
     }
     counts.sort();
@@ -290,7 +263,12 @@ async fn a_spike_sells_out_the_limit_can_grow_not_shrink_and_delete_keeps_coupon
         let exists: bool = conn.exists(key).await.unwrap();
         assert!(!exists, "{key} removed");
     }
-    assert_eq!(coupons(&services, &id).await, 150, "coupons are kept");
+    let pool = firstcome_e2e::issuer::postgres(&services).await;
+    assert_eq!(
+        firstcome_e2e::issuer::coupons(&pool, &id).await.len(),
+        150,
+        "coupons are kept"
+    );
     assert!(
         topic_exists(&services, &format!("firstcome.{id}.winners")),
         "Retain keeps the topic"

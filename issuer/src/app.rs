@@ -27,8 +27,6 @@ use crate::store::sqlite::SqliteStore;
 
 /// How often sold-out campaigns re-read their limit.
 const LIMIT_REFRESH: Duration = Duration::from_secs(1);
-/// Added to the delivery timeout: how long an unconfirmed hand-off may still be in flight.
-const HAND_OFF_MARGIN: Duration = Duration::from_secs(1);
 /// How often a consumer retries the failed events.
 const FAILED_EVENTS_RETRY: Duration = Duration::from_secs(60);
 
@@ -184,11 +182,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 args.reconcile_interval(),
                 stop.clone(),
             ));
-            let grace = args.delivery_timeout() + HAND_OFF_MARGIN;
             tasks.spawn(republish_pending(
                 issuer.clone(),
                 metrics.clone(),
-                grace,
                 stop.clone(),
             ));
         }
@@ -266,15 +262,12 @@ async fn refresh_sold_out_boards(issuer: Arc<Issuer>, stop: CancellationToken) {
 
 /// Publishes admissions whose first publish was never confirmed (failed, or the issuer
 /// that admitted them died before the broker acked).
-async fn republish_pending(
-    issuer: Arc<Issuer>,
-    metrics: Arc<Metrics>,
-    grace: Duration,
-    stop: CancellationToken,
-) {
+async fn republish_pending(issuer: Arc<Issuer>, metrics: Arc<Metrics>, stop: CancellationToken) {
     let Backend::Distributed(distributed) = issuer.backend() else {
         return;
     };
+    // A first publish older than the longest ack wait is no longer in flight.
+    let grace = distributed.publisher.ack_wait();
     let mut tick = tokio::time::interval(grace / 2);
     while stop.run_until_cancelled(tick.tick()).await.is_some() {
         for campaign in issuer.campaigns() {
@@ -310,7 +303,6 @@ async fn connect_distributed(
         publisher,
         coupons,
         kafka_brokers: kafka_brokers.to_string(),
-        hand_off_grace: args.delivery_timeout() + HAND_OFF_MARGIN,
     })
 }
 

@@ -39,8 +39,6 @@ pub struct Distributed {
     pub publisher: WinnerPublisher,
     pub coupons: CouponStore,
     pub kafka_brokers: String,
-    /// Longest time a hand-off can still be in flight (the delivery timeout, plus margin).
-    pub hand_off_grace: Duration,
 }
 
 pub enum Backend {
@@ -463,7 +461,7 @@ impl Distributed {
         }
         let name = &campaign.config.name;
         tracing::warn!(campaign = %name, "no admission state in Redis: restoring from PostgreSQL");
-        tokio::time::sleep(self.hand_off_grace).await;
+        tokio::time::sleep(self.publisher.ack_wait()).await;
         let topic = &campaign.config.topic;
         let dead_letters = crate::kafka::consumer::dead_letter_topic(topic);
         let lanes = [
@@ -499,11 +497,9 @@ impl Distributed {
         Ok(())
     }
 
-    /// Publishes the winner's event and waits for the broker's ack, never longer than
-    /// the hand-off grace (librdkafka's delivery timeout does not bound every state of
-    /// the idempotent producer, e.g. while it re-acquires its producer id after a broker
-    /// crash). On success the admission is no longer pending; on failure or time-out it
-    /// stays pending in Redis and the re-publisher delivers it later.
+    /// Publishes the winner's event and waits for the broker's ack (bounded by the
+    /// publisher). On success the admission is no longer pending; on failure or time-out
+    /// it stays pending in Redis and the re-publisher delivers it later.
     async fn hand_off(
         &self,
         metrics: &Metrics,
@@ -512,16 +508,7 @@ impl Distributed {
         admission: &Admission,
     ) -> Result<(), IssuerError> {
         let event = winner_event(&campaign.config.name, user, admission);
-        let published = tokio::time::timeout(
-            self.hand_off_grace,
-            self.publisher.publish(&campaign.config.topic, &event),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(rdkafka::error::KafkaError::MessageProduction(
-                rdkafka::types::RDKafkaErrorCode::MessageTimedOut,
-            ))
-        });
+        let published = self.publisher.publish(&campaign.config.topic, &event).await;
         match published {
             Ok(()) => {
                 metrics.published(&campaign.config.name, true);

@@ -69,10 +69,21 @@ pub async fn settings(client: &Client, namespace: &str, secret: &str) -> Result<
 }
 
 /// Connections shared by all reconciles, by URL.
-#[derive(Default)]
 pub struct Connections {
     redis: Mutex<HashMap<String, ConnectionManager>>,
     postgres: Mutex<HashMap<String, PgPool>>,
+    /// Hashed once; sent by SHA on every reconcile.
+    set_limit: redis::Script,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Self {
+            redis: Mutex::default(),
+            postgres: Mutex::default(),
+            set_limit: redis::Script::new(SET_LIMIT_SCRIPT),
+        }
+    }
 }
 
 impl Connections {
@@ -117,7 +128,8 @@ impl Connections {
     ) -> Result<RedisCounts, String> {
         let mut conn = self.redis(url).await?;
         let keys = CampaignKeys::new(&config.name);
-        let (applied, limit, admitted): (i64, u64, i64) = redis::Script::new(SET_LIMIT_SCRIPT)
+        let (applied, limit, admitted): (i64, u64, i64) = self
+            .set_limit
             .key(&keys.limit)
             .key(&keys.admitted)
             .arg(config.limit)

@@ -15,25 +15,15 @@ use redis::AsyncCommands;
 use crate::Services;
 use crate::spike::{Answer, Outcome};
 
-/// (user, sequence) pairs of the campaign's coupons in PostgreSQL.
-pub async fn coupons(services: &Services, campaign: &str) -> Vec<(String, i64)> {
-    let pool = sqlx::PgPool::connect(&services.database_url).await.unwrap();
-    let rows = sqlx::query_as("SELECT user_id, sequence FROM coupons WHERE campaign = $1")
-        .bind(campaign)
-        .fetch_all(&pool)
-        .await;
-    pool.close().await;
-    rows.unwrap_or_default()
-}
-
 /// (user, sequence) pairs of the campaign's winners in Redis.
-pub async fn winners(services: &Services, campaign: &str) -> Vec<(String, i64)> {
-    let client = redis::Client::open(services.redis_url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+async fn winners(
+    conn: &mut redis::aio::MultiplexedConnection,
+    campaign: &str,
+) -> Vec<(String, i64)> {
     let holders: HashMap<String, String> = conn
         .hgetall(CampaignKeys::new(campaign).holders)
         .await
-        .unwrap();
+        .unwrap_or_default();
     holders
         .into_iter()
         .flat_map(|(user, held)| {
@@ -53,12 +43,15 @@ pub async fn assert_invariants(
 ) {
     let applicants: HashSet<&str> = answers.iter().map(|a| a.user.as_str()).collect();
     let expected = limit.min(applicants.len());
+    let pool = crate::issuer::postgres(services).await;
+    let redis = redis::Client::open(services.redis_url.as_str()).unwrap();
+    let conn = redis.get_multiplexed_async_connection().await.unwrap();
     let persisted = crate::wait_for(
         "coupons == winners == min(limit, applicants)",
         Duration::from_secs(90),
         || async {
-            let coupons = coupons(services, campaign).await;
-            let winners = winners(services, campaign).await;
+            let coupons = crate::issuer::coupons(&pool, campaign).await;
+            let winners = winners(&mut conn.clone(), campaign).await;
             (coupons.len() == expected && winners.len() == expected).then_some((coupons, winners))
         },
     )

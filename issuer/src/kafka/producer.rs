@@ -7,11 +7,19 @@ use firstcome_contract::WinnerEvent;
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
+
+/// Added to the delivery timeout to bound every wait for an ack.
+const ACK_WAIT_MARGIN: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct WinnerPublisher {
     producer: FutureProducer,
+    /// Longest wait for one ack. librdkafka's `message.timeout.ms` does not bound every
+    /// state of the idempotent producer (e.g. while it re-acquires its producer id after
+    /// a broker crash), so every wait is capped here as well.
+    ack_wait: Duration,
 }
 
 impl WinnerPublisher {
@@ -29,18 +37,39 @@ impl WinnerPublisher {
             .set("linger.ms", "1")
             .set("socket.nagle.disable", "true")
             .create()?;
-        Ok(Self { producer })
+        Ok(Self {
+            producer,
+            ack_wait: delivery_timeout + ACK_WAIT_MARGIN,
+        })
     }
 
-    /// Resolves once the broker acknowledged the event (or delivery definitely failed).
+    /// The longest any publish waits: the delivery timeout plus a margin.
+    pub fn ack_wait(&self) -> Duration {
+        self.ack_wait
+    }
+
+    /// Sends `record` and waits for its ack, never longer than `ack_wait`. A message
+    /// given up on may still be delivered later; every consumer of these topics is
+    /// idempotent.
+    async fn send(&self, record: FutureRecord<'_, [u8], [u8]>) -> Result<(), KafkaError> {
+        match tokio::time::timeout(self.ack_wait, self.producer.send(record, Timeout::Never)).await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((error, _message))) => Err(error),
+            Err(_) => Err(KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageTimedOut,
+            )),
+        }
+    }
+
+    /// Resolves once the broker acknowledged the event, or delivery failed or took
+    /// longer than `ack_wait`.
     pub async fn publish(&self, topic: &str, event: &WinnerEvent) -> Result<(), KafkaError> {
         let payload = event.to_payload();
-        let record = FutureRecord::to(topic).key(event.key()).payload(&payload);
-        self.producer
-            .send(record, Timeout::Never)
-            .await
-            .map(|_| ())
-            .map_err(|(error, _message)| error)
+        let record = FutureRecord::to(topic)
+            .key(event.key().as_bytes())
+            .payload(&payload[..]);
+        self.send(record).await
     }
 
     /// Publishes a message as it is (e.g. parking one on a dead-letter topic), with the
@@ -58,11 +87,7 @@ impl WinnerPublisher {
         if let Some(payload) = payload {
             record = record.payload(payload);
         }
-        self.producer
-            .send(record, Timeout::Never)
-            .await
-            .map(|_| ())
-            .map_err(|(error, _message)| error)
+        self.send(record).await
     }
 
     /// Waits for every queued event to be delivered, e.g. on shutdown.
