@@ -98,6 +98,12 @@ impl CampaignConfig {
         format!("firstcome.{name}.winners")
     }
 
+    /// Where consumers park winner events while PostgreSQL is unavailable; deleted
+    /// together with `topic`.
+    pub fn dead_letter_topic(&self) -> String {
+        format!("{}.dlq", self.topic)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !is_valid_name(&self.name) {
             return Err(ConfigError::InvalidName(self.name.clone()));

@@ -16,7 +16,7 @@ use crate::admission::redis::RedisAdmission;
 use crate::cli::{Mode, ServeArgs};
 use crate::http::{self, OpsState};
 use crate::issuer::{Backend, Distributed, Issuer};
-use crate::kafka::consumer::{Lane, WinnerConsumer, dead_letter_topic};
+use crate::kafka::consumer::{Lane, WinnerConsumer};
 use crate::kafka::producer::WinnerPublisher;
 use crate::kafka::topics::ensure_topics;
 use crate::metrics::Metrics;
@@ -89,7 +89,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         } => {
             let topics: Vec<String> = campaigns
                 .iter()
-                .flat_map(|c| [c.topic.clone(), dead_letter_topic(&c.topic)])
+                .flat_map(|c| [c.topic.clone(), c.dead_letter_topic()])
                 .collect();
             let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
             ensure_topics(

@@ -463,7 +463,7 @@ impl Distributed {
         tracing::warn!(campaign = %name, "no admission state in Redis: restoring from PostgreSQL");
         tokio::time::sleep(self.publisher.ack_wait()).await;
         let topic = &campaign.config.topic;
-        let dead_letters = crate::kafka::consumer::dead_letter_topic(topic);
+        let dead_letters = campaign.config.dead_letter_topic();
         let lanes = [
             (crate::kafka::consumer::group_id(name), topic.clone()),
             (

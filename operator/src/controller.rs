@@ -351,9 +351,11 @@ async fn cleanup(campaign: &CouponCampaign, ctx: &Context) -> Result<Action, Err
         .await
         .map_err(failed)?;
     if campaign.spec.deletion_policy.topic == TopicDeletion::Delete {
-        backends::delete_topic(&settings.kafka_brokers, &config.topic)
-            .await
-            .map_err(failed)?;
+        for topic in [config.topic.clone(), config.dead_letter_topic()] {
+            backends::delete_topic(&settings.kafka_brokers, &topic)
+                .await
+                .map_err(failed)?;
+        }
     }
     let event = Event {
         type_: EventType::Normal,

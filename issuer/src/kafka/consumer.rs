@@ -58,11 +58,6 @@ pub fn group_id(campaign: &str) -> String {
     format!("firstcome-{campaign}")
 }
 
-/// Where batches go when PostgreSQL stays unreachable.
-pub fn dead_letter_topic(topic: &str) -> String {
-    format!("{topic}.dlq")
-}
-
 /// The consumer group of a campaign's dead-letter topic.
 pub fn dead_letter_group_id(campaign: &str) -> String {
     format!("firstcome-{campaign}-dlq")
@@ -100,7 +95,7 @@ impl WinnerConsumer {
             Lane::Primary { .. } => (group_id(&campaign.name), campaign.topic.clone()),
             Lane::DeadLetter => (
                 dead_letter_group_id(&campaign.name),
-                dead_letter_topic(&campaign.topic),
+                campaign.dead_letter_topic(),
             ),
         };
         let lag = match lane {
@@ -208,7 +203,7 @@ impl WinnerConsumer {
         dead_letters: &WinnerPublisher,
         batch: &[OwnedMessage],
     ) -> Result<(), KafkaError> {
-        let topic = dead_letter_topic(&self.campaign.topic);
+        let topic = self.campaign.dead_letter_topic();
         let sends = batch
             .iter()
             .map(|m| dead_letters.publish_raw(&topic, m.key(), m.payload()));
