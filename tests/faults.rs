@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
+use firstcome_contract::CampaignConfig;
 use firstcome_e2e::invariants::{assert_invariants, tally};
 use firstcome_e2e::process::{Process, free_port};
 use firstcome_e2e::spike::{Answer, spike, wait_progress};
@@ -41,7 +42,7 @@ impl Bed {
     }
 
     fn topic(&self) -> String {
-        format!("firstcome.{}.winners", self.campaign)
+        CampaignConfig::default_topic(&self.campaign)
     }
 
     fn args(&self, role: &str, port: u16) -> Vec<String> {
@@ -178,15 +179,15 @@ async fn postgres_down_past_the_retry_budget_parks_batches_and_the_partition_mov
     testbed("stop", "postgres");
     let answers = spike.await.unwrap();
     // With PostgreSQL still down, the main lane commits everything: it moved on.
-    let group = firstcome_issuer::kafka::consumer::group_id(&bed.campaign);
+    let lane = CampaignConfig::new(bed.campaign.as_str(), 1).primary_lane();
     wait_for(
         "the main lane to move on",
         Duration::from_secs(30),
         || async {
             let lag = firstcome_issuer::kafka::lag::group_lag(
                 &bed.services.kafka_brokers,
-                &group,
-                &bed.topic(),
+                &lane.group,
+                &lane.topic,
             )
             .await
             .ok()?;

@@ -4,10 +4,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use firstcome_contract::{CampaignConfig, ConsumerLane};
 use firstcome_e2e::Services;
 use firstcome_e2e::issuer::*;
 use firstcome_e2e::{unique_name, wait_for};
-use firstcome_issuer::kafka::consumer::group_id;
 use firstcome_issuer::kafka::lag::group_lag;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -170,7 +170,7 @@ async fn per_user_limit_admits_up_to_that_many_per_user() {
         &file,
         serde_json::json!({"campaigns": [{
             "name": campaign, "limit": 5, "perUserLimit": 3,
-            "topic": format!("firstcome.{campaign}.winners"),
+            "topic": CampaignConfig::default_topic(&campaign),
         }]})
         .to_string(),
     )
@@ -257,8 +257,7 @@ async fn replaying_the_topic_from_the_start_creates_no_duplicate() {
     let services = Services::from_env();
     let campaign = unique_name("replay");
     let spec = format!("{campaign}:100");
-    let topic = format!("firstcome.{campaign}.winners");
-    let group = group_id(&campaign);
+    let ConsumerLane { group, topic } = CampaignConfig::new(campaign.as_str(), 100).primary_lane();
     let api = start_distributed(&services, &["--campaign", &spec, "--role", "api"]).await;
     let mut consumer =
         start_distributed(&services, &["--campaign", &spec, "--role", "consumer"]).await;

@@ -39,6 +39,13 @@ pub struct CampaignsFile {
     pub campaigns: Vec<CampaignConfig>,
 }
 
+/// A stream of a campaign's winner events and the consumer group that persists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerLane {
+    pub group: String,
+    pub topic: String,
+}
+
 /// Where a campaign stands in its time window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Window {
@@ -102,6 +109,22 @@ impl CampaignConfig {
     /// together with `topic`.
     pub fn dead_letter_topic(&self) -> String {
         format!("{}.dlq", self.topic)
+    }
+
+    /// The campaign topic and its consumer group.
+    pub fn primary_lane(&self) -> ConsumerLane {
+        ConsumerLane {
+            group: format!("firstcome-{}", self.name),
+            topic: self.topic.clone(),
+        }
+    }
+
+    /// The dead-letter topic and its consumer group.
+    pub fn dead_letter_lane(&self) -> ConsumerLane {
+        ConsumerLane {
+            group: format!("firstcome-{}-dlq", self.name),
+            topic: self.dead_letter_topic(),
+        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -248,6 +271,25 @@ mod tests {
             topic.validate(),
             Err(ConfigError::InvalidTopic { .. })
         ));
+    }
+
+    #[test]
+    fn lanes_pair_each_topic_with_its_group() {
+        let c = CampaignConfig::new("launch", 1);
+        assert_eq!(
+            c.primary_lane(),
+            ConsumerLane {
+                group: "firstcome-launch".into(),
+                topic: "firstcome.launch.winners".into()
+            }
+        );
+        assert_eq!(
+            c.dead_letter_lane(),
+            ConsumerLane {
+                group: "firstcome-launch-dlq".into(),
+                topic: "firstcome.launch.winners.dlq".into()
+            }
+        );
     }
 
     #[test]

@@ -2,12 +2,13 @@
 //!
 //! Everything both sides must agree on lives here and only here: the configuration of a
 //! campaign the operator hands to issuers ([`CampaignConfig`]), the Redis key layout of a
-//! campaign ([`CampaignKeys`]) and the winner event published on Kafka ([`WinnerEvent`]).
+//! campaign ([`CampaignKeys`]), the winner event published on Kafka ([`WinnerEvent`]) and
+//! the consumer lanes that persist it ([`ConsumerLane`]).
 
 mod campaign;
 mod redis_keys;
 mod winner_event;
 
-pub use campaign::{CampaignConfig, CampaignsFile, ConfigError, Window};
-pub use redis_keys::CampaignKeys;
-pub use winner_event::{WinnerEvent, WinnerEventError};
+pub use campaign::{CampaignConfig, CampaignsFile, ConfigError, ConsumerLane, Window};
+pub use redis_keys::{CampaignKeys, decode_held, encode_held};
+pub use winner_event::{ForeignEvent, WinnerEvent, WinnerEventError};

@@ -13,7 +13,7 @@ pub struct CampaignKeys {
     /// sequence number n. Its existence means "provisioned": only an issuer creates it,
     /// from what PostgreSQL holds, so a Redis that lost its data never admits from zero.
     pub admitted: String,
-    /// Hash user id -> the sequence numbers that user holds, comma separated.
+    /// Hash user id -> the sequence numbers that user holds ([`encode_held`]).
     pub holders: String,
     /// Hash sequence -> `<admitted-at-ms> <ordinal> <user id>`: admissions whose winner
     /// event is not yet confirmed by the broker.
@@ -47,9 +47,35 @@ impl CampaignKeys {
     }
 }
 
+/// A holder entry's value: the user's sequences, comma separated, by ordinal.
+pub fn encode_held(sequences: &[u64]) -> String {
+    let mut joined = String::new();
+    for (i, sequence) in sequences.iter().enumerate() {
+        if i > 0 {
+            joined.push(',');
+        }
+        joined.push_str(&sequence.to_string());
+    }
+    joined
+}
+
+/// The sequences of a holder entry written by [`encode_held`] (or by the admission
+/// script, which appends `,<sequence>`); parts that are not numbers are skipped.
+pub fn decode_held(held: &str) -> Vec<u64> {
+    held.split(',').filter_map(|s| s.parse().ok()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn held_sequences_round_trip() {
+        assert_eq!(encode_held(&[3, 17, 250]), "3,17,250");
+        assert_eq!(decode_held(&encode_held(&[3, 17, 250])), vec![3, 17, 250]);
+        assert_eq!(encode_held(&[]), "");
+        assert_eq!(decode_held(""), Vec::<u64>::new());
+    }
 
     #[test]
     fn keys_share_one_hash_tag() {

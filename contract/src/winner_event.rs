@@ -22,7 +22,33 @@ pub struct WinnerEvent {
 #[error("undecodable winner event: {0}")]
 pub struct WinnerEventError(#[from] serde_json::Error);
 
+/// A decodable event that cannot be a coupon of the campaign whose stream carried it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "winner event of campaign {event_campaign:?} (ordinal {ordinal}, sequence {sequence}) does not belong to campaign {campaign:?}"
+)]
+pub struct ForeignEvent {
+    pub campaign: String,
+    pub event_campaign: String,
+    pub ordinal: u32,
+    pub sequence: u64,
+}
+
 impl WinnerEvent {
+    /// Whether this event can become a coupon of `campaign`: it names that campaign and
+    /// its ordinal and sequence start at 1.
+    pub fn check_belongs_to(&self, campaign: &str) -> Result<(), ForeignEvent> {
+        if self.campaign == campaign && self.ordinal >= 1 && self.sequence >= 1 {
+            return Ok(());
+        }
+        Err(ForeignEvent {
+            campaign: campaign.to_string(),
+            event_campaign: self.campaign.clone(),
+            ordinal: self.ordinal,
+            sequence: self.sequence,
+        })
+    }
+
     /// The Kafka message key: all events of one user land on one partition, in order.
     pub fn key(&self) -> &str {
         &self.user_id
@@ -58,6 +84,29 @@ mod tests {
             "{text}"
         );
         assert_eq!(WinnerEvent::from_payload(&payload).unwrap(), event);
+    }
+
+    #[test]
+    fn events_belong_only_to_their_campaign_from_one() {
+        let event = WinnerEvent {
+            campaign: "a".into(),
+            user_id: "u".into(),
+            ordinal: 1,
+            sequence: 1,
+            admitted_at: "2026-11-26T10:00:00Z".parse().unwrap(),
+        };
+        assert_eq!(event.check_belongs_to("a"), Ok(()));
+        assert!(event.check_belongs_to("b").is_err());
+        let zero_ordinal = WinnerEvent {
+            ordinal: 0,
+            ..event.clone()
+        };
+        assert!(zero_ordinal.check_belongs_to("a").is_err());
+        let zero_sequence = WinnerEvent {
+            sequence: 0,
+            ..event
+        };
+        assert!(zero_sequence.check_belongs_to("a").is_err());
     }
 
     #[test]

@@ -33,10 +33,11 @@ pub enum Command {
     /// Retry the failed events stored in PostgreSQL once, print what happened, and exit.
     /// Consumers also do this every minute.
     RetryFailed(RetryFailedArgs),
-    /// Compare the winners in Redis with the coupons in PostgreSQL once, re-publish every
-    /// missing winner, print the drift of each campaign, and exit. API issuers also do
-    /// this every --reconcile-interval-ms.
-    Reconcile(ServeArgs),
+    /// Audit drift once: compare the winners in Redis with the coupons in PostgreSQL,
+    /// re-publish every missing winner, print the drift of each campaign, and exit. API
+    /// issuers also do this every --audit-interval-ms. (`reconcile` is its former name.)
+    #[command(alias = "reconcile")]
+    Audit(ServeArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -121,12 +122,14 @@ pub struct ServeArgs {
 
     /// How often an API issuer compares Redis's winners with PostgreSQL's coupons; a winner
     /// missing in two passes in a row is published again.
+    /// (`--reconcile-interval-ms` is its former name.)
     #[arg(
         long,
-        env = "FIRSTCOME_RECONCILE_INTERVAL_MS",
+        alias = "reconcile-interval-ms",
+        env = "FIRSTCOME_AUDIT_INTERVAL_MS",
         default_value_t = 30_000
     )]
-    pub reconcile_interval_ms: u64,
+    pub audit_interval_ms: u64,
 
     /// How long the consumer retries persisting a batch before it parks the batch on the
     /// campaign's dead-letter topic and moves on.
@@ -167,11 +170,16 @@ pub struct ServeArgs {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Mode<'a> {
     Standalone,
-    Distributed {
-        redis_url: Option<&'a str>,
-        kafka_brokers: &'a str,
-        database_url: &'a str,
-    },
+    Distributed(Backends<'a>),
+}
+
+/// Where the distributed backends are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backends<'a> {
+    /// Absent for a process that only consumes.
+    pub redis_url: Option<&'a str>,
+    pub kafka_brokers: &'a str,
+    pub database_url: &'a str,
 }
 
 impl ServeArgs {
@@ -187,8 +195,8 @@ impl ServeArgs {
         Duration::from_millis(self.persist_retry_budget_ms)
     }
 
-    pub fn reconcile_interval(&self) -> Duration {
-        Duration::from_millis(self.reconcile_interval_ms)
+    pub fn audit_interval(&self) -> Duration {
+        Duration::from_millis(self.audit_interval_ms)
     }
 
     pub fn shutdown_delay(&self) -> Duration {
@@ -223,11 +231,11 @@ impl ServeArgs {
         }
         match (kafka, database) {
             (Some(kafka_brokers), Some(database_url)) if missing.is_empty() => {
-                Ok(Mode::Distributed {
+                Ok(Mode::Distributed(Backends {
                     redis_url: redis,
                     kafka_brokers,
                     database_url,
-                })
+                }))
             }
             _ => Err(format!(
                 "role {:?} in distributed mode also needs {}",
@@ -292,10 +300,10 @@ mod tests {
         ]);
         assert!(matches!(
             consumer.mode(),
-            Ok(Mode::Distributed {
+            Ok(Mode::Distributed(Backends {
                 redis_url: None,
                 ..
-            })
+            }))
         ));
     }
 

@@ -1,19 +1,28 @@
 //! firstcome issuer: first-come-first-served coupon admission.
 //!
-//! A request applies a user to a campaign ([`http`]); [`issuer::Issuer`] checks the time
-//! window and the sold-out board, then asks an admission backend ([`admission`]) to decide
-//! atomically. In distributed mode winners are published to Kafka ([`kafka`]) and a
-//! consumer persists them into PostgreSQL ([`store`]); standalone, they are written to
-//! SQLite before the answer.
+//! The path of one apply, module by module:
+//! - [`http`] parses the request (`http::apply`) and answers with a status and a reason;
+//! - [`issuer`] checks the campaign's time window and its sold-out board, then asks the
+//!   [`backend`]: the standalone ledger ([`admission::embedded`], coupons in
+//!   [`store::sqlite`]) or the [`distributed`] one — the admission script in Redis
+//!   ([`admission::redis`]), then the winner event handed off to Kafka
+//!   ([`kafka::producer`]);
+//! - [`kafka::consumer`] persists winner events into PostgreSQL ([`store::postgres`]).
+//!
+//! [`wiring`] builds a process from its command line ([`cli`]) and runs it; [`campaign`]
+//! is a campaign as a process serves it; [`error`] the errors of the apply flow.
 
 pub mod admission;
-pub mod app;
+pub mod backend;
+pub mod campaign;
 pub mod cli;
+pub mod distributed;
+pub mod error;
 pub mod http;
 pub mod issuer;
 pub mod kafka;
 pub mod metrics;
 pub mod readiness;
-pub mod reconcile;
 pub mod store;
 pub mod user_id;
+pub mod wiring;

@@ -1,6 +1,6 @@
 use clap::Parser;
-use firstcome_issuer::app;
 use firstcome_issuer::cli::{Cli, Command, LogFormat};
+use firstcome_issuer::wiring::{self, commands};
 use tracing_subscriber::EnvFilter;
 
 fn init_logs(format: LogFormat) {
@@ -20,19 +20,19 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::RetryFailed(args)) => {
             init_logs(LogFormat::Text);
-            app::retry_failed_once(&args.database_url).await
+            commands::retry_failed_once(&args.database_url).await
         }
-        Some(Command::Reconcile(args)) => {
+        Some(Command::Audit(args)) => {
             init_logs(args.log_format);
-            app::reconcile_once(args).await
+            commands::audit_once(args).await
         }
         Some(Command::Serve(args)) => {
             init_logs(args.log_format);
-            app::serve(args).await
+            wiring::serve(args).await
         }
         None => {
             init_logs(cli.serve.log_format);
-            app::serve(cli.serve).await
+            wiring::serve(cli.serve).await
         }
     }
 }

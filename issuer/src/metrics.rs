@@ -10,6 +10,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::admission::Outcome;
+use crate::error::IssuerError;
+
 /// How an apply ended, as counted.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -21,6 +24,21 @@ pub enum ApplyOutcome {
     closed,
     unavailable,
     unconfirmed,
+}
+
+impl ApplyOutcome {
+    /// The label an apply's result is counted under.
+    pub fn of(result: &Result<Outcome, IssuerError>) -> Self {
+        match result {
+            Ok(Outcome::Admitted(_)) => Self::admitted,
+            Ok(Outcome::AlreadyApplied(_)) => Self::already_applied,
+            Ok(Outcome::SoldOut) => Self::sold_out,
+            Ok(Outcome::NotOpen { .. }) => Self::not_open,
+            Ok(Outcome::Closed { .. }) => Self::closed,
+            Err(IssuerError::Unconfirmed { .. }) => Self::unconfirmed,
+            Err(_) => Self::unavailable,
+        }
+    }
 }
 
 const OUTCOMES: [ApplyOutcome; 7] = [
@@ -121,7 +139,7 @@ impl Default for Metrics {
         let missing_coupons = Family::<CampaignLabel, Gauge>::default();
         registry.register(
             "reconcile_missing_coupons",
-            "Winners recorded in Redis without a coupon in PostgreSQL at the last reconciliation",
+            "Winners recorded in Redis without a coupon in PostgreSQL at the last drift audit",
             missing_coupons.clone(),
         );
         let dead_lettered = Family::<CampaignLabel, Counter>::default();

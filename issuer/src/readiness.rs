@@ -1,9 +1,12 @@
 //! Readiness: a process is ready while it is not draining and every backend it uses
 //! answers. Each check runs with a timeout so a hung backend reads as "not ready".
 
+use std::fmt::Display;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::future::{BoxFuture, join_all};
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -17,13 +20,27 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    /// Adds a backend check; `probe` returns `Err(reason)` when the backend is not usable.
-    pub fn check<F>(mut self, name: &'static str, probe: F) -> Self
+    /// Adds a check; `probe` returns `Err(reason)` when the process is not usable.
+    pub fn add<F, Fut>(&mut self, name: &'static str, probe: F)
     where
-        F: Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync + 'static,
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
-        self.checks.push((name, Box::new(probe)));
-        self
+        self.checks.push((name, Box::new(move || probe().boxed())));
+    }
+
+    /// Adds a check that pings a backend: ready while `ping(target)` succeeds.
+    pub fn add_ping<T, F, Fut, E>(&mut self, name: &'static str, target: T, ping: F)
+    where
+        T: Clone + Send + Sync + 'static,
+        F: Fn(T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Display,
+    {
+        self.add(name, move || {
+            let pinged = ping(target.clone());
+            async move { pinged.await.map_err(|e| e.to_string()) }
+        });
     }
 
     /// From now on the process reports not ready (it is shutting down).
@@ -54,13 +71,12 @@ impl Readiness {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures::FutureExt;
 
     #[tokio::test]
     async fn reports_failing_checks_and_draining() {
-        let readiness = Readiness::default()
-            .check("good", || async { Ok(()) }.boxed())
-            .check("bad", || async { Err("down".to_string()) }.boxed());
+        let mut readiness = Readiness::default();
+        readiness.add("good", || async { Ok(()) });
+        readiness.add_ping("bad", "down", |reason| async move { Err(reason) });
         assert_eq!(
             readiness.failures().await,
             vec![("bad", "down".to_string())]

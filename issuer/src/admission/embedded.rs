@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::rule::{self, Decision};
 use super::sold_out::SoldOutSnapshot;
-use super::{Admission, Counts, Verdict};
+use super::{Admission, Counts, Outcome};
 use crate::store::sqlite::{NewCoupon, SqliteStore, SqliteStoreError};
 
 #[derive(Debug, Default)]
@@ -48,7 +48,7 @@ impl Ledger {
     }
 
     /// Applies the rule and, when it admits, takes a sequence for the user.
-    fn reserve(&mut self, user: &str, campaign: &CampaignConfig) -> Result<(u64, u32), Verdict> {
+    fn reserve(&mut self, user: &str, campaign: &CampaignConfig) -> Result<(u64, u32), Outcome> {
         let held = self.holders.get(user).map_or(0, Vec::len);
         match rule::decide(
             held,
@@ -56,10 +56,10 @@ impl Ledger {
             self.admitted(),
             campaign.limit,
         ) {
-            Decision::AlreadyApplied => Err(Verdict::AlreadyApplied(
+            Decision::AlreadyApplied => Err(Outcome::AlreadyApplied(
                 self.holders.get(user).cloned().unwrap_or_default(),
             )),
-            Decision::SoldOut => Err(Verdict::SoldOut),
+            Decision::SoldOut => Err(Outcome::SoldOut),
             Decision::Admit { ordinal } => {
                 let sequence = self.released.pop_first().unwrap_or_else(|| {
                     self.next_sequence += 1;
@@ -128,7 +128,7 @@ impl EmbeddedAdmission {
         &self,
         campaign: &CampaignConfig,
         user: &str,
-    ) -> Result<Verdict, SqliteStoreError> {
+    ) -> Result<Outcome, SqliteStoreError> {
         let (sequence, ordinal) = match self.ledger(&campaign.name).reserve(user, campaign) {
             Ok(reserved) => reserved,
             Err(verdict) => return Ok(verdict),
@@ -150,7 +150,7 @@ impl EmbeddedAdmission {
             })
             .await;
         match written {
-            Ok(()) => Ok(Verdict::Admitted(admission)),
+            Ok(()) => Ok(Outcome::Admitted(admission)),
             Err(error) => {
                 self.ledger(&campaign.name).release(user, sequence);
                 Err(error)
@@ -199,10 +199,10 @@ mod tests {
         assert_eq!(ledger.reserve("a", &c), Ok((1, 1)));
         assert_eq!(
             ledger.reserve("a", &c),
-            Err(Verdict::AlreadyApplied(vec![1]))
+            Err(Outcome::AlreadyApplied(vec![1]))
         );
         assert_eq!(ledger.reserve("b", &c), Ok((2, 1)));
-        assert_eq!(ledger.reserve("c", &c), Err(Verdict::SoldOut));
+        assert_eq!(ledger.reserve("c", &c), Err(Outcome::SoldOut));
         assert_eq!(ledger.admitted(), 2);
     }
 
@@ -215,7 +215,7 @@ mod tests {
         ledger.release("a", 1);
         assert_eq!(ledger.admitted(), 1);
         assert_eq!(ledger.reserve("c", &c), Ok((1, 1)));
-        assert_eq!(ledger.reserve("a", &c), Err(Verdict::SoldOut));
+        assert_eq!(ledger.reserve("a", &c), Err(Outcome::SoldOut));
     }
 
     #[test]
@@ -226,7 +226,7 @@ mod tests {
         assert_eq!(ledger.reserve("a", &c), Ok((2, 2)));
         assert_eq!(
             ledger.reserve("a", &c),
-            Err(Verdict::AlreadyApplied(vec![1, 2]))
+            Err(Outcome::AlreadyApplied(vec![1, 2]))
         );
     }
 
@@ -237,10 +237,10 @@ mod tests {
         assert_eq!(ledger.admitted(), 2);
         assert_eq!(
             ledger.reserve("a", &c),
-            Err(Verdict::AlreadyApplied(vec![1]))
+            Err(Outcome::AlreadyApplied(vec![1]))
         );
         assert_eq!(ledger.reserve("b", &c), Ok((2, 1)), "the hole is reused");
         assert_eq!(ledger.reserve("d", &c), Ok((4, 1)));
-        assert_eq!(ledger.reserve("e", &c), Err(Verdict::SoldOut));
+        assert_eq!(ledger.reserve("e", &c), Err(Outcome::SoldOut));
     }
 }

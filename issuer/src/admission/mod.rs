@@ -19,13 +19,20 @@ pub struct Admission {
     pub admitted_at: DateTime<Utc>,
 }
 
-/// What a backend decided for one apply.
+/// How an apply ended. A backend decides the first three; the campaign's time window
+/// the last two.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Outcome {
     Admitted(Admission),
     /// The user holds as many coupons as allowed; these are their sequences.
     AlreadyApplied(Vec<u64>),
     SoldOut,
+    NotOpen {
+        opens_at: Option<DateTime<Utc>>,
+    },
+    Closed {
+        closes_at: Option<DateTime<Utc>>,
+    },
 }
 
 /// Counts of one campaign as its admission backend sees them.
@@ -33,9 +40,4 @@ pub enum Verdict {
 pub struct Counts {
     pub limit: u64,
     pub admitted: u64,
-}
-
-/// Parses the comma separated sequences a holder entry stores.
-pub fn parse_sequences(held: &str) -> Vec<u64> {
-    held.split(',').filter_map(|s| s.parse().ok()).collect()
 }

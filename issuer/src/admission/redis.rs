@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use firstcome_contract::{CampaignConfig, CampaignKeys};
+use firstcome_contract::{CampaignConfig, CampaignKeys, decode_held, encode_held};
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{Admission, Counts, Verdict, parse_sequences};
+use super::{Admission, Counts, Outcome};
 
 const ADMIT_SCRIPT: &str = include_str!("admit.lua");
 const RESTORE_SCRIPT: &str = include_str!("restore.lua");
@@ -73,14 +73,7 @@ impl RedisAdmission {
         for chunk in holders.chunks(RESTORE_CHUNK) {
             let fields: Vec<(&str, String)> = chunk
                 .iter()
-                .map(|(user, held)| {
-                    let joined = held
-                        .iter()
-                        .map(u64::to_string)
-                        .collect::<Vec<_>>()
-                        .join(",");
-                    (user.as_str(), joined)
-                })
+                .map(|(user, held)| (user.as_str(), encode_held(held)))
                 .collect();
             let _: () = conn.hset_multiple(&keys.restoring, &fields).await?;
         }
@@ -102,12 +95,13 @@ impl RedisAdmission {
         Ok(restored == 1)
     }
 
-    pub async fn admit(
+    /// Runs the admission script: the whole decision in one atomic step.
+    pub async fn run_admission_script(
         &self,
         campaign: &CampaignConfig,
         keys: &CampaignKeys,
         user: &str,
-    ) -> Result<Verdict, RedisAdmissionError> {
+    ) -> Result<Outcome, RedisAdmissionError> {
         let reply: String = self
             .script
             .key(&keys.limit)
@@ -151,7 +145,7 @@ impl RedisAdmission {
         user: &str,
     ) -> Result<Vec<u64>, RedisAdmissionError> {
         let held: Option<String> = self.conn.clone().hget(&keys.holders, user).await?;
-        Ok(held.as_deref().map(parse_sequences).unwrap_or_default())
+        Ok(held.as_deref().map(decode_held).unwrap_or_default())
     }
 
     /// Every holder of the campaign, read in chunks so a big campaign never blocks Redis.
@@ -165,7 +159,7 @@ impl RedisAdmission {
         let mut holders = HashMap::new();
         while let Some(item) = iter.next().await {
             let (user, held) = item?;
-            holders.insert(user, parse_sequences(&held));
+            holders.insert(user, decode_held(&held));
         }
         Ok(holders)
     }
@@ -190,7 +184,7 @@ impl RedisAdmission {
     }
 }
 
-fn parse_reply(reply: &str, campaign: &str) -> Result<Verdict, RedisAdmissionError> {
+fn parse_reply(reply: &str, campaign: &str) -> Result<Outcome, RedisAdmissionError> {
     let unexpected = || RedisAdmissionError::UnexpectedReply(reply.to_string());
     let mut words = reply.split(' ');
     match words.next() {
@@ -199,16 +193,16 @@ fn parse_reply(reply: &str, campaign: &str) -> Result<Verdict, RedisAdmissionErr
             let (Some(sequence), Some(ordinal), Some(ms)) = (number(), number(), number()) else {
                 return Err(unexpected());
             };
-            Ok(Verdict::Admitted(Admission {
+            Ok(Outcome::Admitted(Admission {
                 sequence,
                 ordinal: u32::try_from(ordinal).map_err(|_| unexpected())?,
                 admitted_at: from_millis(ms).ok_or_else(unexpected)?,
             }))
         }
-        Some("already") => Ok(Verdict::AlreadyApplied(parse_sequences(
+        Some("already") => Ok(Outcome::AlreadyApplied(decode_held(
             words.next().unwrap_or_default(),
         ))),
-        Some("sold_out") => Ok(Verdict::SoldOut),
+        Some("sold_out") => Ok(Outcome::SoldOut),
         Some("unprovisioned") => Err(RedisAdmissionError::Unprovisioned(campaign.to_string())),
         _ => Err(unexpected()),
     }
@@ -242,7 +236,7 @@ mod tests {
         let admitted = parse_reply("admitted 7 2 1764150000123", "c").unwrap();
         assert_eq!(
             admitted,
-            Verdict::Admitted(Admission {
+            Outcome::Admitted(Admission {
                 sequence: 7,
                 ordinal: 2,
                 admitted_at: from_millis(1_764_150_000_123).unwrap(),
@@ -250,9 +244,9 @@ mod tests {
         );
         assert_eq!(
             parse_reply("already 3,9", "c").unwrap(),
-            Verdict::AlreadyApplied(vec![3, 9])
+            Outcome::AlreadyApplied(vec![3, 9])
         );
-        assert_eq!(parse_reply("sold_out", "c").unwrap(), Verdict::SoldOut);
+        assert_eq!(parse_reply("sold_out", "c").unwrap(), Outcome::SoldOut);
         assert!(matches!(
             parse_reply("unprovisioned", "c"),
             Err(RedisAdmissionError::Unprovisioned(_))

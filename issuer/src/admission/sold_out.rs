@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::Verdict;
+use super::Outcome;
 use super::rule::{self, Decision};
 
 /// Every holder of a sold-out campaign, and the limit it sold out at.
@@ -28,14 +28,14 @@ pub struct SoldOutBoard {
 
 impl SoldOutBoard {
     /// The answer for `user` if the campaign is known to be sold out.
-    pub fn answer(&self, user: &str, per_user_limit: u32) -> Option<Verdict> {
+    pub fn answer(&self, user: &str, per_user_limit: u32) -> Option<Outcome> {
         let guard = self.snapshot.read().unwrap_or_else(|e| e.into_inner());
         let snapshot = guard.as_ref()?;
         let held = snapshot.holders.get(user).map_or(&[][..], Vec::as_slice);
         Some(
             match rule::decide(held.len(), per_user_limit, snapshot.limit, snapshot.limit) {
-                Decision::AlreadyApplied => Verdict::AlreadyApplied(held.to_vec()),
-                Decision::SoldOut | Decision::Admit { .. } => Verdict::SoldOut,
+                Decision::AlreadyApplied => Outcome::AlreadyApplied(held.to_vec()),
+                Decision::SoldOut | Decision::Admit { .. } => Outcome::SoldOut,
             },
         )
     }
@@ -98,11 +98,11 @@ mod tests {
         let board = sold_out_at(10);
         assert_eq!(
             board.answer("winner", 1),
-            Some(Verdict::AlreadyApplied(vec![7]))
+            Some(Outcome::AlreadyApplied(vec![7]))
         );
-        assert_eq!(board.answer("late", 1), Some(Verdict::SoldOut));
+        assert_eq!(board.answer("late", 1), Some(Outcome::SoldOut));
         // A holder below the per-user limit could win more, but nothing is left.
-        assert_eq!(board.answer("winner", 2), Some(Verdict::SoldOut));
+        assert_eq!(board.answer("winner", 2), Some(Outcome::SoldOut));
         assert!(!board.begin_loading(), "a loaded board is not loaded again");
     }
 

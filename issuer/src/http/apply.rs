@@ -13,7 +13,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{Api, ApiError};
-use crate::issuer::{ApplyResult, Issuer};
+use crate::admission::Outcome;
+use crate::issuer::Issuer;
 use crate::user_id::UserId;
 
 /// The sold-out answer of each campaign, rendered once: the tail of a spike is all
@@ -71,10 +72,10 @@ pub async fn apply(
 ) -> Result<Response, ApiError> {
     let Json(request) = body?;
     let user = UserId::parse(request.user_id)?;
-    let result = api.issuer.apply(&campaign, &user).await?;
-    Ok(match result {
-        ApplyResult::SoldOut => api.sold_out.response(&campaign),
-        ApplyResult::Admitted(admission) => (
+    let outcome = api.issuer.apply(&campaign, &user).await?;
+    Ok(match outcome {
+        Outcome::SoldOut => api.sold_out.response(&campaign),
+        Outcome::Admitted(admission) => (
             StatusCode::CREATED,
             Json(json!({
                 "reason": "admitted",
@@ -86,7 +87,7 @@ pub async fn apply(
             })),
         )
             .into_response(),
-        ApplyResult::AlreadyApplied(sequences) => ApiError::new(
+        Outcome::AlreadyApplied(sequences) => ApiError::new(
             StatusCode::CONFLICT,
             "already_applied",
             "you already hold as many coupons of this campaign as one user may",
@@ -94,7 +95,7 @@ pub async fn apply(
         .with("campaign", campaign)
         .with("sequences", sequences)
         .into_response(),
-        ApplyResult::NotOpen { opens_at } => {
+        Outcome::NotOpen { opens_at } => {
             let mut error = ApiError::new(
                 StatusCode::TOO_EARLY,
                 "campaign_not_open",
@@ -109,7 +110,7 @@ pub async fn apply(
             }
             error.into_response()
         }
-        ApplyResult::Closed { closes_at } => ApiError::new(
+        Outcome::Closed { closes_at } => ApiError::new(
             StatusCode::FORBIDDEN,
             "campaign_closed",
             "the campaign is closed",

@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use crate::issuer::IssuerError;
+use crate::error::IssuerError;
 use crate::user_id::InvalidUserId;
 
 /// Seconds a client should wait before retrying after a 503.
@@ -104,15 +104,12 @@ impl From<IssuerError> for ApiError {
                 Self::new(StatusCode::NOT_FOUND, "unknown_campaign", error.to_string())
                     .with("campaign", name.as_str())
             }
-            IssuerError::Unavailable(_) | IssuerError::Unprovisioned(_) => {
-                tracing::warn!(%error, "answering 503");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "backend_unavailable",
-                    "the issuer cannot reach its backends right now; retry shortly",
-                )
-                .retry_after(RETRY_AFTER_SECONDS)
-            }
+            IssuerError::Unavailable(_) | IssuerError::Unprovisioned(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "backend_unavailable",
+                "the issuer cannot reach its backends right now; retry shortly",
+            )
+            .retry_after(RETRY_AFTER_SECONDS),
             IssuerError::Unconfirmed { .. } => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "admission_unconfirmed",

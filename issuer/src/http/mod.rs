@@ -11,6 +11,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
 
@@ -48,4 +49,7 @@ pub fn router(issuer: Option<Arc<Issuer>>, ops: OpsState) -> Router {
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // A span per request (at debug level: free unless enabled), and a log line for
+        // every 5xx answered.
+        .layer(TraceLayer::new_for_http())
 }

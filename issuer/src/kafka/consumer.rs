@@ -22,6 +22,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{ClientConfig, ClientContext, Offset, Statistics, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::kafka::producer::WinnerPublisher;
 use crate::metrics::Metrics;
@@ -53,16 +54,6 @@ impl ClientContext for LagReporter {
 
 impl ConsumerContext for LagReporter {}
 
-/// The consumer group of a campaign.
-pub fn group_id(campaign: &str) -> String {
-    format!("firstcome-{campaign}")
-}
-
-/// The consumer group of a campaign's dead-letter topic.
-pub fn dead_letter_group_id(campaign: &str) -> String {
-    format!("firstcome-{campaign}-dlq")
-}
-
 /// Which stream of a campaign's winners a consumer reads.
 pub enum Lane {
     /// The campaign topic; batches that cannot be persisted within `retry_budget` are
@@ -91,26 +82,22 @@ impl WinnerConsumer {
         metrics: Arc<Metrics>,
         lane: Lane,
     ) -> Result<Self, KafkaError> {
-        let (group, topic) = match lane {
-            Lane::Primary { .. } => (group_id(&campaign.name), campaign.topic.clone()),
-            Lane::DeadLetter => (
-                dead_letter_group_id(&campaign.name),
-                campaign.dead_letter_topic(),
+        let (stream, lag) = match lane {
+            Lane::Primary { .. } => (
+                campaign.primary_lane(),
+                metrics.consumer_lag(&campaign.name),
             ),
-        };
-        let lag = match lane {
-            Lane::Primary { .. } => metrics.consumer_lag(&campaign.name),
             // Only the main lane's lag is reported; the dead-letter lane is normally empty.
-            Lane::DeadLetter => Default::default(),
+            Lane::DeadLetter => (campaign.dead_letter_lane(), Default::default()),
         };
         let consumer: StreamConsumer<LagReporter> = ClientConfig::new()
             .set("bootstrap.servers", brokers)
-            .set("group.id", group)
+            .set("group.id", &stream.group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("statistics.interval.ms", "5000")
             .create_with_context(LagReporter { lag })?;
-        consumer.subscribe(&[&topic])?;
+        consumer.subscribe(&[&stream.topic])?;
         Ok(Self {
             campaign,
             consumer,
@@ -122,21 +109,35 @@ impl WinnerConsumer {
 
     /// Runs until `stop` is cancelled; the batch in hand is finished first.
     pub async fn run(self, stop: CancellationToken) {
-        tracing::info!(campaign = %self.campaign.name, topic = %self.campaign.topic, "consumer started");
+        let lane = match self.lane {
+            Lane::Primary { .. } => "primary",
+            Lane::DeadLetter => "dead_letter",
+        };
+        let span = tracing::info_span!("consumer", campaign = %self.campaign.name, lane);
+        self.consume(stop).instrument(span).await
+    }
+
+    async fn consume(self, stop: CancellationToken) {
+        tracing::info!("consumer started");
         loop {
             let batch = tokio::select! {
                 _ = stop.cancelled() => break,
                 batch = self.next_batch() => batch,
             };
             match batch {
-                Ok(batch) => self.persist_then_commit(batch, &stop).await,
+                Ok(batch) => {
+                    let span = tracing::info_span!("batch", messages = batch.len());
+                    self.persist_then_commit(batch, &stop)
+                        .instrument(span)
+                        .await
+                }
                 Err(error) => {
-                    tracing::warn!(%error, campaign = %self.campaign.name, "consume failed");
+                    tracing::warn!(%error, "consume failed");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
         }
-        tracing::info!(campaign = %self.campaign.name, "consumer stopped");
+        tracing::info!("consumer stopped");
     }
 
     async fn next_batch(&self) -> Result<Vec<OwnedMessage>, KafkaError> {
@@ -168,7 +169,7 @@ impl WinnerConsumer {
                     break;
                 }
                 Err(error) => {
-                    tracing::warn!(%error, campaign = %self.campaign.name, retry_in = ?backoff, "persisting a batch failed; retrying");
+                    tracing::warn!(%error, retry_in = ?backoff, "persisting a batch failed; retrying");
                     if let Lane::Primary {
                         dead_letters,
                         retry_budget,
@@ -178,7 +179,7 @@ impl WinnerConsumer {
                         match self.park(dead_letters, &batch).await {
                             Ok(()) => break,
                             Err(error) => {
-                                tracing::error!(%error, campaign = %self.campaign.name, "parking a batch on the dead-letter topic failed; retrying both");
+                                tracing::error!(%error, "parking a batch on the dead-letter topic failed; retrying both");
                             }
                         }
                     }
@@ -193,7 +194,7 @@ impl WinnerConsumer {
         }
         if let Err(error) = self.commit(&batch) {
             // Harmless: the batch is replayed and inserts nothing new.
-            tracing::warn!(%error, campaign = %self.campaign.name, "committing offsets failed");
+            tracing::warn!(%error, "committing offsets failed");
         }
     }
 
@@ -239,16 +240,13 @@ fn decode(campaign: &str, batch: &[OwnedMessage]) -> (Vec<WinnerEvent>, Vec<Fail
     for message in batch {
         let payload = message.payload().unwrap_or_default();
         let error = match WinnerEvent::from_payload(payload) {
-            Ok(event)
-                if event.campaign == campaign && event.ordinal >= 1 && event.sequence >= 1 =>
-            {
-                winners.push(event);
-                continue;
-            }
-            Ok(event) => format!(
-                "winner event of campaign {:?} (ordinal {}, sequence {}) does not belong on the topic of {campaign:?}",
-                event.campaign, event.ordinal, event.sequence
-            ),
+            Ok(event) => match event.check_belongs_to(campaign) {
+                Ok(()) => {
+                    winners.push(event);
+                    continue;
+                }
+                Err(foreign) => foreign.to_string(),
+            },
             Err(error) => error.to_string(),
         };
         tracing::error!(%error, topic = message.topic(), partition = message.partition(), offset = message.offset(), "storing a failed event");

@@ -64,17 +64,16 @@ async fn insert_winners(
     .rows_affected())
 }
 
-async fn record_attempt(
-    tx: &mut sqlx::PgTransaction<'_>,
-    id: i64,
-    error: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE failed_events SET attempts = attempts + 1, last_attempt_at = now(), error = $2 WHERE id = $1")
-        .bind(id)
-        .bind(error)
-        .execute(&mut **tx)
-        .await
-        .map(|_| ())
+/// The winner a failed event's payload now decodes into, if it belongs to `campaign`
+/// (the campaign whose stream carried it, when known).
+fn decode_failed(campaign: Option<&str>, payload: Option<&[u8]>) -> Result<WinnerEvent, String> {
+    let payload = payload.ok_or("no payload")?;
+    let event = WinnerEvent::from_payload(payload).map_err(|e| e.to_string())?;
+    let campaign = campaign.unwrap_or(&event.campaign);
+    event
+        .check_belongs_to(campaign)
+        .map_err(|e| e.to_string())?;
+    Ok(event)
 }
 
 #[derive(Clone)]
@@ -136,53 +135,52 @@ impl CouponStore {
         .await?;
         let mut report = RetryReport::default();
         for (id, campaign, payload) in due {
-            let decoded = payload
-                .as_deref()
-                .map(WinnerEvent::from_payload)
-                .transpose()
-                .map_err(|e| e.to_string())
-                .and_then(|event| event.ok_or_else(|| "no payload".to_string()))
-                .and_then(|event| {
-                    if campaign.as_deref().is_none_or(|c| c == event.campaign)
-                        && event.ordinal >= 1
-                        && event.sequence >= 1
-                    {
-                        Ok(event)
-                    } else {
-                        Err(format!(
-                            "winner event of campaign {:?} does not belong to {campaign:?}",
-                            event.campaign
-                        ))
-                    }
-                });
-            let mut tx = self.pool.begin().await?;
-            match decoded {
-                Ok(event) => {
-                    let inserted = insert_winners(&mut tx, std::slice::from_ref(&event)).await;
-                    match inserted {
-                        Ok(_) => {
-                            sqlx::query("UPDATE failed_events SET resolved_at = now(), attempts = attempts + 1, last_attempt_at = now() WHERE id = $1")
-                                .bind(id)
-                                .execute(&mut *tx)
-                                .await?;
-                            report.resolved += 1;
-                        }
-                        Err(error) => {
-                            drop(tx);
-                            tx = self.pool.begin().await?;
-                            record_attempt(&mut tx, id, &error.to_string()).await?;
-                            report.still_failing += 1;
-                        }
-                    }
-                }
-                Err(error) => {
-                    record_attempt(&mut tx, id, &error).await?;
-                    report.still_failing += 1;
-                }
+            match self
+                .retry_failed_event(id, campaign.as_deref(), payload.as_deref())
+                .await?
+            {
+                true => report.resolved += 1,
+                false => report.still_failing += 1,
             }
-            tx.commit().await?;
         }
         Ok(report)
+    }
+
+    /// One retry of one failed event, in its own transaction; whether it became a coupon.
+    async fn retry_failed_event(
+        &self,
+        id: i64,
+        campaign: Option<&str>,
+        payload: Option<&[u8]>,
+    ) -> Result<bool, PostgresStoreError> {
+        let event = match decode_failed(campaign, payload) {
+            Ok(event) => event,
+            Err(error) => return self.record_attempt(id, &error).await.map(|()| false),
+        };
+        let mut tx = self.pool.begin().await?;
+        if let Err(error) = insert_winners(&mut tx, std::slice::from_ref(&event)).await {
+            drop(tx);
+            return self
+                .record_attempt(id, &error.to_string())
+                .await
+                .map(|()| false);
+        }
+        sqlx::query("UPDATE failed_events SET resolved_at = now(), attempts = attempts + 1, last_attempt_at = now() WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Counts one more failed attempt of a failed event, with its latest error.
+    async fn record_attempt(&self, id: i64, error: &str) -> Result<(), PostgresStoreError> {
+        sqlx::query("UPDATE failed_events SET attempts = attempts + 1, last_attempt_at = now(), error = $2 WHERE id = $1")
+            .bind(id)
+            .bind(error)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     pub async fn coupons_of(

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -31,8 +32,9 @@ pub enum SqliteStoreError {
     },
     #[error("the ledger writer stopped")]
     WriterGone,
+    /// The batch holding this winner failed; every winner of the batch shares its error.
     #[error("writing the batch failed: {0}")]
-    BatchFailed(String),
+    BatchFailed(#[source] Arc<sqlx::Error>),
 }
 
 /// A winner to be written.
@@ -56,7 +58,7 @@ pub struct HeldCoupon {
 
 struct WriteRequest {
     coupon: NewCoupon,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), Arc<sqlx::Error>>>,
 }
 
 #[derive(Clone)]
@@ -148,9 +150,7 @@ impl SqliteStore {
 async fn write_batches(mut conn: SqliteConnection, mut requests: mpsc::Receiver<WriteRequest>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let result = write_batch(&mut conn, &batch)
-            .await
-            .map_err(|e| e.to_string());
+        let result = write_batch(&mut conn, &batch).await.map_err(Arc::new);
         if let Err(error) = &result {
             tracing::error!(%error, winners = batch.len(), "standalone ledger write failed");
         }

@@ -1,0 +1,105 @@
+//! The admission backend an issuer runs on: the standalone ledger in this process, or
+//! the distributed one (Redis, Kafka, PostgreSQL). Both answer the same questions.
+
+use std::sync::Arc;
+
+use crate::admission::embedded::EmbeddedAdmission;
+use crate::admission::sold_out::SoldOutSnapshot;
+use crate::admission::{Counts, Outcome};
+use crate::campaign::Campaign;
+use crate::distributed::Distributed;
+use crate::error::IssuerError;
+use crate::store::IssuedCoupon;
+use crate::user_id::UserId;
+
+pub enum Backend {
+    Standalone(EmbeddedAdmission),
+    Distributed(Arc<Distributed>),
+}
+
+/// What a look-up shows of one admission.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldAdmission {
+    pub sequence: u64,
+    /// Present once the coupon is persisted.
+    pub coupon: Option<IssuedCoupon>,
+}
+
+impl Backend {
+    /// Decides one apply; a distributed winner is answered only once the broker acked.
+    pub async fn admit(
+        &self,
+        campaign: &Arc<Campaign>,
+        user: &UserId,
+    ) -> Result<Outcome, IssuerError> {
+        match self {
+            Backend::Standalone(embedded) => {
+                Ok(embedded.admit(&campaign.config, user.as_str()).await?)
+            }
+            Backend::Distributed(d) => d.admit(campaign, user.as_str()).await,
+        }
+    }
+
+    pub async fn counts(&self, campaign: &Campaign) -> Result<Counts, IssuerError> {
+        match self {
+            Backend::Standalone(embedded) => Ok(embedded.counts(&campaign.config)),
+            Backend::Distributed(d) => Ok(d.redis.counts(&campaign.keys).await?),
+        }
+    }
+
+    /// Coupons persisted, given the counts just read.
+    pub async fn issued(&self, campaign: &Campaign, counts: Counts) -> Result<u64, IssuerError> {
+        match self {
+            // The standalone issuer answers "admitted" only once the coupon is written.
+            Backend::Standalone(_) => Ok(counts.admitted),
+            Backend::Distributed(d) => Ok(d.coupons.issued_count(campaign.name()).await?),
+        }
+    }
+
+    pub async fn lookup(
+        &self,
+        campaign: &Campaign,
+        user: &str,
+    ) -> Result<Vec<HeldAdmission>, IssuerError> {
+        let (held, issued) = match self {
+            Backend::Standalone(embedded) => {
+                let issued = embedded.store().coupons_of(campaign.name(), user).await?;
+                (embedded.held_by(campaign.name(), user), issued)
+            }
+            Backend::Distributed(d) => {
+                let held = d.redis.held_by(&campaign.keys, user).await?;
+                let issued = if held.is_empty() {
+                    Vec::new()
+                } else {
+                    d.coupons.coupons_of(campaign.name(), user).await?
+                };
+                (held, issued)
+            }
+        };
+        Ok(held
+            .into_iter()
+            .map(|sequence| HeldAdmission {
+                sequence,
+                coupon: issued.iter().find(|c| c.sequence == sequence).cloned(),
+            })
+            .collect())
+    }
+
+    /// Every holder, once the campaign is sold out (`None` while it is not).
+    pub async fn sold_out_snapshot(
+        &self,
+        campaign: &Campaign,
+    ) -> Result<Option<SoldOutSnapshot>, IssuerError> {
+        let counts = self.counts(campaign).await?;
+        if counts.admitted < counts.limit {
+            return Ok(None);
+        }
+        match self {
+            Backend::Standalone(embedded) => Ok(Some(embedded.sold_out_snapshot(&campaign.config))),
+            Backend::Distributed(d) => Ok(Some(SoldOutSnapshot {
+                limit: counts.limit,
+                holders: d.redis.holders(&campaign.keys).await?,
+            })),
+        }
+    }
+}

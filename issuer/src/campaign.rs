@@ -1,0 +1,80 @@
+//! A campaign as one issuer process serves it: its configuration and Redis keys, the
+//! sold-out board, its apply counters, and whether the backend holds its state.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use firstcome_contract::{CampaignConfig, CampaignKeys, Window};
+
+use crate::admission::Counts;
+use crate::admission::sold_out::SoldOutBoard;
+use crate::metrics::{ApplyCounters, Metrics};
+
+pub struct Campaign {
+    pub config: CampaignConfig,
+    pub keys: CampaignKeys,
+    pub sold_out: SoldOutBoard,
+    pub counters: ApplyCounters,
+    /// Set while this process restores the campaign into Redis (single flight).
+    restoring: AtomicBool,
+    /// Whether the backend holds the campaign's admission state; readiness needs it.
+    provisioned: AtomicBool,
+    /// Winners without a coupon at the last drift audit.
+    pub drift: AtomicU64,
+}
+
+/// Where a campaign stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CampaignState {
+    Scheduled,
+    Open,
+    SoldOut,
+    Closed,
+}
+
+impl Campaign {
+    /// `provisioned`: whether the backend is known to hold the campaign's state from the
+    /// start (the standalone ledger always does; Redis is checked first).
+    pub fn new(config: CampaignConfig, metrics: &Metrics, provisioned: bool) -> Self {
+        Self {
+            keys: CampaignKeys::new(&config.name),
+            sold_out: SoldOutBoard::default(),
+            counters: metrics.apply_counters(&config.name),
+            restoring: AtomicBool::new(false),
+            provisioned: AtomicBool::new(provisioned),
+            drift: AtomicU64::new(0),
+            config,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn is_provisioned(&self) -> bool {
+        self.provisioned.load(Ordering::Acquire)
+    }
+
+    pub fn set_provisioned(&self, provisioned: bool) {
+        self.provisioned.store(provisioned, Ordering::Release);
+    }
+
+    /// Claims the restore of this campaign; only one caller at a time gets `true`.
+    pub fn begin_restoring(&self) -> bool {
+        !self.restoring.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn finish_restoring(&self) {
+        self.restoring.store(false, Ordering::Release);
+    }
+
+    pub fn state(&self, counts: Counts, now: DateTime<Utc>) -> CampaignState {
+        match self.config.window(now) {
+            Window::Scheduled => CampaignState::Scheduled,
+            Window::Closed => CampaignState::Closed,
+            Window::Open if counts.admitted >= counts.limit => CampaignState::SoldOut,
+            Window::Open => CampaignState::Open,
+        }
+    }
+}

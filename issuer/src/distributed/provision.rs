@@ -1,0 +1,88 @@
+//! Provisioning: a campaign whose admission state Redis does not hold (a new campaign,
+//! or Redis lost its data) is restored from PostgreSQL, the durable record, before it
+//! admits anyone. Until then the admission script answers "unprovisioned" and applies
+//! get 503.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::Instrument;
+
+use super::Distributed;
+use crate::campaign::Campaign;
+use crate::error::IssuerError;
+use crate::kafka::lag::group_lag;
+
+/// Pause between two attempts, and between two looks at the consumers' lag.
+const RETRY: Duration = Duration::from_secs(1);
+const LAG_POLL: Duration = Duration::from_millis(500);
+
+impl Distributed {
+    /// Provisions `campaign` in the background, once at a time per campaign, retrying
+    /// until it succeeds.
+    pub fn restore_in_background(self: &Arc<Self>, campaign: &Arc<Campaign>) {
+        if !campaign.begin_restoring() {
+            return;
+        }
+        let (distributed, campaign) = (Arc::clone(self), Arc::clone(campaign));
+        let span = tracing::info_span!("provision", campaign = %campaign.name());
+        let provision = async move {
+            while let Err(error) = distributed.provision(&campaign).await {
+                tracing::warn!(%error, "provisioning from PostgreSQL failed; retrying");
+                tokio::time::sleep(RETRY).await;
+            }
+            campaign.set_provisioned(true);
+            campaign.finish_restoring();
+        };
+        tokio::spawn(provision.instrument(span));
+    }
+
+    /// Makes sure Redis holds the campaign's admission state. When it does not, waits
+    /// until no hand-off can still be in flight and the consumers have persisted
+    /// everything on both lanes, then rebuilds the counter and the holders from
+    /// PostgreSQL.
+    pub async fn provision(&self, campaign: &Campaign) -> Result<(), IssuerError> {
+        if self.redis.is_provisioned(&campaign.keys).await? {
+            return Ok(());
+        }
+        tracing::warn!("no admission state in Redis: restoring from PostgreSQL");
+        tokio::time::sleep(self.publisher.ack_wait()).await;
+        self.wait_for_consumers(campaign).await?;
+        let holders = self.coupons.holders_of(campaign.name()).await?;
+        let restored = self
+            .redis
+            .restore(&campaign.config, &campaign.keys, &holders)
+            .await?;
+        if restored {
+            let admitted: usize = holders.iter().map(|(_, held)| held.len()).sum();
+            tracing::info!(
+                admitted,
+                holders = holders.len(),
+                "campaign restored into Redis"
+            );
+        }
+        Ok(())
+    }
+
+    /// Returns once both consumer lanes of the campaign have committed every message.
+    async fn wait_for_consumers(&self, campaign: &Campaign) -> Result<(), IssuerError> {
+        let lanes = [
+            campaign.config.primary_lane(),
+            campaign.config.dead_letter_lane(),
+        ];
+        loop {
+            let mut lag = 0;
+            for lane in &lanes {
+                lag += group_lag(&self.kafka_brokers, &lane.group, &lane.topic).await?;
+            }
+            if lag == 0 {
+                return Ok(());
+            }
+            tracing::info!(
+                lag,
+                "waiting for the consumers to persist the topic before restoring"
+            );
+            tokio::time::sleep(LAG_POLL).await;
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Wiring: a process built from its configuration and run.
+//!
+//! [`build`] turns the command line into a [`Wiring`] — the issuer (if this process
+//! serves applies), its readiness checks, and the background tasks of its mode
+//! ([`standalone`], [`distributed`]) — without starting anything that serves. [`serve_on`]
+//! runs a wiring on a bound listener until a shutdown future resolves, then stops it in
+//! order, so a test can run an issuer in process.
+
+pub mod commands;
+pub mod distributed;
+pub mod standalone;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use firstcome_contract::{CampaignConfig, CampaignsFile};
+use futures::future::BoxFuture;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::campaign::Campaign;
+use crate::cli::{Mode, ServeArgs};
+use crate::http::{self, OpsState};
+use crate::issuer::Issuer;
+use crate::kafka::producer::WinnerPublisher;
+use crate::metrics::Metrics;
+use crate::readiness::Readiness;
+
+/// How often sold-out campaigns re-read their limit.
+const LIMIT_REFRESH: Duration = Duration::from_secs(1);
+/// Longest wait for the producer's queue on shutdown.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A process, built and not yet running.
+pub struct Wiring {
+    /// Present when this process serves applies.
+    pub issuer: Option<Arc<Issuer>>,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Readiness,
+    /// How long readiness reads false before the listener stops, on shutdown.
+    pub shutdown_delay: Duration,
+    /// Started by `serve_on`; each ends when `stop` is cancelled.
+    background: Vec<BoxFuture<'static, ()>>,
+    stop: CancellationToken,
+    /// Flushed once the background tasks have stopped.
+    publisher: Option<WinnerPublisher>,
+}
+
+impl Wiring {
+    fn new(args: &ServeArgs) -> Self {
+        Self {
+            issuer: None,
+            metrics: Arc::new(Metrics::default()),
+            readiness: Readiness::default(),
+            shutdown_delay: args.shutdown_delay(),
+            background: Vec::new(),
+            stop: CancellationToken::new(),
+            publisher: None,
+        }
+    }
+
+    /// Adds a background task, given the token that stops it.
+    fn run_in_background<F>(&mut self, task: impl FnOnce(CancellationToken) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.background.push(Box::pin(task(self.stop.clone())));
+    }
+
+    fn campaigns(&self, configs: &[CampaignConfig], provisioned: bool) -> Vec<Arc<Campaign>> {
+        configs
+            .iter()
+            .map(|config| Arc::new(Campaign::new(config.clone(), &self.metrics, provisioned)))
+            .collect()
+    }
+
+    /// Serves applies through `issuer`: readiness waits for its campaigns to be
+    /// provisioned, and sold-out campaigns re-read their limit.
+    fn serve_issuer(&mut self, issuer: Issuer) {
+        let issuer = Arc::new(issuer);
+        let provisioned = Arc::clone(&issuer);
+        self.readiness.add("campaigns", move || {
+            let missing = provisioned.unprovisioned();
+            async move {
+                match missing.is_empty() {
+                    true => Ok(()),
+                    false => Err(format!(
+                        "not yet provisioned in Redis: {}",
+                        missing.join(", ")
+                    )),
+                }
+            }
+        });
+        let refreshed = Arc::clone(&issuer);
+        self.run_in_background(|stop| refresh_sold_out_boards(refreshed, stop));
+        self.issuer = Some(issuer);
+    }
+}
+
+/// Builds the process `args` describe.
+pub async fn build(args: &ServeArgs) -> anyhow::Result<Wiring> {
+    let mode = args.mode().map_err(anyhow::Error::msg)?;
+    let campaigns = load_campaigns(args, mode == Mode::Standalone)?;
+    match mode {
+        Mode::Standalone => standalone::wire(args, &campaigns).await,
+        Mode::Distributed(backends) => distributed::wire(args, &backends, &campaigns).await,
+    }
+}
+
+/// Runs the process until SIGTERM or Ctrl-C.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let wiring = build(&args).await?;
+    tracing::info!(address = %args.listen, role = ?args.role, "listening");
+    if let Some(campaign) = wiring.issuer.as_ref().and_then(|i| i.campaigns().next()) {
+        tracing::info!(
+            "try: curl -s -X POST http://{}/v1/campaigns/{}/applications -H 'content-type: application/json' -d '{{\"userId\":\"alice\"}}'",
+            args.listen,
+            campaign.name()
+        );
+    }
+    serve_on(listener, wiring, shutdown_signal()).await
+}
+
+/// Serves `wiring` on `listener` until `shutdown` resolves. Then readiness turns false
+/// for the wiring's shutdown delay, in-flight requests are answered, background tasks
+/// (consumers finish and commit their batch) stop, and the producer is flushed.
+pub async fn serve_on(
+    listener: TcpListener,
+    wiring: Wiring,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let mut tasks = JoinSet::new();
+    for task in wiring.background {
+        tasks.spawn(task);
+    }
+    let readiness = Arc::new(wiring.readiness);
+    let ops = OpsState {
+        metrics: wiring.metrics,
+        readiness: Arc::clone(&readiness),
+    };
+    let delay = wiring.shutdown_delay;
+    let drain = async move {
+        shutdown.await;
+        tracing::info!(?delay, "shutting down: readiness is false, draining");
+        readiness.start_draining();
+        tokio::time::sleep(delay).await;
+    };
+    axum::serve(listener, http::router(wiring.issuer, ops))
+        .with_graceful_shutdown(drain)
+        .await
+        .context("serving HTTP")?;
+    wiring.stop.cancel();
+    while tasks.join_next().await.is_some() {}
+    if let Some(publisher) = wiring.publisher {
+        flush(publisher).await?;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn flush(publisher: WinnerPublisher) -> anyhow::Result<()> {
+    let flushed = tokio::task::spawn_blocking(move || publisher.flush(FLUSH_TIMEOUT)).await?;
+    if let Err(error) = flushed {
+        tracing::error!(%error, "flushing the producer failed; pending winners are re-published by the next issuer");
+    }
+    Ok(())
+}
+
+/// The campaigns to serve: the file's plus the `--campaign` ones; `demo:100` for a
+/// standalone issuer given none.
+pub fn load_campaigns(args: &ServeArgs, standalone: bool) -> anyhow::Result<Vec<CampaignConfig>> {
+    let mut file = match &args.campaigns_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading campaigns file {}", path.display()))?;
+            serde_json::from_str::<CampaignsFile>(&text)
+                .with_context(|| format!("parsing campaigns file {}", path.display()))?
+        }
+        None => CampaignsFile::default(),
+    };
+    file.campaigns.extend(args.campaigns.iter().cloned());
+    if file.campaigns.is_empty() {
+        if !standalone {
+            bail!("no campaign configured: pass --campaigns-file or --campaign NAME:LIMIT");
+        }
+        file.campaigns.push(CampaignConfig::new("demo", 100));
+    }
+    file.validate()?;
+    Ok(file.campaigns)
+}
+
+async fn refresh_sold_out_boards(issuer: Arc<Issuer>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(LIMIT_REFRESH);
+    while stop.run_until_cancelled(tick.tick()).await.is_some() {
+        issuer.refresh_sold_out_boards().await;
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
