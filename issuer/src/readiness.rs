@@ -3,6 +3,8 @@
 
 use std::fmt::Display;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -11,26 +13,28 @@ use futures::future::{BoxFuture, join_all};
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-type Probe = Box<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+type Probe = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
+/// Shared by the process's wiring (which adds checks) and `/readyz` (which runs them).
 #[derive(Default)]
 pub struct Readiness {
     draining: AtomicBool,
-    checks: Vec<(&'static str, Probe)>,
+    checks: Mutex<Vec<(&'static str, Probe)>>,
 }
 
 impl Readiness {
     /// Adds a check; `probe` returns `Err(reason)` when the process is not usable.
-    pub fn add<F, Fut>(&mut self, name: &'static str, probe: F)
+    pub fn add<F, Fut>(&self, name: &'static str, probe: F)
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
-        self.checks.push((name, Box::new(move || probe().boxed())));
+        let probe: Probe = Arc::new(move || probe().boxed());
+        self.checks().push((name, probe));
     }
 
     /// Adds a check that pings a backend: ready while `ping(target)` succeeds.
-    pub fn add_ping<T, F, Fut, E>(&mut self, name: &'static str, target: T, ping: F)
+    pub fn add_ping<T, F, Fut, E>(&self, name: &'static str, target: T, ping: F)
     where
         T: Clone + Send + Sync + 'static,
         F: Fn(T) -> Fut + Send + Sync + 'static,
@@ -43,6 +47,10 @@ impl Readiness {
         });
     }
 
+    fn checks(&self) -> std::sync::MutexGuard<'_, Vec<(&'static str, Probe)>> {
+        self.checks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// From now on the process reports not ready (it is shutting down).
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
@@ -53,12 +61,13 @@ impl Readiness {
         if self.draining.load(Ordering::Acquire) {
             return vec![("process", "shutting down".to_string())];
         }
-        let results = join_all(self.checks.iter().map(|(name, probe)| async move {
+        let checks = self.checks().clone();
+        let results = join_all(checks.into_iter().map(|(name, probe)| async move {
             let result = match tokio::time::timeout(CHECK_TIMEOUT, probe()).await {
                 Ok(result) => result,
                 Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
             };
-            (*name, result)
+            (name, result)
         }))
         .await;
         results
@@ -74,7 +83,7 @@ mod tests {
 
     #[tokio::test]
     async fn reports_failing_checks_and_draining() {
-        let mut readiness = Readiness::default();
+        let readiness = Readiness::default();
         readiness.add("good", || async { Ok(()) });
         readiness.add_ping("bad", "down", |reason| async move { Err(reason) });
         assert_eq!(

@@ -39,7 +39,7 @@ pub struct Wiring {
     /// Present when this process serves applies.
     pub issuer: Option<Arc<Issuer>>,
     pub metrics: Arc<Metrics>,
-    pub readiness: Readiness,
+    pub readiness: Arc<Readiness>,
     /// How long readiness reads false before the listener stops, on shutdown.
     pub shutdown_delay: Duration,
     /// Started by `serve_on`; each ends when `stop` is cancelled.
@@ -54,12 +54,22 @@ impl Wiring {
         Self {
             issuer: None,
             metrics: Arc::new(Metrics::default()),
-            readiness: Readiness::default(),
+            readiness: Arc::default(),
             shutdown_delay: args.shutdown_delay(),
             background: Vec::new(),
             stop: CancellationToken::new(),
             publisher: None,
         }
+    }
+
+    /// The HTTP routes of this process: the API when it serves applies, and the
+    /// operational routes.
+    pub fn router(&self) -> axum::Router {
+        let ops = OpsState {
+            metrics: self.metrics.clone(),
+            readiness: self.readiness.clone(),
+        };
+        http::router(self.issuer.clone(), ops)
     }
 
     /// Adds a background task, given the token that stops it.
@@ -135,23 +145,19 @@ pub async fn serve_on(
     wiring: Wiring,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let app = wiring.router();
     let mut tasks = JoinSet::new();
     for task in wiring.background {
         tasks.spawn(task);
     }
-    let readiness = Arc::new(wiring.readiness);
-    let ops = OpsState {
-        metrics: wiring.metrics,
-        readiness: Arc::clone(&readiness),
-    };
-    let delay = wiring.shutdown_delay;
+    let (readiness, delay) = (wiring.readiness, wiring.shutdown_delay);
     let drain = async move {
         shutdown.await;
         tracing::info!(?delay, "shutting down: readiness is false, draining");
         readiness.start_draining();
         tokio::time::sleep(delay).await;
     };
-    axum::serve(listener, http::router(wiring.issuer, ops))
+    axum::serve(listener, app)
         .with_graceful_shutdown(drain)
         .await
         .context("serving HTTP")?;

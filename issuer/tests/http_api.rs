@@ -1,0 +1,261 @@
+//! Every answer of the HTTP API, driven in process through the router of a standalone
+//! issuer (its SQLite ledger in a temporary directory): one test per status and reason
+//! that docs/api.md lists, except the two 503s, which need the distributed backends
+//! (tests/issuer_in_process.rs).
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::http::{Method, Request, StatusCode, header};
+use clap::Parser;
+use firstcome_issuer::cli::Cli;
+use firstcome_issuer::wiring::{self, Wiring};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// A standalone issuer serving `open` (2 coupons, 2 per user), `later` (opens in an
+/// hour) and `over` (closed an hour ago).
+async fn issuer(dir: &tempfile::TempDir) -> Wiring {
+    let now = chrono::Utc::now();
+    let hour = chrono::Duration::hours(1);
+    let campaigns = json!({ "campaigns": [
+        { "name": "open", "limit": 3, "perUserLimit": 2, "topic": "t-open" },
+        { "name": "later", "limit": 1, "opensAt": now + hour, "topic": "t-later" },
+        { "name": "over", "limit": 1, "closesAt": now - hour, "topic": "t-over" },
+    ]});
+    let file = dir.path().join("campaigns.json");
+    std::fs::write(&file, campaigns.to_string()).unwrap();
+    let data = dir.path().join("data");
+    let argv = [
+        "firstcome-issuer",
+        "--campaigns-file",
+        file.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    wiring::build(&Cli::try_parse_from(argv).unwrap().serve)
+        .await
+        .expect("a standalone issuer builds")
+}
+
+struct Answer {
+    status: StatusCode,
+    retry_after: Option<String>,
+    body: Value,
+}
+
+async fn send(app: &Router, request: Request<Body>) -> Answer {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .map(|v| v.to_str().unwrap().to_string());
+    let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Answer {
+        status,
+        retry_after,
+        body,
+    }
+}
+
+fn post(uri: &str, content_type: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::builder()
+        .method(Method::POST)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(body.into())
+        .unwrap()
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+async fn apply(app: &Router, campaign: &str, user: &str) -> Answer {
+    let body = json!({ "userId": user }).to_string();
+    let uri = format!("/v1/campaigns/{campaign}/applications");
+    send(app, post(&uri, "application/json", body)).await
+}
+
+fn reason(answer: &Answer) -> &str {
+    answer.body["reason"].as_str().unwrap_or("<no reason>")
+}
+
+#[tokio::test]
+async fn admitted_already_applied_and_sold_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = issuer(&dir).await.router();
+    let first = apply(&app, "open", "alice").await;
+    assert_eq!(
+        (first.status, reason(&first)),
+        (StatusCode::CREATED, "admitted")
+    );
+    assert_eq!(first.body["sequence"], 1);
+    assert_eq!(first.body["ordinal"], 1);
+    let second = apply(&app, "open", "alice").await;
+    assert_eq!(
+        (
+            second.body["sequence"].as_u64(),
+            second.body["ordinal"].as_u64()
+        ),
+        (Some(2), Some(2))
+    );
+    let third = apply(&app, "open", "alice").await;
+    assert_eq!(
+        (third.status, reason(&third)),
+        (StatusCode::CONFLICT, "already_applied")
+    );
+    assert_eq!(third.body["sequences"], json!([1, 2]));
+    assert_eq!(apply(&app, "open", "bob").await.status, StatusCode::CREATED);
+    let late = apply(&app, "open", "carol").await;
+    assert_eq!((late.status, reason(&late)), (StatusCode::GONE, "sold_out"));
+    assert_eq!(late.body["campaign"], "open");
+}
+
+#[tokio::test]
+async fn the_time_window_and_unknown_campaigns() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = issuer(&dir).await.router();
+    let early = apply(&app, "later", "alice").await;
+    assert_eq!(
+        (early.status, reason(&early)),
+        (StatusCode::TOO_EARLY, "campaign_not_open")
+    );
+    let wait: u64 = early
+        .retry_after
+        .expect("Retry-After until opensAt")
+        .parse()
+        .unwrap();
+    assert!((3500..=3600).contains(&wait), "{wait}");
+    let closed = apply(&app, "over", "alice").await;
+    assert_eq!(
+        (closed.status, reason(&closed)),
+        (StatusCode::FORBIDDEN, "campaign_closed")
+    );
+    let unknown = apply(&app, "nope", "alice").await;
+    assert_eq!(
+        (unknown.status, reason(&unknown)),
+        (StatusCode::NOT_FOUND, "unknown_campaign")
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_its_4xx_and_admits_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = issuer(&dir).await.router();
+    let uri = "/v1/campaigns/open/applications";
+    let oversized = format!(r#"{{"userId":"{}"}}"#, "a".repeat(5000));
+    let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
+        (
+            post(uri, "application/json", r#"{"userId":""}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_user_id",
+        ),
+        (
+            post(uri, "application/json", r#"{"userId":"a b"}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_user_id",
+        ),
+        (
+            post(uri, "application/json", "{not json"),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            post(uri, "application/json", r#"{"user":"x"}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            post(uri, "application/json", oversized),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (
+            post(uri, "text/plain", r#"{"userId":"x"}"#),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (get("/v1/nothing-here"), StatusCode::NOT_FOUND, "not_found"),
+        (
+            get(uri),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+    ];
+    for (request, status, want) in cases {
+        let answer = send(&app, request).await;
+        assert_eq!((answer.status, reason(&answer)), (status, want));
+        assert!(answer.body["message"].is_string(), "{want} has a message");
+    }
+    let summary = send(&app, get("/v1/campaigns/open")).await;
+    assert_eq!(summary.body["admitted"], 0, "bad input admitted nobody");
+}
+
+#[tokio::test]
+async fn look_up_and_campaign_summaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = issuer(&dir).await.router();
+    apply(&app, "open", "alice").await;
+    let alice = send(&app, get("/v1/campaigns/open/applications/alice")).await;
+    assert_eq!(
+        (alice.status, alice.body["status"].as_str()),
+        (StatusCode::OK, Some("issued"))
+    );
+    assert_eq!(alice.body["coupons"][0]["sequence"], 1);
+    assert!(alice.body["coupons"][0]["couponId"].is_string());
+    let nobody = send(&app, get("/v1/campaigns/open/applications/bob")).await;
+    assert_eq!(nobody.body["status"], "not_applied");
+    let one = send(&app, get("/v1/campaigns/open")).await;
+    assert_eq!(one.status, StatusCode::OK);
+    assert_eq!(
+        (
+            one.body["admitted"].as_u64(),
+            one.body["remaining"].as_u64()
+        ),
+        (Some(1), Some(2))
+    );
+    assert_eq!(one.body["state"], "open");
+    let all = send(&app, get("/v1/campaigns")).await;
+    let states: Vec<&str> = all.body["campaigns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        ["scheduled", "open", "closed"],
+        "sorted by name: later, open, over"
+    );
+}
+
+#[tokio::test]
+async fn operational_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let wiring = issuer(&dir).await;
+    let app = wiring.router();
+    assert_eq!(send(&app, get("/healthz")).await.body["status"], "ok");
+    let ready = send(&app, get("/readyz")).await;
+    assert_eq!(
+        (ready.status, ready.body["status"].as_str()),
+        (StatusCode::OK, Some("ready"))
+    );
+    apply(&app, "open", "alice").await;
+    let response = app.clone().oneshot(get("/metrics")).await.unwrap();
+    let text = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    assert!(
+        text.contains(r#"firstcome_applies_total{campaign="open",outcome="admitted"} 1"#),
+        "{text}"
+    );
+    let openapi = app.clone().oneshot(get("/openapi.yaml")).await.unwrap();
+    assert_eq!(openapi.headers()[header::CONTENT_TYPE], "application/yaml");
+    wiring.readiness.start_draining();
+    let draining = send(&app, get("/readyz")).await;
+    assert_eq!(
+        (draining.status, reason(&draining)),
+        (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
+    );
+}

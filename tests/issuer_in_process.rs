@@ -1,0 +1,110 @@
+//! The two 503 answers, driven in process through the issuer's router against the test
+//! bed's real Redis and PostgreSQL, with the broker unreachable (nothing listens on the
+//! address the producer is given): a campaign Redis does not hold cannot be restored
+//! (`backend_unavailable`), and a winner whose event the broker never acks is told
+//! `admission_unconfirmed` while the admission stands, pending, in Redis.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::http::{Request, StatusCode, header};
+use firstcome_contract::{CampaignConfig, CampaignKeys};
+use firstcome_e2e::process::free_port;
+use firstcome_e2e::{Services, unique_name};
+use firstcome_issuer::admission::redis::RedisAdmission;
+use firstcome_issuer::backend::Backend;
+use firstcome_issuer::campaign::Campaign;
+use firstcome_issuer::distributed::Distributed;
+use firstcome_issuer::http::{self, OpsState};
+use firstcome_issuer::issuer::Issuer;
+use firstcome_issuer::kafka::producer::WinnerPublisher;
+use firstcome_issuer::metrics::Metrics;
+use firstcome_issuer::store::postgres::CouponStore;
+use redis::AsyncCommands;
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// A distributed issuer of `campaign` (limit 5) whose broker is unreachable.
+async fn issuer_without_broker(services: &Services, campaign: &str) -> Router {
+    let dead_broker = format!("127.0.0.1:{}", free_port());
+    let metrics = Arc::new(Metrics::default());
+    let distributed = Distributed {
+        redis: RedisAdmission::connect(&services.redis_url, Duration::from_secs(1))
+            .await
+            .unwrap(),
+        publisher: WinnerPublisher::new(&dead_broker, Duration::from_millis(300)).unwrap(),
+        coupons: CouponStore::connect(&services.database_url, 2)
+            .await
+            .unwrap(),
+        kafka_brokers: dead_broker,
+        metrics: metrics.clone(),
+    };
+    let config = CampaignConfig::new(campaign, 5);
+    let campaigns = [Arc::new(Campaign::new(config, &metrics, false))];
+    let backend = Backend::Distributed(Arc::new(distributed));
+    let issuer = Issuer::new(&campaigns, backend, metrics.clone());
+    let ops = OpsState {
+        metrics,
+        readiness: Arc::default(),
+    };
+    http::router(Some(Arc::new(issuer)), ops)
+}
+
+async fn apply(app: &Router, campaign: &str, user: &str) -> (StatusCode, Option<String>, Value) {
+    let request = Request::post(format!("/v1/campaigns/{campaign}/applications"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(format!(r#"{{"userId":"{user}"}}"#)))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let retry_after =
+        (response.headers().get(header::RETRY_AFTER)).map(|v| v.to_str().unwrap().to_string());
+    let body = to_bytes(response.into_body(), 1 << 16).await.unwrap();
+    (status, retry_after, serde_json::from_slice(&body).unwrap())
+}
+
+async fn redis(services: &Services) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(services.redis_url.as_str()).unwrap();
+    client.get_multiplexed_async_connection().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unrestorable_campaign_answers_backend_unavailable_and_admits_nobody() {
+    let services = Services::from_env();
+    let campaign = unique_name("unrestorable");
+    let app = issuer_without_broker(&services, &campaign).await;
+    let (status, retry_after, body) = apply(&app, &campaign, "alice").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["reason"], "backend_unavailable");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    let keys = CampaignKeys::new(&campaign);
+    let counter: Option<u64> = redis(&services).await.get(&keys.admitted).await.unwrap();
+    assert_eq!(counter, None, "nothing was admitted or provisioned");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_winner_the_broker_never_acks_is_told_admission_unconfirmed_and_stays_pending() {
+    let services = Services::from_env();
+    let campaign = unique_name("unacked");
+    let keys = CampaignKeys::new(&campaign);
+    let mut conn = redis(&services).await;
+    // Provisioned, as a restore from an empty PostgreSQL leaves it.
+    let _: () = conn.set(&keys.limit, 5).await.unwrap();
+    let _: () = conn.set(&keys.admitted, 0).await.unwrap();
+    let app = issuer_without_broker(&services, &campaign).await;
+    let (status, retry_after, body) = apply(&app, &campaign, "alice").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["reason"], "admission_unconfirmed");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    let admitted: u64 = conn.get(&keys.admitted).await.unwrap();
+    let pending: u64 = conn.hlen(&keys.pending).await.unwrap();
+    assert_eq!(
+        (admitted, pending),
+        (1, 1),
+        "the admission stands, pending re-publish"
+    );
+    let (status, _, body) = apply(&app, &campaign, "alice").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+}
