@@ -1,7 +1,8 @@
 //! The message an issuer publishes on the campaign topic for every admitted winner.
 //!
-//! Keyed by user id. Consumers persist it idempotently on (campaign, user id, ordinal), so
-//! publishing the same event twice never creates a second coupon.
+//! Keyed by sequence ([`WinnerEvent::key`]). Consumers persist it idempotently on
+//! (campaign, user id, ordinal), so publishing the same event twice never creates a
+//! second coupon.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -49,9 +50,11 @@ impl WinnerEvent {
         })
     }
 
-    /// The Kafka message key: all events of one user land on one partition, in order.
-    pub fn key(&self) -> &str {
-        &self.user_id
+    /// The Kafka message key: the sequence. Every event that claims one sequence — its
+    /// re-publishes, and any event of a Redis that handed the sequence out again — lands
+    /// on one partition, in order, so the first of them there is its holder.
+    pub fn key(&self) -> String {
+        self.sequence.to_string()
     }
 
     pub fn to_payload(&self) -> Vec<u8> {

@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 
 use crate::admission::Outcome;
 use crate::error::IssuerError;
+use crate::store::postgres::PersistReport;
 
 /// How an apply ended, as counted.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -89,6 +90,7 @@ pub struct Metrics {
     consumer_lag: Family<CampaignLabel, Gauge>,
     missing_coupons: Family<CampaignLabel, Gauge>,
     dead_lettered: Family<CampaignLabel, Counter>,
+    sequence_conflicts: Family<CampaignLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -148,8 +150,15 @@ impl Default for Metrics {
             "Messages parked on the dead-letter topic because PostgreSQL stayed unavailable",
             dead_lettered.clone(),
         );
+        let sequence_conflicts = Family::<CampaignLabel, Counter>::default();
+        registry.register(
+            "sequence_conflicts",
+            "Winner events whose sequence another user holds (Redis had lost admissions); stored as failed events",
+            sequence_conflicts.clone(),
+        );
         Self {
             registry,
+            sequence_conflicts,
             missing_coupons,
             dead_lettered,
             applies,
@@ -195,13 +204,17 @@ impl Metrics {
         self.republished.get_or_create(&campaign(name)).inc();
     }
 
-    pub fn persisted(&self, name: &str, coupons: u64, failed: u64) {
-        self.persisted
-            .get_or_create(&campaign(name))
-            .inc_by(coupons);
+    /// One persisted batch: its new coupons, its invalid events, its sequence conflicts
+    /// (which are failed events too).
+    pub fn persisted(&self, name: &str, report: PersistReport, invalid: u64) {
+        let label = campaign(name);
+        self.persisted.get_or_create(&label).inc_by(report.inserted);
         self.failed_events
-            .get_or_create(&campaign(name))
-            .inc_by(failed);
+            .get_or_create(&label)
+            .inc_by(invalid + report.conflicts);
+        self.sequence_conflicts
+            .get_or_create(&label)
+            .inc_by(report.conflicts);
     }
 
     pub fn dead_lettered(&self, name: &str, messages: u64) {

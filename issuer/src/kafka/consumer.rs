@@ -11,7 +11,7 @@
 //! dead-letter topic and persists it the same way once PostgreSQL is back; that lane is
 //! retried until it succeeds and never parked again.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +26,8 @@ use tracing::Instrument;
 
 use crate::kafka::producer::WinnerPublisher;
 use crate::metrics::Metrics;
-use crate::store::postgres::{CouponStore, FailedEvent};
+use crate::store::failed_event::{ConsumedWinner, EventSource, FailedEvent, FailureReason};
+use crate::store::postgres::CouponStore;
 
 /// Most messages persisted in one transaction.
 const MAX_BATCH: usize = 1000;
@@ -163,9 +164,15 @@ impl WinnerConsumer {
         let started = tokio::time::Instant::now();
         loop {
             match self.store.persist(&winners, &failed).await {
-                Ok(inserted) => {
+                Ok(report) => {
+                    if report.conflicts > 0 {
+                        tracing::error!(
+                            conflicts = report.conflicts,
+                            "winner events whose sequence another user holds: stored as failed events (sequence_conflict)"
+                        );
+                    }
                     self.metrics
-                        .persisted(&self.campaign.name, inserted, failed.len() as u64);
+                        .persisted(&self.campaign.name, report, failed.len() as u64);
                     break;
                 }
                 Err(error) => {
@@ -218,15 +225,8 @@ impl WinnerConsumer {
     }
 
     fn commit(&self, batch: &[OwnedMessage]) -> Result<(), KafkaError> {
-        let mut next: HashMap<(&str, i32), i64> = HashMap::new();
-        for message in batch {
-            let entry = next
-                .entry((message.topic(), message.partition()))
-                .or_insert(0);
-            *entry = (*entry).max(message.offset() + 1);
-        }
         let mut offsets = TopicPartitionList::new();
-        for ((topic, partition), offset) in next {
+        for ((topic, partition), offset) in next_offsets(batch) {
             offsets.add_partition_offset(topic, partition, Offset::Offset(offset))?;
         }
         self.consumer.commit(&offsets, CommitMode::Sync)
@@ -234,30 +234,115 @@ impl WinnerConsumer {
 }
 
 /// Splits a batch into winners and messages that cannot be coupons of `campaign`.
-fn decode(campaign: &str, batch: &[OwnedMessage]) -> (Vec<WinnerEvent>, Vec<FailedEvent>) {
+fn decode(campaign: &str, batch: &[OwnedMessage]) -> (Vec<ConsumedWinner>, Vec<FailedEvent>) {
     let mut winners = Vec::with_capacity(batch.len());
     let mut failed = Vec::new();
     for message in batch {
-        let payload = message.payload().unwrap_or_default();
-        let error = match WinnerEvent::from_payload(payload) {
-            Ok(event) => match event.check_belongs_to(campaign) {
-                Ok(()) => {
-                    winners.push(event);
-                    continue;
-                }
-                Err(foreign) => foreign.to_string(),
-            },
-            Err(error) => error.to_string(),
-        };
-        tracing::error!(%error, topic = message.topic(), partition = message.partition(), offset = message.offset(), "storing a failed event");
-        failed.push(FailedEvent {
+        let source = EventSource {
             topic: message.topic().to_string(),
             partition: message.partition(),
             offset: message.offset(),
-            campaign: Some(campaign.to_string()),
             payload: message.payload().map(<[u8]>::to_vec),
-            error,
-        });
+        };
+        let decoded = WinnerEvent::from_payload(message.payload().unwrap_or_default())
+            .map_err(|e| e.to_string())
+            .and_then(|event| match event.check_belongs_to(campaign) {
+                Ok(()) => Ok(event),
+                Err(foreign) => Err(foreign.to_string()),
+            });
+        match decoded {
+            Ok(event) => winners.push(ConsumedWinner { event, source }),
+            Err(error) => {
+                tracing::error!(%error, topic = message.topic(), partition = message.partition(), offset = message.offset(), "storing a failed event");
+                failed.push(FailedEvent {
+                    source,
+                    campaign: Some(campaign.to_string()),
+                    reason: FailureReason::InvalidEvent,
+                    error,
+                });
+            }
+        }
     }
     (winners, failed)
+}
+
+/// The offset to commit per (topic, partition): one past the last message of the batch.
+fn next_offsets(batch: &[OwnedMessage]) -> BTreeMap<(&str, i32), i64> {
+    let mut next = BTreeMap::new();
+    for message in batch {
+        let entry = next
+            .entry((message.topic(), message.partition()))
+            .or_insert(0);
+        *entry = message.offset().max(*entry - 1) + 1;
+    }
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::Timestamp;
+
+    fn message(partition: i32, offset: i64, payload: &[u8]) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(payload.to_vec()),
+            None,
+            "t".into(),
+            Timestamp::NotAvailable,
+            partition,
+            offset,
+            None,
+        )
+    }
+
+    fn winner(campaign: &str, sequence: u64) -> Vec<u8> {
+        WinnerEvent {
+            campaign: campaign.into(),
+            user_id: format!("u{sequence}"),
+            ordinal: 1,
+            sequence,
+            admitted_at: "2026-11-29T00:00:00Z".parse().unwrap(),
+        }
+        .to_payload()
+    }
+
+    #[test]
+    fn decoding_keeps_winners_and_turns_the_rest_into_failed_events() {
+        let batch = [
+            message(0, 7, &winner("c", 1)),
+            message(1, 3, b"not json"),
+            message(1, 4, &winner("other", 2)),
+            message(2, 9, &winner("c", 0)),
+        ];
+        let (winners, failed) = decode("c", &batch);
+        assert_eq!(winners.len(), 1);
+        assert_eq!(
+            (winners[0].event.sequence, winners[0].source.offset),
+            (1, 7)
+        );
+        let failed: Vec<(i32, i64, FailureReason)> = failed
+            .iter()
+            .map(|f| (f.source.partition, f.source.offset, f.reason))
+            .collect();
+        assert_eq!(
+            failed,
+            [
+                (1, 3, FailureReason::InvalidEvent),
+                (1, 4, FailureReason::InvalidEvent),
+                (2, 9, FailureReason::InvalidEvent)
+            ]
+        );
+    }
+
+    #[test]
+    fn commits_one_past_the_highest_offset_of_each_partition() {
+        let batch = [
+            message(0, 5, b""),
+            message(1, 2, b""),
+            message(0, 9, b""),
+            message(0, 7, b""),
+        ];
+        let next: Vec<_> = next_offsets(&batch).into_iter().collect();
+        assert_eq!(next, [(("t", 0), 10), (("t", 1), 3)]);
+    }
 }

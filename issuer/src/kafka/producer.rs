@@ -6,6 +6,7 @@ use std::time::Duration;
 use firstcome_contract::WinnerEvent;
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
+use rdkafka::producer::future_producer::Delivery;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
@@ -51,10 +52,10 @@ impl WinnerPublisher {
     /// Sends `record` and waits for its ack, never longer than `ack_wait`. A message
     /// given up on may still be delivered later; every consumer of these topics is
     /// idempotent.
-    async fn send(&self, record: FutureRecord<'_, [u8], [u8]>) -> Result<(), KafkaError> {
+    async fn send(&self, record: FutureRecord<'_, [u8], [u8]>) -> Result<Delivery, KafkaError> {
         match tokio::time::timeout(self.ack_wait, self.producer.send(record, Timeout::Never)).await
         {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(delivery)) => Ok(delivery),
             Ok(Err((error, _message))) => Err(error),
             Err(_) => Err(KafkaError::MessageProduction(
                 RDKafkaErrorCode::MessageTimedOut,
@@ -64,10 +65,11 @@ impl WinnerPublisher {
 
     /// Resolves once the broker acknowledged the event, or delivery failed or took
     /// longer than `ack_wait`.
-    pub async fn publish(&self, topic: &str, event: &WinnerEvent) -> Result<(), KafkaError> {
-        let payload = event.to_payload();
+    /// The delivery says where the event landed.
+    pub async fn publish(&self, topic: &str, event: &WinnerEvent) -> Result<Delivery, KafkaError> {
+        let (key, payload) = (event.key(), event.to_payload());
         let record = FutureRecord::to(topic)
-            .key(event.key().as_bytes())
+            .key(key.as_bytes())
             .payload(&payload[..]);
         self.send(record).await
     }
@@ -87,7 +89,7 @@ impl WinnerPublisher {
         if let Some(payload) = payload {
             record = record.payload(payload);
         }
-        self.send(record).await
+        self.send(record).await.map(|_| ())
     }
 
     /// Waits for every queued event to be delivered, e.g. on shutdown.

@@ -1,6 +1,7 @@
 //! Where coupons are kept: PostgreSQL for the distributed issuer (fed by the Kafka
 //! consumer), SQLite for the standalone one (written before the winner is answered).
 
+pub mod failed_event;
 pub mod postgres;
 pub mod sqlite;
 

@@ -1,6 +1,7 @@
 //! Coupons in PostgreSQL: idempotent batch inserts from the consumer, look-ups and counts
 //! for the API. The schema comes from the migrations embedded in the binary.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -9,6 +10,7 @@ use sqlx::Row;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use super::IssuedCoupon;
+use super::failed_event::{ConsumedWinner, FailedEvent};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PostgresStoreError {
@@ -18,17 +20,6 @@ pub enum PostgresStoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
-/// A message that could not become a coupon, kept with its error.
-#[derive(Clone, Debug)]
-pub struct FailedEvent {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub campaign: Option<String>,
-    pub payload: Option<Vec<u8>>,
-    pub error: String,
-}
-
 /// What one retry batch of failed events did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RetryReport {
@@ -36,23 +27,34 @@ pub struct RetryReport {
     pub still_failing: u64,
 }
 
-/// Inserts winners, ignoring those already stored; returns how many were new.
-async fn insert_winners(
+/// What persisting one batch did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PersistReport {
+    /// Coupons newly written.
+    pub inserted: u64,
+    /// Winners whose sequence another user holds, stored as failed events.
+    pub conflicts: u64,
+}
+
+/// Inserts winners, ignoring those already stored (the same user's coupon: redelivered,
+/// or re-published). Returns how many were new, and the position of every winner whose
+/// sequence another user holds, with that holder.
+async fn insert_winners<'w>(
     tx: &mut sqlx::PgTransaction<'_>,
-    winners: &[WinnerEvent],
-) -> Result<u64, sqlx::Error> {
-    if winners.is_empty() {
-        return Ok(0);
+    winners: impl Iterator<Item = &'w WinnerEvent> + Clone,
+) -> Result<(u64, Vec<(usize, String)>), sqlx::Error> {
+    let campaigns: Vec<&str> = winners.clone().map(|w| w.campaign.as_str()).collect();
+    if campaigns.is_empty() {
+        return Ok((0, Vec::new()));
     }
-    let campaigns: Vec<&str> = winners.iter().map(|w| w.campaign.as_str()).collect();
-    let users: Vec<&str> = winners.iter().map(|w| w.user_id.as_str()).collect();
-    let ordinals: Vec<i32> = winners.iter().map(|w| w.ordinal as i32).collect();
-    let sequences: Vec<i64> = winners.iter().map(|w| w.sequence as i64).collect();
-    let admitted: Vec<DateTime<Utc>> = winners.iter().map(|w| w.admitted_at).collect();
-    Ok(sqlx::query(
+    let users: Vec<&str> = winners.clone().map(|w| w.user_id.as_str()).collect();
+    let ordinals: Vec<i32> = winners.clone().map(|w| w.ordinal as i32).collect();
+    let sequences: Vec<i64> = winners.clone().map(|w| w.sequence as i64).collect();
+    let admitted: Vec<DateTime<Utc>> = winners.clone().map(|w| w.admitted_at).collect();
+    let inserted = sqlx::query(
         "INSERT INTO coupons (campaign, user_id, ordinal, sequence, admitted_at) \
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::int8[], $5::timestamptz[]) \
-         ON CONFLICT (campaign, user_id, ordinal) DO NOTHING",
+         ON CONFLICT DO NOTHING",
     )
     .bind(&campaigns)
     .bind(&users)
@@ -61,7 +63,49 @@ async fn insert_winners(
     .bind(&admitted)
     .execute(&mut **tx)
     .await?
-    .rows_affected())
+    .rows_affected();
+    if inserted == campaigns.len() as u64 {
+        return Ok((inserted, Vec::new()));
+    }
+    let holders: HashMap<(String, i64), String> = sqlx::query_as::<_, (String, i64, String)>(
+        "SELECT c.campaign, c.sequence, c.user_id FROM coupons c \
+         JOIN UNNEST($1::text[], $2::int8[]) AS w(campaign, sequence) USING (campaign, sequence)",
+    )
+    .bind(&campaigns)
+    .bind(&sequences)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .map(|(campaign, sequence, user)| ((campaign, sequence), user))
+    .collect();
+    let conflicts = winners
+        .enumerate()
+        .filter_map(|(i, w)| {
+            let holder = holders.get(&(w.campaign.clone(), w.sequence as i64))?;
+            (*holder != w.user_id).then(|| (i, holder.clone()))
+        })
+        .collect();
+    Ok((inserted, conflicts))
+}
+
+async fn insert_failed(
+    tx: &mut sqlx::PgTransaction<'_>,
+    event: &FailedEvent,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO failed_events (topic, partition, \"offset\", campaign, payload, reason, error) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (topic, partition, \"offset\") DO NOTHING",
+    )
+    .bind(&event.source.topic)
+    .bind(event.source.partition)
+    .bind(event.source.offset)
+    .bind(&event.campaign)
+    .bind(&event.source.payload)
+    .bind(event.reason.as_str())
+    .bind(&event.error)
+    .execute(&mut **tx)
+    .await
+    .map(|_| ())
 }
 
 /// The winner a failed event's payload now decodes into, if it belongs to `campaign`
@@ -95,30 +139,28 @@ impl CouponStore {
     }
 
     /// Persists a batch in one transaction: winners already stored are ignored, failed
-    /// events already stored too. Returns how many coupons were new.
+    /// events already stored too; a winner whose sequence another user holds becomes a
+    /// failed event (`sequence_conflict`) and the rest of the batch is persisted.
     pub async fn persist(
         &self,
-        winners: &[WinnerEvent],
+        winners: &[ConsumedWinner],
         failed: &[FailedEvent],
-    ) -> Result<u64, PostgresStoreError> {
+    ) -> Result<PersistReport, PostgresStoreError> {
         let mut tx = self.pool.begin().await?;
-        let inserted = insert_winners(&mut tx, winners).await?;
-        for event in failed {
-            sqlx::query(
-                "INSERT INTO failed_events (topic, partition, \"offset\", campaign, payload, error) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (topic, partition, \"offset\") DO NOTHING",
-            )
-            .bind(&event.topic)
-            .bind(event.partition)
-            .bind(event.offset)
-            .bind(&event.campaign)
-            .bind(&event.payload)
-            .bind(&event.error)
-            .execute(&mut *tx)
-            .await?;
+        let (inserted, conflicts) =
+            insert_winners(&mut tx, winners.iter().map(|w| &w.event)).await?;
+        let conflicts: Vec<FailedEvent> = conflicts
+            .iter()
+            .map(|(i, holder)| FailedEvent::sequence_conflict(&winners[*i], holder))
+            .collect();
+        for event in failed.iter().chain(&conflicts) {
+            insert_failed(&mut tx, event).await?;
         }
         tx.commit().await?;
-        Ok(inserted)
+        Ok(PersistReport {
+            inserted,
+            conflicts: conflicts.len() as u64,
+        })
     }
 
     /// Retries every unresolved failed event whose last attempt is older than its backoff
@@ -158,12 +200,15 @@ impl CouponStore {
             Err(error) => return self.record_attempt(id, &error).await.map(|()| false),
         };
         let mut tx = self.pool.begin().await?;
-        if let Err(error) = insert_winners(&mut tx, std::slice::from_ref(&event)).await {
+        let error = match insert_winners(&mut tx, std::iter::once(&event)).await {
+            Ok((_, conflicts)) => conflicts
+                .first()
+                .map(|(_, holder)| format!("sequence {} is held by {holder:?}", event.sequence)),
+            Err(error) => Some(error.to_string()),
+        };
+        if let Some(error) = error {
             drop(tx);
-            return self
-                .record_attempt(id, &error.to_string())
-                .await
-                .map(|()| false);
+            return self.record_attempt(id, &error).await.map(|()| false);
         }
         sqlx::query("UPDATE failed_events SET resolved_at = now(), attempts = attempts + 1, last_attempt_at = now() WHERE id = $1")
             .bind(id)
