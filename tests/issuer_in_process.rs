@@ -1,6 +1,7 @@
 //! The two 503 answers, driven in process through the issuer's router against the test
-//! bed's real Redis and PostgreSQL, with the broker unreachable (nothing listens on the
-//! address the producer is given): a campaign Redis does not hold cannot be restored
+//! bed's real Redis, PostgreSQL and Kafka, with the broker unreachable for the producer
+//! and the restore (nothing listens on the address they are given; the claims tail reads
+//! the real topic): a campaign Redis does not hold cannot be restored
 //! (`backend_unavailable`), and a winner whose event the broker never acks is told
 //! `admission_unconfirmed` while the admission stands, pending, in Redis.
 
@@ -12,18 +13,21 @@ use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode, header};
 use firstcome_contract::{CampaignConfig, CampaignKeys};
 use firstcome_e2e::process::free_port;
-use firstcome_e2e::{Services, unique_name};
+use firstcome_e2e::{Services, unique_name, wait_for};
 use firstcome_issuer::admission::redis::RedisAdmission;
 use firstcome_issuer::backend::Backend;
 use firstcome_issuer::campaign::Campaign;
 use firstcome_issuer::distributed::Distributed;
 use firstcome_issuer::http::{self, OpsState};
 use firstcome_issuer::issuer::Issuer;
+use firstcome_issuer::kafka::claims::tail;
 use firstcome_issuer::kafka::producer::WinnerPublisher;
+use firstcome_issuer::kafka::topics::ensure_topics;
 use firstcome_issuer::metrics::Metrics;
 use firstcome_issuer::store::postgres::CouponStore;
 use redis::AsyncCommands;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 /// A distributed issuer of `campaign` (limit 5) whose broker is unreachable.
@@ -42,7 +46,8 @@ async fn issuer_without_broker(services: &Services, campaign: &str) -> Router {
         metrics: metrics.clone(),
     };
     let config = CampaignConfig::new(campaign, 5);
-    let campaigns = [Arc::new(Campaign::new(config, &metrics, false))];
+    let campaigns = [Arc::new(Campaign::new(config.clone(), &metrics, false))];
+    read_claims(services, config, &campaigns[0]).await;
     let backend = Backend::Distributed(Arc::new(distributed));
     let issuer = Issuer::new(&campaigns, backend, metrics.clone());
     let ops = OpsState {
@@ -50,6 +55,25 @@ async fn issuer_without_broker(services: &Services, campaign: &str) -> Router {
         readiness: Arc::default(),
     };
     http::router(Some(Arc::new(issuer)), ops)
+}
+
+/// Tails the campaign's real topic into its claims until they are caught up.
+async fn read_claims(services: &Services, config: CampaignConfig, campaign: &Campaign) {
+    ensure_topics(&services.kafka_brokers, &[&config.topic], 1, 1)
+        .await
+        .unwrap();
+    let brokers = services.kafka_brokers.clone();
+    let claims = campaign.claims.clone();
+    tokio::spawn(tail(
+        brokers,
+        config,
+        claims.clone(),
+        CancellationToken::new(),
+    ));
+    wait_for("the claims tail", Duration::from_secs(20), || async {
+        claims.caught_up().then_some(())
+    })
+    .await;
 }
 
 async fn apply(app: &Router, campaign: &str, user: &str) -> (StatusCode, Option<String>, Value) {

@@ -2,13 +2,19 @@
 //! last second of writes, a counter rolled back by hand): the durable record — the Kafka
 //! topic and PostgreSQL — decides, and nobody told `admitted` is left without a coupon.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use firstcome_contract::{CampaignConfig, WinnerEvent};
-use firstcome_e2e::issuer::{coupons, postgres, start_distributed};
+use firstcome_contract::{CampaignConfig, CampaignKeys, WinnerEvent, decode_held};
+use firstcome_e2e::invariants::{assert_invariants, tally};
+use firstcome_e2e::issuer::{coupons, postgres, start_distributed, users};
+use firstcome_e2e::spike::{Answer, Outcome, spike};
 use firstcome_e2e::{Services, unique_name, wait_for};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use redis::AsyncCommands;
 
 fn winner(campaign: &str, user: &str, sequence: u64) -> WinnerEvent {
     WinnerEvent {
@@ -75,4 +81,123 @@ async fn a_sequence_conflict_is_a_failed_event_and_the_batch_goes_on() {
     let metrics = consumer.metrics().await;
     let counted = format!("firstcome_sequence_conflicts_total{{campaign=\"{campaign}\"}} 1");
     assert!(metrics.contains(&counted), "{metrics}");
+}
+
+/// Rolls Redis back the way a promoted lagging replica would: the counter to `to`, and
+/// the holders of every later sequence gone.
+async fn roll_back(services: &Services, campaign: &str, to: u64) -> usize {
+    let keys = CampaignKeys::new(campaign);
+    let client = redis::Client::open(services.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let holders: HashMap<String, String> = conn.hgetall(&keys.holders).await.unwrap();
+    let lost: Vec<&String> = holders
+        .iter()
+        .filter(|(_, held)| decode_held(held).iter().any(|s| *s > to))
+        .map(|(user, _)| user)
+        .collect();
+    let mut rollback = redis::pipe();
+    rollback.atomic().set(&keys.admitted, to);
+    for user in &lost {
+        rollback.hdel(&keys.holders, user.as_str());
+    }
+    let _: () = rollback.query_async(&mut conn).await.unwrap();
+    lost.len()
+}
+
+fn admitted(answers: &[Answer]) -> usize {
+    answers
+        .iter()
+        .filter(|a| a.outcome == Outcome::Admitted)
+        .count()
+}
+
+/// The scenario of issue 9: a campaign of 100, 95 winners persisted, then Redis forgets
+/// the admissions after sequence 85 while two API issuers keep running; 30 new users
+/// apply through the issuer that admitted none of the lost ones. Nobody is told
+/// `admitted` for a sequence someone holds; exactly 100 coupons, one per user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counter_rolled_back_under_running_issuers_never_gives_a_sequence_twice() {
+    let services = Services::from_env();
+    let campaign = unique_name("rollback");
+    let spec = format!("{campaign}:100");
+    let first = start_distributed(&services, &["--campaign", &spec]).await;
+    let second = start_distributed(&services, &["--campaign", &spec, "--role", "api"]).await;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let mut answers = spike(
+        &first.base,
+        &campaign,
+        users("early", 95),
+        16,
+        progress.clone(),
+    )
+    .await;
+    assert_eq!(admitted(&answers), 95, "{:?}", tally(&answers));
+    let pool = postgres(&services).await;
+    wait_for("95 coupons", Duration::from_secs(30), || async {
+        (coupons(&pool, &campaign).await.len() == 95).then_some(())
+    })
+    .await;
+
+    assert_eq!(roll_back(&services, &campaign, 85).await, 10);
+    let late = spike(&second.base, &campaign, users("late", 30), 8, progress).await;
+    assert_eq!(admitted(&late), 5, "{:?}", tally(&late));
+    answers.extend(late);
+    assert_invariants(&services, &campaign, 100, &answers).await;
+    let fenced = format!("firstcome_fenced_total{{campaign=\"{campaign}\"}}");
+    let metrics = [first.metrics().await, second.metrics().await].concat();
+    assert!(metrics.contains(&fenced), "a fence was raised:\n{metrics}");
+    println!(
+        "refused twice-given admissions: {}",
+        counter(
+            &metrics,
+            &format!("firstcome_refused_twice_given_total{{campaign=\"{campaign}\"}}")
+        )
+    );
+}
+
+/// The same loss found by an issuer that starts after it: provisioning compares Redis with
+/// PostgreSQL before the first admission.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuer_started_on_a_rolled_back_redis_restores_before_admitting() {
+    let services = Services::from_env();
+    let campaign = unique_name("restart");
+    let spec = format!("{campaign}:100");
+    let mut issuer = start_distributed(&services, &["--campaign", &spec]).await;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let mut answers = spike(
+        &issuer.base,
+        &campaign,
+        users("early", 95),
+        16,
+        progress.clone(),
+    )
+    .await;
+    let pool = postgres(&services).await;
+    wait_for("95 coupons", Duration::from_secs(30), || async {
+        (coupons(&pool, &campaign).await.len() == 95).then_some(())
+    })
+    .await;
+    issuer.stop().await;
+
+    roll_back(&services, &campaign, 85).await;
+    let restarted = start_distributed(&services, &["--campaign", &spec]).await;
+    let late = spike(&restarted.base, &campaign, users("late", 30), 8, progress).await;
+    assert_eq!(admitted(&late), 5, "{:?}", tally(&late));
+    answers.extend(late);
+    assert_invariants(&services, &campaign, 100, &answers).await;
+    let metrics = restarted.metrics().await;
+    assert!(
+        metrics.contains(&format!(
+            "firstcome_fenced_total{{campaign=\"{campaign}\"}} 1"
+        )),
+        "{metrics}"
+    );
+}
+
+/// The value of one counter sample in Prometheus text, summed over the texts given.
+fn counter(metrics: &str, sample: &str) -> u64 {
+    metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix(sample)?.trim().parse::<u64>().ok())
+        .sum()
 }

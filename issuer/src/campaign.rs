@@ -1,6 +1,7 @@
 //! A campaign as one issuer process serves it: its configuration and Redis keys, the
 //! sold-out board, its apply counters, and whether the backend holds its state.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
@@ -8,6 +9,7 @@ use firstcome_contract::{CampaignConfig, CampaignKeys, Window};
 
 use crate::admission::Counts;
 use crate::admission::sold_out::SoldOutBoard;
+use crate::kafka::claims::Claims;
 use crate::metrics::{ApplyCounters, Metrics};
 
 pub struct Campaign {
@@ -21,6 +23,8 @@ pub struct Campaign {
     provisioned: AtomicBool,
     /// Winners without a coupon at the last drift audit.
     pub drift: AtomicU64,
+    /// Who holds each sequence, as the campaign topic says (distributed issuers).
+    pub claims: Arc<Claims>,
 }
 
 /// Where a campaign stands.
@@ -44,6 +48,7 @@ impl Campaign {
             restoring: AtomicBool::new(false),
             provisioned: AtomicBool::new(provisioned),
             drift: AtomicU64::new(0),
+            claims: Arc::default(),
             config,
         }
     }

@@ -5,6 +5,7 @@ use rdkafka::error::KafkaError;
 
 use crate::admission::Admission;
 use crate::admission::redis::RedisAdmissionError;
+use crate::kafka::claims::ClaimsBehind;
 use crate::store::postgres::PostgresStoreError;
 use crate::store::sqlite::SqliteStoreError;
 
@@ -22,8 +23,25 @@ pub enum IssuerError {
     #[error("admission {} recorded but not yet confirmed by the broker: {source}", .admission.sequence)]
     Unconfirmed {
         admission: Admission,
-        source: KafkaError,
+        source: HandOffError,
     },
+    /// This issuer has not read the campaign topic yet, so it could not tell a sequence
+    /// someone already holds; nothing is admitted until it has.
+    #[error("the topic of campaign {0} is not read yet")]
+    ClaimsNotRead(String),
+    /// Redis handed out a sequence the campaign topic says another user holds: it lost
+    /// admissions. Nobody is admitted; the campaign is restored before it admits again.
+    #[error("sequence {0} is already held: Redis lost admissions and the campaign is fenced")]
+    Fenced(u64),
+}
+
+/// Why a hand-off could not confirm a winner.
+#[derive(Debug, thiserror::Error)]
+pub enum HandOffError {
+    #[error("the broker did not ack the winner event: {0}")]
+    Broker(#[from] KafkaError),
+    #[error(transparent)]
+    ClaimsBehind(#[from] ClaimsBehind),
 }
 
 /// A backend that failed to answer.

@@ -91,6 +91,8 @@ pub struct Metrics {
     missing_coupons: Family<CampaignLabel, Gauge>,
     dead_lettered: Family<CampaignLabel, Counter>,
     sequence_conflicts: Family<CampaignLabel, Counter>,
+    fenced: Family<CampaignLabel, Counter>,
+    refused_twice_given: Family<CampaignLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -156,9 +158,23 @@ impl Default for Metrics {
             "Winner events whose sequence another user holds (Redis had lost admissions); stored as failed events",
             sequence_conflicts.clone(),
         );
+        let fenced = Family::<CampaignLabel, Counter>::default();
+        registry.register(
+            "fenced",
+            "Times a campaign was fenced because Redis had lost admissions",
+            fenced.clone(),
+        );
+        let refused_twice_given = Family::<CampaignLabel, Counter>::default();
+        registry.register(
+            "refused_twice_given",
+            "Admissions refused because the topic names another holder of their sequence",
+            refused_twice_given.clone(),
+        );
         Self {
             registry,
             sequence_conflicts,
+            fenced,
+            refused_twice_given,
             missing_coupons,
             dead_lettered,
             applies,
@@ -215,6 +231,16 @@ impl Metrics {
         self.sequence_conflicts
             .get_or_create(&label)
             .inc_by(report.conflicts);
+    }
+
+    pub fn fenced(&self, name: &str) {
+        self.fenced.get_or_create(&campaign(name)).inc();
+    }
+
+    pub fn refused_twice_given(&self, name: &str) {
+        self.refused_twice_given
+            .get_or_create(&campaign(name))
+            .inc();
     }
 
     pub fn dead_lettered(&self, name: &str, messages: u64) {

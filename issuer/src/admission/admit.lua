@@ -1,7 +1,9 @@
 -- Admits one user to one campaign, atomically: the only place the admission rule runs
 -- against Redis (admission/rule.rs is its twin for the standalone issuer).
 --
--- The per-user check comes first, then the counter; only when both pass is the user
+-- A campaign without its counter is not provisioned (or fenced: its Redis lost
+-- admissions) and answers nothing else, not even from its holders, which may be stale.
+-- Then the per-user check comes first, then the counter; only when both pass is the user
 -- recorded and the counter incremented, so a repeated apply never burns stock.
 --
 -- KEYS: 1 limit, 2 admitted (counter), 3 holders (hash), 4 pending (hash)
@@ -12,6 +14,11 @@
 --   "sold_out"
 --   "unprovisioned"   (no counter or no limit: never provisioned, deleted, or Redis lost
 --                      its data; the issuer restores the campaign from PostgreSQL)
+local limit = tonumber(redis.call('GET', KEYS[1]))
+local admitted = tonumber(redis.call('GET', KEYS[2]))
+if not limit or not admitted then
+  return 'unprovisioned'
+end
 local held = redis.call('HGET', KEYS[3], ARGV[1])
 local count = 0
 if held then
@@ -20,11 +27,6 @@ if held then
 end
 if count >= tonumber(ARGV[2]) then
   return 'already ' .. held
-end
-local limit = tonumber(redis.call('GET', KEYS[1]))
-local admitted = tonumber(redis.call('GET', KEYS[2]))
-if not limit or not admitted then
-  return 'unprovisioned'
 end
 if admitted >= limit then
   return 'sold_out'

@@ -13,6 +13,7 @@ use super::{Admission, Counts, Outcome};
 
 const ADMIT_SCRIPT: &str = include_str!("admit.lua");
 const RESTORE_SCRIPT: &str = include_str!("restore.lua");
+const FENCE_SCRIPT: &str = include_str!("fence.lua");
 /// Holders written per command while restoring.
 const RESTORE_CHUNK: usize = 1000;
 
@@ -113,6 +114,25 @@ impl RedisAdmission {
             .invoke_async(&mut self.conn.clone())
             .await?;
         parse_reply(&reply, &campaign.name)
+    }
+
+    /// Deletes the campaign's counter if Redis is behind the durable record: its counter
+    /// is below `highest` (the highest sequence on the topic), or it does not record that
+    /// `holder` holds their sequence. Returns whether it fenced.
+    pub async fn fence(
+        &self,
+        keys: &CampaignKeys,
+        highest: u64,
+        holder: Option<(&str, u64)>,
+    ) -> Result<bool, RedisAdmissionError> {
+        let script = redis::Script::new(FENCE_SCRIPT);
+        let mut invocation = script.key(&keys.admitted);
+        invocation.key(&keys.holders).arg(highest);
+        if let Some((user, sequence)) = holder {
+            invocation.arg(user).arg(sequence);
+        }
+        let fenced: i64 = invocation.invoke_async(&mut self.conn.clone()).await?;
+        Ok(fenced == 1)
     }
 
     /// The broker has the winner's event: it no longer needs re-publishing.

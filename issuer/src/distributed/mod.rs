@@ -4,9 +4,11 @@
 //! - this module: one admission and its hand-off to the broker;
 //! - [`provision`]: a campaign Redis does not hold is restored from PostgreSQL;
 //! - [`republish`]: admissions whose hand-off was not confirmed are published again;
-//! - [`audit`]: Redis's winners are compared with PostgreSQL's coupons (drift).
+//! - [`audit`]: Redis's winners are compared with PostgreSQL's coupons (drift);
+//! - [`fence`]: a Redis that lost admissions stops admitting until it is restored.
 
 pub mod audit;
+pub mod fence;
 pub mod provision;
 pub mod republish;
 
@@ -17,7 +19,7 @@ use firstcome_contract::WinnerEvent;
 use crate::admission::redis::{RedisAdmission, RedisAdmissionError};
 use crate::admission::{Admission, Outcome};
 use crate::campaign::Campaign;
-use crate::error::IssuerError;
+use crate::error::{HandOffError, IssuerError};
 use crate::kafka::producer::WinnerPublisher;
 use crate::metrics::Metrics;
 use crate::store::postgres::CouponStore;
@@ -39,6 +41,10 @@ impl Distributed {
         campaign: &Arc<Campaign>,
         user: &str,
     ) -> Result<Outcome, IssuerError> {
+        if !campaign.claims.caught_up() {
+            // Admitting before the topic was read could not tell a twice-given sequence.
+            return Err(IssuerError::ClaimsNotRead(campaign.name().to_string()));
+        }
         let outcome = self
             .redis
             .run_admission_script(&campaign.config, &campaign.keys, user)
@@ -57,25 +63,24 @@ impl Distributed {
         Ok(outcome)
     }
 
-    /// Publishes the winner's event and waits for the broker's ack (bounded by the
-    /// publisher). On success the admission is no longer pending; on failure or time-out
-    /// it stays pending in Redis and the re-publisher delivers it later.
+    /// Publishes the winner's event, waits for the broker's ack (bounded by the
+    /// publisher), then reads the topic back up to the event: the winner is answered
+    /// "admitted" only if the topic names them the holder of their sequence. Without an
+    /// ack the admission stays pending in Redis and the re-publisher delivers it later.
     async fn hand_off(
-        &self,
-        campaign: &Campaign,
+        self: &Arc<Self>,
+        campaign: &Arc<Campaign>,
         user: &str,
         admission: &Admission,
     ) -> Result<(), IssuerError> {
+        let unconfirmed = |source: HandOffError| IssuerError::Unconfirmed {
+            admission: admission.clone(),
+            source,
+        };
         let event = winner_event(campaign.name(), user, admission);
         let published = self.publisher.publish(&campaign.config.topic, &event).await;
         self.metrics.published(campaign.name(), published.is_ok());
-        if let Err(source) = published {
-            tracing::error!(error = %source, "winner event not confirmed; it stays pending");
-            return Err(IssuerError::Unconfirmed {
-                admission: admission.clone(),
-                source,
-            });
-        }
+        let delivery = published.map_err(|e| unconfirmed(e.into()))?;
         let confirmed = self
             .redis
             .confirm_published(&campaign.keys, admission.sequence)
@@ -84,7 +89,33 @@ impl Distributed {
             // Only costs a duplicate publish later, which persistence ignores.
             tracing::warn!(%error, "cannot clear the pending mark of a published winner");
         }
-        Ok(())
+        let at = (delivery.partition, delivery.offset);
+        let read_back =
+            campaign
+                .claims
+                .holder_once_read(at, admission.sequence, self.publisher.ack_wait());
+        match read_back.await.map_err(|e| unconfirmed(e.into()))? {
+            Some(holder) if holder == user => Ok(()),
+            holder => self.refuse_twice_given(campaign, admission, holder).await,
+        }
+    }
+
+    /// The topic names another holder of the sequence Redis just handed out: Redis lost
+    /// admissions. The winner is not told "admitted" (their event will be stored as a
+    /// sequence conflict), and the campaign is fenced.
+    async fn refuse_twice_given(
+        self: &Arc<Self>,
+        campaign: &Arc<Campaign>,
+        admission: &Admission,
+        holder: Option<String>,
+    ) -> Result<(), IssuerError> {
+        let sequence = admission.sequence;
+        tracing::error!(sequence, holder = ?holder, "sequence already held: Redis handed it out twice");
+        self.metrics.refused_twice_given(campaign.name());
+        let highest = campaign.claims.highest();
+        self.fence(campaign, highest, holder.as_deref().map(|h| (h, sequence)))
+            .await?;
+        Err(IssuerError::Fenced(sequence))
     }
 }
 

@@ -42,7 +42,9 @@ impl Distributed {
     /// everything on both lanes, then rebuilds the counter and the holders from
     /// PostgreSQL.
     pub async fn provision(&self, campaign: &Campaign) -> Result<(), IssuerError> {
-        if self.redis.is_provisioned(&campaign.keys).await? {
+        if self.redis.is_provisioned(&campaign.keys).await?
+            && !self.behind_postgres(campaign).await?
+        {
             return Ok(());
         }
         tracing::warn!("no admission state in Redis: restoring from PostgreSQL");
@@ -62,6 +64,20 @@ impl Distributed {
             );
         }
         Ok(())
+    }
+
+    /// Fences the campaign if Redis's counter is below the highest persisted sequence.
+    async fn behind_postgres(&self, campaign: &Campaign) -> Result<bool, IssuerError> {
+        let highest = self.coupons.highest_sequence(campaign.name()).await?;
+        let fenced = self.redis.fence(&campaign.keys, highest, None).await?;
+        if fenced {
+            tracing::error!(
+                highest,
+                "Redis is behind PostgreSQL: campaign fenced until restored"
+            );
+            self.metrics.fenced(campaign.name());
+        }
+        Ok(fenced)
     }
 
     /// Returns once both consumer lanes of the campaign have committed every message.

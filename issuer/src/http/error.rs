@@ -104,7 +104,10 @@ impl From<IssuerError> for ApiError {
                 Self::new(StatusCode::NOT_FOUND, "unknown_campaign", error.to_string())
                     .with("campaign", name.as_str())
             }
-            IssuerError::Unavailable(_) | IssuerError::Unprovisioned(_) => Self::new(
+            IssuerError::Unavailable(_)
+            | IssuerError::Unprovisioned(_)
+            | IssuerError::ClaimsNotRead(_)
+            | IssuerError::Fenced(_) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "backend_unavailable",
                 "the issuer cannot reach its backends right now; retry shortly",

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tracing::Level;
 
 pub use error::ApiError;
 
@@ -49,7 +50,7 @@ pub fn router(issuer: Option<Arc<Issuer>>, ops: OpsState) -> Router {
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        // A span per request (at debug level: free unless enabled), and a log line for
-        // every 5xx answered.
-        .layer(TraceLayer::new_for_http())
+        // A span per request, at debug level: free unless enabled. Failed applies are
+        // logged in their apply span, so a 503 storm is not logged twice.
+        .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::DEBUG)))
 }

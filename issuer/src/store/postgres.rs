@@ -271,6 +271,16 @@ impl CouponStore {
             .collect())
     }
 
+    /// The highest sequence persisted for the campaign (0 when none is).
+    pub async fn highest_sequence(&self, campaign: &str) -> Result<u64, PostgresStoreError> {
+        let highest: Option<i64> =
+            sqlx::query_scalar("SELECT max(sequence) FROM coupons WHERE campaign = $1")
+                .bind(campaign)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(highest.unwrap_or(0) as u64)
+    }
+
     pub async fn issued_count(&self, campaign: &str) -> Result<u64, PostgresStoreError> {
         let count: i64 = sqlx::query_scalar("SELECT count(*) FROM coupons WHERE campaign = $1")
             .bind(campaign)

@@ -15,8 +15,10 @@ use crate::backend::Backend;
 use crate::cli::{Backends, ServeArgs};
 use crate::distributed::Distributed;
 use crate::distributed::audit::audit_periodically;
+use crate::distributed::fence;
 use crate::distributed::republish::republish_periodically;
 use crate::issuer::Issuer;
+use crate::kafka::claims;
 use crate::kafka::consumer::{Lane, WinnerConsumer};
 use crate::kafka::producer::WinnerPublisher;
 use crate::kafka::topics::ensure_topics;
@@ -139,7 +141,28 @@ fn add_issuer(
     let campaigns = wiring.campaigns(configs, false);
     for campaign in &campaigns {
         distributed.restore_in_background(campaign);
+        let (brokers, config) = (distributed.kafka_brokers.clone(), campaign.config.clone());
+        let claims = campaign.claims.clone();
+        wiring.run_in_background(|stop| claims::tail(brokers, config, claims, stop));
     }
+    let unread = campaigns.clone();
+    wiring.readiness.add("claims", move || {
+        let unread: Vec<String> = (unread.iter())
+            .filter(|c| !c.claims.caught_up())
+            .map(|c| c.name().to_string())
+            .collect();
+        async move {
+            match unread.is_empty() {
+                true => Ok(()),
+                false => Err(format!(
+                    "campaign topic not read yet: {}",
+                    unread.join(", ")
+                )),
+            }
+        }
+    });
+    let (watcher, watched) = (distributed.clone(), campaigns.clone());
+    wiring.run_in_background(|stop| fence::watch(watcher, watched, stop));
     let (republisher, audited) = (distributed.clone(), campaigns.clone());
     let republished = campaigns.clone();
     wiring.run_in_background(|stop| republish_periodically(republisher, republished, stop));

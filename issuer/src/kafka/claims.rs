@@ -1,0 +1,310 @@
+//! Claims: which user holds each sequence of a campaign, as the campaign topic says.
+//!
+//! Winner events are keyed by sequence, so every event that claims one sequence lands on
+//! one partition, in order. The first of them there holds the sequence; a later one by
+//! another user comes from a Redis that had lost admissions and handed the sequence out
+//! again. Each API issuer tails the topic from its start ([`tail`]) and, after the
+//! broker acked a winner's event, waits until it has read past that event before it
+//! answers "admitted" ([`Claims::holder_once_read`]): nobody is told they won a sequence
+//! someone else already holds.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use firstcome_contract::{CampaignConfig, WinnerEvent};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// How often the tail looks for partitions added to the topic.
+const PARTITIONS_REFRESH: Duration = Duration::from_secs(10);
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the topic said so far: pure, so it is tested without a broker.
+#[derive(Debug, Default)]
+pub struct ClaimBook {
+    holders: HashMap<u64, String>,
+    /// Per partition, the next offset to read.
+    read_to: HashMap<i32, i64>,
+    /// Per assigned partition, its (low, high) watermarks when it was assigned: the book
+    /// is caught up once every partition was read up to its high watermark.
+    targets: HashMap<i32, (i64, i64)>,
+    highest: u64,
+}
+
+impl ClaimBook {
+    /// Records the message at (`partition`, `offset`): `event` is its winner event, or
+    /// `None` for a message that is not one of the campaign's winners.
+    pub fn record(&mut self, partition: i32, offset: i64, event: Option<&WinnerEvent>) {
+        self.read_to.insert(partition, offset + 1);
+        if let Some(event) = event {
+            self.holders
+                .entry(event.sequence)
+                .or_insert_with(|| event.user_id.clone());
+            self.highest = self.highest.max(event.sequence);
+        }
+    }
+
+    /// The holder of `sequence`, once the message at (`partition`, `offset`) was read.
+    pub fn holder_once_read(
+        &self,
+        partition: i32,
+        offset: i64,
+        sequence: u64,
+    ) -> Option<Option<&str>> {
+        let read = self
+            .read_to
+            .get(&partition)
+            .is_some_and(|next| *next > offset);
+        read.then(|| self.holders.get(&sequence).map(String::as_str))
+    }
+
+    /// The highest sequence any winner event on the topic claims.
+    pub fn highest(&self) -> u64 {
+        self.highest
+    }
+
+    /// A partition was assigned, holding the messages from `low` to before `high`.
+    pub fn assigned(&mut self, partition: i32, (low, high): (i64, i64)) {
+        self.targets.insert(partition, (low, high));
+    }
+
+    /// Whether every assigned partition was read up to where it stood when assigned (and
+    /// at least one was assigned): only then does the book know every earlier claim.
+    pub fn caught_up(&self) -> bool {
+        !self.targets.is_empty()
+            && self.targets.iter().all(|(partition, (low, high))| {
+                high <= low || self.read_to.get(partition).is_some_and(|next| next >= high)
+            })
+    }
+}
+
+/// The claim book of one campaign, shared by its tail and its hand-offs.
+#[derive(Debug, Default)]
+pub struct Claims {
+    book: Mutex<ClaimBook>,
+    advanced: Notify,
+}
+
+/// The holder could not be read in time: the tail is behind or cannot reach the broker.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the campaign topic was not read up to partition {partition} offset {offset} within {waited:?}"
+)]
+pub struct ClaimsBehind {
+    pub partition: i32,
+    pub offset: i64,
+    pub waited: Duration,
+}
+
+impl Claims {
+    fn book(&self) -> std::sync::MutexGuard<'_, ClaimBook> {
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn highest(&self) -> u64 {
+        self.book().highest()
+    }
+
+    /// Whether the tail has read the topic as it stood when the tail started.
+    pub fn caught_up(&self) -> bool {
+        self.book().caught_up()
+    }
+
+    /// Waits (at most `wait`) until the tail read past (`partition`, `offset`), then
+    /// returns who holds `sequence` (`None`: no event claims it, which cannot be once the
+    /// caller's own event was read).
+    pub async fn holder_once_read(
+        &self,
+        (partition, offset): (i32, i64),
+        sequence: u64,
+        wait: Duration,
+    ) -> Result<Option<String>, ClaimsBehind> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let advanced = self.advanced.notified();
+            if let Some(holder) = self.book().holder_once_read(partition, offset, sequence) {
+                return Ok(holder.map(str::to_string));
+            }
+            if tokio::time::timeout_at(deadline, advanced).await.is_err() {
+                let waited = wait;
+                return Err(ClaimsBehind {
+                    partition,
+                    offset,
+                    waited,
+                });
+            }
+        }
+    }
+
+    fn record(&self, partition: i32, offset: i64, event: Option<&WinnerEvent>) {
+        self.book().record(partition, offset, event);
+        self.advanced.notify_waiters();
+    }
+}
+
+/// Reads `campaign`'s topic from its start into `claims` until `stop`.
+pub async fn tail(
+    brokers: String,
+    campaign: CampaignConfig,
+    claims: Arc<Claims>,
+    stop: CancellationToken,
+) {
+    let consumer = match tail_consumer(&brokers) {
+        Ok(consumer) => Arc::new(consumer),
+        Err(error) => {
+            return tracing::error!(%error, campaign = %campaign.name, "cannot create the claims tail");
+        }
+    };
+    let mut assigned = 0;
+    let mut refresh = tokio::time::interval(PARTITIONS_REFRESH);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = refresh.tick() => match assign_new_partitions(&consumer, &campaign.topic, assigned, &claims).await {
+                Ok(count) => assigned = count,
+                Err(error) => tracing::warn!(%error, topic = %campaign.topic, "cannot assign the claims tail"),
+            },
+            message = consumer.recv(), if assigned > 0 => match message {
+                Ok(message) => {
+                    let event = (message.payload())
+                        .and_then(|p| WinnerEvent::from_payload(p).ok())
+                        .filter(|e| e.check_belongs_to(&campaign.name).is_ok());
+                    claims.record(message.partition(), message.offset(), event.as_ref());
+                }
+                Err(error) => tracing::warn!(%error, topic = %campaign.topic, "claims tail: consume failed"),
+            },
+        }
+    }
+}
+
+fn tail_consumer(brokers: &str) -> Result<StreamConsumer, KafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        // Assigned, never subscribed: the group id is required but no group is joined
+        // and nothing is committed.
+        .set("group.id", "firstcome-claims")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("fetch.wait.max.ms", "5")
+        .create()
+}
+
+/// Assigns the topic's partitions from `assigned` on, from their start, telling `claims`
+/// where each stands; returns how many partitions are assigned now.
+async fn assign_new_partitions(
+    consumer: &Arc<StreamConsumer>,
+    topic: &str,
+    assigned: usize,
+    claims: &Claims,
+) -> Result<usize, KafkaError> {
+    let (reader, name) = (Arc::clone(consumer), topic.to_string());
+    let watermarks = tokio::task::spawn_blocking(move || {
+        let metadata = reader.fetch_metadata(Some(&name), METADATA_TIMEOUT)?;
+        let count = metadata
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len());
+        (assigned..count)
+            .map(|p| reader.fetch_watermarks(&name, p as i32, METADATA_TIMEOUT))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .unwrap_or(Err(KafkaError::Canceled))?;
+    let mut partitions = TopicPartitionList::new();
+    for partition in assigned..assigned + watermarks.len() {
+        partitions.add_partition_offset(topic, partition as i32, Offset::Beginning)?;
+    }
+    if watermarks.is_empty() {
+        return Ok(assigned);
+    }
+    consumer.incremental_assign(&partitions)?;
+    let mut book = claims.book();
+    for (i, marks) in watermarks.into_iter().enumerate() {
+        book.assigned((assigned + i) as i32, marks);
+    }
+    Ok(book.targets.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(user: &str, sequence: u64) -> WinnerEvent {
+        WinnerEvent {
+            campaign: "c".into(),
+            user_id: user.into(),
+            ordinal: 1,
+            sequence,
+            admitted_at: "2026-11-29T00:00:00Z".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_first_claim_on_the_partition_holds_the_sequence() {
+        let mut book = ClaimBook::default();
+        book.record(0, 10, Some(&event("first", 7)));
+        book.record(0, 11, Some(&event("first", 7)));
+        book.record(0, 12, Some(&event("second", 7)));
+        assert_eq!(book.holder_once_read(0, 12, 7), Some(Some("first")));
+        assert_eq!(book.highest(), 7);
+    }
+
+    #[test]
+    fn nothing_is_answered_before_the_offset_was_read() {
+        let mut book = ClaimBook::default();
+        assert_eq!(book.holder_once_read(1, 0, 3), None);
+        book.record(1, 4, None);
+        assert_eq!(
+            book.holder_once_read(1, 5, 3),
+            None,
+            "offset 5 not read yet"
+        );
+        assert_eq!(
+            book.holder_once_read(1, 4, 3),
+            Some(None),
+            "read, but nobody claims 3"
+        );
+        assert_eq!(book.holder_once_read(0, 0, 3), None, "another partition");
+        assert_eq!(
+            book.highest(),
+            0,
+            "a message that is no winner claims nothing"
+        );
+    }
+
+    #[test]
+    fn caught_up_once_every_partition_is_read_to_where_it_stood() {
+        let mut book = ClaimBook::default();
+        assert!(!book.caught_up(), "nothing assigned yet");
+        book.assigned(0, (0, 2));
+        book.assigned(1, (5, 5));
+        assert!(!book.caught_up());
+        book.record(0, 0, Some(&event("a", 1)));
+        assert!(!book.caught_up());
+        book.record(0, 1, Some(&event("b", 2)));
+        assert!(book.caught_up(), "partition 1 was empty");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_hand_off_wakes_when_the_tail_reads_its_event() {
+        let claims = Arc::new(Claims::default());
+        let reader = Arc::clone(&claims);
+        let waiting = tokio::spawn(async move {
+            reader
+                .holder_once_read((2, 5), 9, Duration::from_secs(5))
+                .await
+        });
+        tokio::task::yield_now().await;
+        claims.record(2, 5, Some(&event("me", 9)));
+        assert_eq!(waiting.await.unwrap().unwrap().as_deref(), Some("me"));
+        let late = claims
+            .holder_once_read((2, 6), 9, Duration::from_millis(10))
+            .await;
+        assert!(late.is_err(), "offset 6 is never read");
+    }
+}
