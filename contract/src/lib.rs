@@ -8,6 +8,6 @@ mod campaign;
 mod redis_keys;
 mod winner_event;
 
-pub use campaign::{CampaignConfig, CampaignsFile, ConfigError, Window};
+pub use campaign::{CampaignConfig, CampaignsFile, ConfigError, DEFAULT_PER_USER_LIMIT, Window};
 pub use redis_keys::CampaignKeys;
 pub use winner_event::{WinnerEvent, WinnerEventError};
