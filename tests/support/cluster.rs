@@ -212,21 +212,8 @@ pub async fn apply_campaign(
     name: &str,
     spec_yaml: &str,
 ) -> Result<(), kube::Error> {
-    let spec: serde_json::Value = serde_yaml_ng::from_str(spec_yaml).unwrap();
-    let campaign = json!({
-        "apiVersion": "firstcome.dev/v1alpha1",
-        "kind": "CouponCampaign",
-        "metadata": { "name": name },
-        "spec": spec,
-    });
-    Api::<CouponCampaign>::namespaced(client.clone(), namespace)
-        .patch(
-            name,
-            &PatchParams::apply("firstcome-e2e").force(),
-            &Patch::Apply(campaign),
-        )
-        .await
-        .map(|_| ())
+    let spec = serde_yaml_ng::from_str(spec_yaml).unwrap();
+    apply_raw_campaign(client, namespace, name, spec).await
 }
 
 /// Stores a campaign as raw JSON, without the typed client: the API server's schema is the
