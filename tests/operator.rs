@@ -8,6 +8,7 @@ use firstcome_contract::CampaignKeys;
 use firstcome_e2e::cluster::*;
 use firstcome_e2e::process::Process;
 use firstcome_e2e::{Services, wait_for};
+use firstcome_operator::reason::Reason;
 use firstcome_operator::resource::{CouponCampaign, Phase};
 use firstcome_operator::status::{self, READY, REDIS_READY, TOPIC_READY};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -127,7 +128,7 @@ async fn a_campaign_is_provisioned_and_opens() {
 
     assert_eq!(
         condition(&status, READY),
-        ("False".into(), "NoReadyIssuer".into())
+        ("False".into(), Reason::NoReadyIssuer.to_string())
     );
     report_ready_issuers(&client, &ns, "launch", 2).await;
     let status = wait_status(&client, &ns, "launch", "Ready", |s| {
@@ -197,7 +198,7 @@ async fn a_spike_sells_out_the_limit_can_grow_not_shrink_and_delete_keeps_coupon
     assert!(
         event_reasons(&client, &ns, "sale")
             .await
-            .contains(&"SoldOut".to_string())
+            .contains(&Reason::SoldOut.to_string())
     );
 
     // Raising the limit reaches the running issuer through Redis: more can win.
@@ -230,7 +231,7 @@ async fn a_spike_sells_out_the_limit_can_grow_not_shrink_and_delete_keeps_coupon
     .await;
     assert_eq!(
         condition(&status, status::LIMIT_ACCEPTED).1,
-        "LimitBelowAdmitted"
+        Reason::LimitBelowAdmitted
     );
     assert_eq!(
         redis_get(&services, &CampaignKeys::new(&id).limit).await,
@@ -239,7 +240,7 @@ async fn a_spike_sells_out_the_limit_can_grow_not_shrink_and_delete_keeps_coupon
     assert!(
         event_reasons(&client, &ns, "sale")
             .await
-            .contains(&"LimitBelowAdmitted".to_string())
+            .contains(&Reason::LimitBelowAdmitted.to_string())
     );
 
     // Delete: the finalizer removes the Redis keys; the coupons stay.
@@ -309,7 +310,7 @@ async fn a_scheduled_campaign_refuses_applies_until_it_opens() {
     assert!(
         event_reasons(&client, &ns, "later")
             .await
-            .contains(&"Opened".to_string())
+            .contains(&Reason::Opened.to_string())
     );
 }
 
@@ -358,11 +359,11 @@ async fn invalid_campaigns_are_rejected_and_an_unreachable_redis_recovers() {
     })
     .await;
     assert_eq!(status.phase, Phase::Provisioning);
-    assert_eq!(condition(&status, REDIS_READY).1, "RedisUnavailable");
+    assert_eq!(condition(&status, REDIS_READY).1, Reason::RedisUnavailable);
     assert!(
         event_reasons(&client, &ns, "fragile")
             .await
-            .contains(&"RedisUnavailable".to_string())
+            .contains(&Reason::RedisUnavailable.to_string())
     );
 
     put_backends_secret(&client, &ns, &services, &services.redis_url).await;
@@ -401,14 +402,7 @@ async fn only_the_lease_holder_reconciles_and_killing_it_hands_over() {
     install_crd(&client).await;
     let ns = namespace(&client, "leader", &services, &services.redis_url).await;
     let mut first = start_operator(&ns, "first", &["--lease-seconds", "3"]).await;
-    wait_for("the first operator to lead", TIMEOUT, || async {
-        first
-            .metrics()
-            .await
-            .contains("firstcome_operator_leader 1")
-            .then_some(())
-    })
-    .await;
+    wait_leader(&first, "the first operator to lead").await;
     let second = start_operator(&ns, "second", &["--lease-seconds", "3"]).await;
 
     apply_campaign(&client, &ns, "one", "limit: 5\n")
@@ -429,14 +423,7 @@ async fn only_the_lease_holder_reconciles_and_killing_it_hands_over() {
     );
 
     first.kill();
-    wait_for("the second operator to take over", TIMEOUT, || async {
-        second
-            .metrics()
-            .await
-            .contains("firstcome_operator_leader 1")
-            .then_some(())
-    })
-    .await;
+    wait_leader(&second, "the second operator to take over").await;
     apply_campaign(&client, &ns, "two", "limit: 5\n")
         .await
         .unwrap();
@@ -452,4 +439,148 @@ async fn only_the_lease_holder_reconciles_and_killing_it_hands_over() {
         lease.spec.unwrap().holder_identity.as_deref(),
         Some("second")
     );
+}
+
+/// SIGTERM on the leader releases the lease: the standby takes over in about its retry
+/// period, not after the 15 s the lease would take to expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_on_the_leader_hands_the_lease_over_at_once() {
+    let services = Services::from_env();
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = namespace(&client, "handover", &services, &services.redis_url).await;
+    let lease = ["--lease-seconds", "15"];
+    let mut first = start_operator(&ns, "first", &lease).await;
+    wait_leader(&first, "the first operator to lead").await;
+    let second = start_operator(&ns, "second", &lease).await;
+    apply_campaign(&client, &ns, "one", "limit: 5\n")
+        .await
+        .unwrap();
+    wait_status(&client, &ns, "one", "phase Open", |s| {
+        s.phase == Phase::Open
+    })
+    .await;
+
+    let stopping = std::time::Instant::now();
+    first.terminate();
+    wait_leader(&second, "the second operator to take over").await;
+    let handover = stopping.elapsed();
+    assert!(
+        handover < Duration::from_secs(5),
+        "the hand-over took {handover:?} against a 15 s lease"
+    );
+    assert!(
+        first.wait_exit(Duration::from_secs(10)).await,
+        "the old leader exits 0 after releasing the lease"
+    );
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), &ns)
+        .get("firstcome-operator")
+        .await
+        .unwrap();
+    assert_eq!(
+        lease.spec.unwrap().holder_identity.as_deref(),
+        Some("second")
+    );
+    apply_campaign(&client, &ns, "two", "limit: 5\n")
+        .await
+        .unwrap();
+    wait_status(&client, &ns, "two", "phase Open by the new leader", |s| {
+        s.phase == Phase::Open
+    })
+    .await;
+}
+
+/// A stored campaign the operator cannot read (the CRD says `format: uint32` for
+/// perUserLimit, which the API server does not enforce) is reported and skipped; the
+/// valid campaign beside it is reconciled as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_campaign_does_not_stall_the_others() {
+    let services = Services::from_env();
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = namespace(&client, "malformed", &services, &services.redis_url).await;
+    let too_many = u64::from(u32::MAX) + 1;
+    apply_raw_campaign(
+        &client,
+        &ns,
+        "malformed",
+        serde_json::json!({ "limit": 10, "perUserLimit": too_many }),
+    )
+    .await
+    .expect("the API server stores what its schema allows");
+    let campaigns = Api::<CouponCampaign>::namespaced(client.clone(), &ns);
+    let read = campaigns.get("malformed").await;
+    assert!(
+        matches!(read, Err(kube::Error::SerdeError(_))),
+        "the typed client cannot read it: {read:?}"
+    );
+
+    let operator = start_operator(&ns, "only", &[]).await;
+    apply_campaign(&client, &ns, "valid", "limit: 5\n")
+        .await
+        .unwrap();
+    wait_status(&client, &ns, "valid", "phase Open", |s| {
+        s.phase == Phase::Open
+    })
+    .await;
+    wait_for(
+        "an InvalidObject event on the malformed campaign",
+        TIMEOUT,
+        || async {
+            event_reasons(&client, &ns, "malformed")
+                .await
+                .contains(&Reason::InvalidObject.to_string())
+                .then_some(())
+        },
+    )
+    .await;
+    let metrics = operator.metrics().await;
+    assert!(
+        metrics.contains("firstcome_operator_reconcile_failures_total{error=\"invalid_object\"}"),
+        "{metrics}"
+    );
+}
+
+/// Each backend failure shows on the condition of the step it blocked, with the reason
+/// of its kind: an invalid Redis URL is a settings problem, not an unavailable Redis, and
+/// leaves the topic alone; a missing Secret blocks both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_failures_show_their_own_reason() {
+    let services = Services::from_env();
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = namespace(&client, "reasons", &services, "not-a-redis-url").await;
+    let _operator = start_operator(&ns, "only", &[]).await;
+    apply_campaign(&client, &ns, "bad-url", "limit: 5\n")
+        .await
+        .unwrap();
+    apply_campaign(
+        &client,
+        &ns,
+        "no-secret",
+        "limit: 5\nbackends: {secretName: absent}\n",
+    )
+    .await
+    .unwrap();
+    let status = wait_status(&client, &ns, "bad-url", "RedisReady=False", |s| {
+        status::condition(s, REDIS_READY).is_some_and(|c| c.status == "False")
+    })
+    .await;
+    assert_eq!(
+        condition(&status, REDIS_READY).1,
+        Reason::InvalidBackendSettings
+    );
+    assert_eq!(condition(&status, TOPIC_READY).0, "True");
+    let status = wait_status(&client, &ns, "no-secret", "RedisReady=False", |s| {
+        status::condition(s, REDIS_READY).is_some_and(|c| c.status == "False")
+    })
+    .await;
+    for kind in [REDIS_READY, TOPIC_READY, READY] {
+        assert_eq!(
+            condition(&status, kind).1,
+            Reason::BackendsSecretMissing,
+            "{kind}"
+        );
+    }
+    assert_eq!(status.phase, Phase::Provisioning);
 }

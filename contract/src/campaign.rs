@@ -12,6 +12,9 @@ const MAX_NAME_LEN: usize = 253;
 /// Kafka refuses topic names longer than this.
 const MAX_TOPIC_LEN: usize = 249;
 
+/// Coupons one user may win in a campaign that does not say.
+pub const DEFAULT_PER_USER_LIMIT: u32 = 1;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CampaignConfig {
@@ -83,7 +86,7 @@ pub enum ConfigError {
 }
 
 fn default_per_user_limit() -> u32 {
-    1
+    DEFAULT_PER_USER_LIMIT
 }
 
 impl CampaignConfig {

@@ -9,6 +9,8 @@ mod campaign;
 mod redis_keys;
 mod winner_event;
 
-pub use campaign::{CampaignConfig, CampaignsFile, ConfigError, ConsumerLane, Window};
+pub use campaign::{
+    CampaignConfig, CampaignsFile, ConfigError, ConsumerLane, DEFAULT_PER_USER_LIMIT, Window,
+};
 pub use redis_keys::{CampaignKeys, decode_held, encode_held};
 pub use winner_event::{ForeignEvent, WinnerEvent, WinnerEventError};

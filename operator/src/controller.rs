@@ -1,7 +1,9 @@
-//! The reconcile of a `CouponCampaign`: provision Redis keys and the Kafka topic, apply
-//! the issuer ConfigMap, Deployment and Service, compute and patch the status, publish
-//! events on transitions. Deletion runs through a finalizer that removes the Redis keys
-//! (and, by policy, the topic); coupons in PostgreSQL are kept.
+//! The reconcile of a `CouponCampaign`, as a pipeline: derive its configuration, ask the
+//! backends ([`crate::observe`]), apply the issuers' objects ([`crate::owned`]), compute
+//! and patch the status ([`crate::status`]), publish the Events of the change
+//! ([`crate::transitions`]). Deletion runs through a finalizer that removes the Redis keys
+//! (and, by policy, the topic); coupons in PostgreSQL are kept. A stored object that is
+//! not a valid `CouponCampaign` is reported and skipped, never stalling the others.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,34 +12,68 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::core::error_boundary::InvalidObject;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::finalizer::{self, Event as Finalizer, finalizer};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::backends::{self, Connections, Settings};
-use crate::campaign::{campaign_config, issuer_name};
+use crate::backends::{self, BackendError, Connections};
+use crate::campaign::campaign_config;
 use crate::defaults::IssuerDefaults;
-use crate::desired;
+use crate::describe;
 use crate::metrics::{Metrics, Outcome};
+use crate::reason::Reason;
 use crate::resource::{CouponCampaign, CouponCampaignStatus, Phase, TopicDeletion};
 use crate::status::{self, Observation};
+use crate::transitions::{self, Notice};
+use crate::{observe, owned};
 
 pub const FINALIZER: &str = "firstcome.dev/cleanup";
-const MANAGER: &str = "firstcome-operator";
+/// The field manager of everything the operator applies.
+pub const MANAGER: &str = "firstcome-operator";
+
+/// A CouponCampaign as watched: one that does not deserialize is reported, not fatal.
+type Guarded = DeserializeGuard<CouponCampaign>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("kubernetes: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("cleanup of {campaign} failed: {reason}")]
-    Cleanup { campaign: String, reason: String },
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("the stored object is not a valid CouponCampaign")]
+    InvalidObject(#[source] Box<InvalidObject>),
+    #[error("cannot apply the issuers' {kind}")]
+    Apply {
+        kind: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot patch the campaign's status")]
+    PatchStatus(#[source] kube::Error),
+    #[error("cannot clean up the campaign's backends")]
+    Cleanup(#[source] BackendError),
+    #[error("finalizer")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// The `error` label of the failure metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::InvalidObject(_) => "invalid_object",
+            Self::Apply { .. } => "apply",
+            Self::PatchStatus(_) => "status",
+            Self::Cleanup(_) => "cleanup",
+            Self::Finalizer(e) => match e.as_ref() {
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
+                    e.metric_label()
+                }
+                _ => "finalizer",
+            },
+        }
+    }
 }
 
 /// What every reconcile shares.
@@ -71,14 +107,28 @@ impl Context {
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
         self.failures.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Publishes an Event about `object`; a failure is logged, never fatal.
+    async fn publish(&self, object: &impl Resource<DynamicType = ()>, action: &str, n: Notice) {
+        let event = Event {
+            type_: n.type_,
+            reason: n.reason,
+            note: Some(n.note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::warn!(error = %describe(&error), "cannot publish an event");
+        }
+    }
 }
 
-/// Runs the controller until the stream ends (the process is stopped).
+/// Runs the controller until SIGTERM or SIGINT (after the reconciles in flight finish).
 pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
     let client = ctx.client.clone();
     let (campaigns, deployments) = match namespace {
         Some(ns) => (
-            Api::<CouponCampaign>::namespaced(client.clone(), ns),
+            Api::<Guarded>::namespaced(client.clone(), ns),
             Api::<Deployment>::namespaced(client, ns),
         ),
         None => (Api::all(client.clone()), Api::all(client)),
@@ -91,151 +141,127 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(error) = result {
-                tracing::debug!(%error, "reconcile failed");
+                tracing::debug!(error = %describe(&error), "reconcile failed");
             }
         })
         .await;
 }
 
-async fn reconcile(campaign: Arc<CouponCampaign>, ctx: Arc<Context>) -> Result<Action, Error> {
+#[tracing::instrument(skip_all, fields(
+    campaign = %guarded.name_any(),
+    namespace = %guarded.namespace().unwrap_or_default(),
+))]
+async fn reconcile(guarded: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let namespace = campaign.namespace().unwrap_or_default();
-    let api: Api<CouponCampaign> = Api::namespaced(ctx.client.clone(), &namespace);
-    let result = finalizer(&api, FINALIZER, campaign, |event| async {
-        match event {
-            Finalizer::Apply(campaign) => apply(&campaign, &ctx).await,
-            Finalizer::Cleanup(campaign) => cleanup(&campaign, &ctx).await,
+    let result = match &guarded.0 {
+        Ok(campaign) => run_finalizer(Arc::new(campaign.clone()), &ctx).await,
+        Err(invalid) => {
+            report_invalid(&guarded, invalid, &ctx).await;
+            Err(Error::InvalidObject(Box::new(invalid.clone())))
         }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    };
     ctx.metrics
         .reconcile_seconds
         .observe(started.elapsed().as_secs_f64());
     result
 }
 
-fn error_policy(campaign: Arc<CouponCampaign>, error: &Error, ctx: Arc<Context>) -> Action {
+async fn run_finalizer(campaign: Arc<CouponCampaign>, ctx: &Context) -> Result<Action, Error> {
+    let namespace = campaign.namespace().unwrap_or_default();
+    let api: Api<CouponCampaign> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, campaign, |event| async {
+        match event {
+            Finalizer::Apply(campaign) => apply(&campaign, ctx).await,
+            Finalizer::Cleanup(campaign) => cleanup(&campaign, ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// A Warning Event on the object that cannot be read, so its author sees why nothing
+/// happens.
+async fn report_invalid(guarded: &Guarded, invalid: &InvalidObject, ctx: &Context) {
+    tracing::warn!(error = %invalid, "skipping an invalid CouponCampaign until it changes");
+    let notice = Notice {
+        type_: EventType::Warning,
+        reason: Reason::InvalidObject.to_string(),
+        note: format!("not a valid CouponCampaign, skipped until it changes: {invalid}"),
+    };
+    ctx.publish(guarded, "Reconcile", notice).await;
+}
+
+fn error_policy(guarded: Arc<Guarded>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconciled(Outcome::error);
-    let key = format!(
-        "{}/{}",
-        campaign.namespace().unwrap_or_default(),
-        campaign.name_any()
-    );
+    ctx.metrics.failed(error.metric_label());
+    let (campaign, namespace) = (guarded.name_any(), guarded.namespace().unwrap_or_default());
+    if let Error::InvalidObject(_) = error {
+        // Retrying cannot help: the next change of the object brings it back.
+        return Action::await_change();
+    }
     let attempt = {
         let mut failures = ctx.failures();
-        let n = failures.entry(key).or_insert(0);
+        let n = failures
+            .entry(format!("{namespace}/{campaign}"))
+            .or_insert(0);
         *n = n.saturating_add(1);
         *n
     };
     let backoff = Duration::from_secs(1 << attempt.min(8)).min(Duration::from_secs(300));
-    tracing::warn!(%error, campaign = %campaign.name_any(), attempt, ?backoff, "reconcile failed");
+    tracing::warn!(error = %describe(error), %campaign, %namespace, attempt, ?backoff, "reconcile failed");
     Action::requeue(backoff)
 }
 
 async fn apply(campaign: &CouponCampaign, ctx: &Context) -> Result<Action, Error> {
-    let namespace = campaign.namespace().unwrap_or_default();
-    let config = campaign_config(campaign).map_err(|e| e.to_string());
-    let settings = backends::settings(
-        &ctx.client,
-        &namespace,
-        ctx.defaults.backends_secret(campaign),
-    )
-    .await;
-
-    let (redis, topic, persistence) = match (&config, &settings) {
-        (Ok(config), Ok(settings)) => observe_backends(ctx, config, settings, campaign).await,
-        (Err(e), _) | (_, Err(e)) => (Err(e.clone()), Err(e.clone()), Err(e.clone())),
+    let config = campaign_config(campaign);
+    let backends = observe::backends(ctx, campaign, &config).await;
+    let ready_issuers = match &config {
+        Ok(config) => owned::apply(&ctx.client, campaign, config, &ctx.defaults).await?,
+        Err(_) => 0,
     };
-
-    let mut ready_issuers = 0;
-    if let Ok(config) = &config {
-        let params = PatchParams::apply(MANAGER).force();
-        let name = issuer_name(campaign);
-        Api::<ConfigMap>::namespaced(ctx.client.clone(), &namespace)
-            .patch(
-                &name,
-                &params,
-                &Patch::Apply(desired::config_map(campaign, config)),
-            )
-            .await?;
-        let deployment = Api::<Deployment>::namespaced(ctx.client.clone(), &namespace)
-            .patch(
-                &name,
-                &params,
-                &Patch::Apply(desired::deployment(campaign, config, &ctx.defaults)),
-            )
-            .await?;
-        Api::<Service>::namespaced(ctx.client.clone(), &namespace)
-            .patch(&name, &params, &Patch::Apply(desired::service(campaign)))
-            .await?;
-        ready_issuers = deployment
-            .status
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0);
-    }
-
     let observation = Observation {
         now: Utc::now(),
         generation: campaign.meta().generation,
         config,
-        redis,
-        topic,
-        persistence,
+        backends,
         desired_issuers: ctx.defaults.replicas(campaign),
         ready_issuers,
     };
-    let new_status = status::compute(campaign.status.as_ref(), &observation);
-    publish_transitions(campaign, campaign.status.as_ref(), &new_status, ctx).await;
-    if campaign.status.as_ref() != Some(&new_status) {
-        let patch = json!({
-            "apiVersion": "firstcome.dev/v1alpha1",
-            "kind": "CouponCampaign",
-            "status": new_status,
-        });
-        Api::<CouponCampaign>::namespaced(ctx.client.clone(), &namespace)
-            .patch_status(
-                &campaign.name_any(),
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(patch),
-            )
-            .await?;
+    let old_status = campaign.status.as_ref();
+    let new_status = status::compute(old_status, &observation);
+    for notice in transitions::notices(old_status, &new_status) {
+        ctx.publish(campaign, "Reconcile", notice).await;
     }
+    if old_status != Some(&new_status) {
+        patch_status(campaign, &new_status, ctx).await?;
+    }
+    let namespace = campaign.namespace().unwrap_or_default();
     ctx.failures()
         .remove(&format!("{namespace}/{}", campaign.name_any()));
     ctx.metrics.reconciled(Outcome::ok);
     Ok(requeue_after(&new_status, campaign, &observation))
 }
 
-async fn observe_backends(
-    ctx: &Context,
-    config: &firstcome_contract::CampaignConfig,
-    settings: &Settings,
+async fn patch_status(
     campaign: &CouponCampaign,
-) -> (
-    Result<status::RedisCounts, String>,
-    Result<(), String>,
-    Result<status::Persistence, String>,
-) {
-    let topic_spec = &campaign.spec.topic;
-    // Provisioned before if Redis was ever ready for it: then a missing counter is data
-    // loss, not a new campaign.
-    let first_time = campaign.status.as_ref().is_none_or(|s| {
-        s.admitted == 0
-            && status::condition(s, status::REDIS_READY).is_none_or(|c| c.status != "True")
+    status: &CouponCampaignStatus,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let patch = json!({
+        "apiVersion": "firstcome.dev/v1alpha1",
+        "kind": "CouponCampaign",
+        "status": status,
     });
-    tokio::join!(
-        ctx.connections
-            .provision_redis(&settings.redis_url, config, first_time),
-        backends::ensure_topic(
-            &settings.kafka_brokers,
-            &config.topic,
-            topic_spec.partitions,
-            topic_spec.replication_factor
-        ),
-        ctx.connections
-            .persistence(&settings.database_url, &config.name),
-    )
+    let namespace = campaign.namespace().unwrap_or_default();
+    Api::<CouponCampaign>::namespaced(ctx.client.clone(), &namespace)
+        .patch_status(
+            &campaign.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await
+        .map(|_| ())
+        .map_err(Error::PatchStatus)
 }
 
 /// Counts move while a campaign is open: look again soon. A scheduled campaign is looked
@@ -263,113 +289,33 @@ fn requeue_after(
     }
 }
 
-/// Events for a phase change, and for each condition that turned False with a new reason.
-async fn publish_transitions(
-    campaign: &CouponCampaign,
-    old: Option<&CouponCampaignStatus>,
-    new: &CouponCampaignStatus,
-    ctx: &Context,
-) {
-    let mut events = Vec::new();
-    let old_phase = old.map(|s| s.phase);
-    if old_phase != Some(new.phase) {
-        let (reason, note) = match new.phase {
-            Phase::Open => ("Opened", "the campaign is open for applies".to_string()),
-            Phase::SoldOut => ("SoldOut", format!("all {} coupons admitted", new.admitted)),
-            Phase::Closed => ("Closed", "the campaign is closed".to_string()),
-            Phase::Scheduled => ("Scheduled", "provisioned; waiting for opensAt".to_string()),
-            Phase::Provisioning => ("Provisioning", "waiting for Redis and Kafka".to_string()),
-            Phase::Failed => (
-                "Failed",
-                "the campaign cannot run; see its conditions".to_string(),
-            ),
-            Phase::Pending => ("Pending", String::new()),
-        };
-        let warning = new.phase == Phase::Failed;
-        events.push((warning, reason.to_string(), note));
-        if matches!(
-            old_phase,
-            None | Some(Phase::Pending) | Some(Phase::Provisioning)
-        ) && !matches!(
-            new.phase,
-            Phase::Provisioning | Phase::Failed | Phase::Pending
-        ) {
-            events.push((
-                false,
-                "Provisioned".into(),
-                "Redis keys, topic and issuers are in place".into(),
-            ));
-        }
-    }
-    for condition in new.conditions.iter().filter(|c| c.status == "False") {
-        let before = old.and_then(|s| status::condition(s, &condition.type_));
-        let is_problem = !matches!(condition.reason.as_str(), "CouponsRemaining" | "Paused");
-        if is_problem && before.is_none_or(|b| b.status != "False" || b.reason != condition.reason)
-        {
-            events.push((true, condition.reason.clone(), condition.message.clone()));
-        }
-    }
-    let reference = campaign.object_ref(&());
-    for (warning, reason, note) in events {
-        let event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason,
-            note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(%error, "cannot publish an event");
-        }
-    }
-}
-
+/// Removes the campaign's Redis keys and, by its deletion policy, its topics.
 async fn cleanup(campaign: &CouponCampaign, ctx: &Context) -> Result<Action, Error> {
-    let namespace = campaign.namespace().unwrap_or_default();
-    let failed = |reason: String| Error::Cleanup {
-        campaign: campaign.name_any(),
-        reason,
-    };
-    let config = match campaign_config(campaign) {
-        Ok(config) => config,
+    let Ok(config) = campaign_config(campaign) else {
         // An invalid campaign never provisioned anything.
-        Err(_) => return Ok(Action::await_change()),
+        return Ok(Action::await_change());
     };
-    let settings = backends::settings(
-        &ctx.client,
-        &namespace,
-        ctx.defaults.backends_secret(campaign),
-    )
-    .await
-    .map_err(failed)?;
+    let namespace = campaign.namespace().unwrap_or_default();
+    let secret = ctx.defaults.backends_secret(campaign);
+    let settings = backends::settings(&ctx.client, &namespace, secret)
+        .await
+        .map_err(Error::Cleanup)?;
     ctx.connections
         .delete_redis_keys(&settings.redis_url, &config.name)
         .await
-        .map_err(failed)?;
+        .map_err(Error::Cleanup)?;
     if campaign.spec.deletion_policy.topic == TopicDeletion::Delete {
         for topic in [config.topic.clone(), config.dead_letter_topic()] {
             backends::delete_topic(&settings.kafka_brokers, &topic)
                 .await
-                .map_err(failed)?;
+                .map_err(Error::Cleanup)?;
         }
     }
-    let event = Event {
+    let notice = Notice {
         type_: EventType::Normal,
-        reason: "CleanedUp".into(),
-        note: Some("Redis keys removed; coupons kept".into()),
-        action: "Delete".into(),
-        secondary: None,
+        reason: Reason::CleanedUp.to_string(),
+        note: "Redis keys removed; coupons kept".into(),
     };
-    if let Err(error) = ctx
-        .recorder
-        .publish(&event, &campaign.object_ref(&()))
-        .await
-    {
-        tracing::warn!(%error, "cannot publish an event");
-    }
+    ctx.publish(campaign, "Delete", notice).await;
     Ok(Action::await_change())
 }

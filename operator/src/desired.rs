@@ -2,7 +2,6 @@
 //! ConfigMap, Deployment and Service. Applied with server-side apply by the controller.
 
 use std::collections::BTreeMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 
 use firstcome_contract::{CampaignConfig, CampaignsFile};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
@@ -14,6 +13,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
+use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use crate::campaign::issuer_name;
 use crate::defaults::IssuerDefaults;
@@ -71,18 +72,17 @@ pub fn config_map(campaign: &CouponCampaign, config: &CampaignConfig) -> ConfigM
     }
 }
 
-/// What makes running issuers stale. The limit is left out on purpose: issuers read it
-/// from Redis, so raising it must not restart them in the middle of a sale.
+/// What makes running issuers stale: SHA-256 of a canonical JSON of what they serve, so
+/// it stays the same across Rust releases and operator upgrades (a changed hash rolls
+/// every issuer). The limit is left out on purpose: issuers read it from Redis, so
+/// raising it must not restart them in the middle of a sale.
 fn config_hash(config: &CampaignConfig, image: &str, secret: &str) -> String {
-    let mut hasher = DefaultHasher::new();
-    campaigns_json(&CampaignConfig {
+    let served = CampaignConfig {
         limit: 0,
         ..config.clone()
-    })
-    .hash(&mut hasher);
-    image.hash(&mut hasher);
-    secret.hash(&mut hasher);
-    format!("{:016x}", hasher.finish())
+    };
+    let canonical = json!({ "config": served, "image": image, "secret": secret });
+    format!("{:x}", Sha256::digest(canonical.to_string()))
 }
 
 fn http_probe(path: &str, period: i32) -> Probe {
@@ -98,16 +98,9 @@ fn http_probe(path: &str, period: i32) -> Probe {
     }
 }
 
-/// The issuer Deployment: every pod serves applies and consumes winners.
-pub fn deployment(
-    campaign: &CouponCampaign,
-    config: &CampaignConfig,
-    defaults: &IssuerDefaults,
-) -> Deployment {
-    let image = defaults.image(campaign);
-    let replicas = defaults.replicas(campaign);
-    let secret = defaults.backends_secret(campaign);
-    let env = SECRET_KEYS
+/// The issuer's environment: each backend setting from the Secret, never inline.
+fn issuer_env(secret: &str) -> Vec<EnvVar> {
+    SECRET_KEYS
         .iter()
         .map(|(key, var)| EnvVar {
             name: (*var).into(),
@@ -126,10 +119,14 @@ pub fn deployment(
             value: Some("json".into()),
             ..EnvVar::default()
         }])
-        .collect();
-    let container = Container {
+        .collect()
+}
+
+/// The issuer container: serves applies and consumes winners of the one campaign.
+fn issuer_container(campaign: &CouponCampaign, defaults: &IssuerDefaults) -> Container {
+    Container {
         name: "issuer".into(),
-        image: Some(image.into()),
+        image: Some(defaults.image(campaign).into()),
         args: Some(vec![
             "serve".into(),
             "--listen".into(),
@@ -143,7 +140,7 @@ pub fn deployment(
             "--shutdown-delay-ms".into(),
             "5000".into(),
         ]),
-        env: Some(env),
+        env: Some(issuer_env(defaults.backends_secret(campaign))),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
             container_port: HTTP_PORT,
@@ -169,7 +166,18 @@ pub fn deployment(
             ..SecurityContext::default()
         }),
         ..Container::default()
-    };
+    }
+}
+
+/// The issuer Deployment: every pod serves applies and consumes winners.
+pub fn deployment(
+    campaign: &CouponCampaign,
+    config: &CampaignConfig,
+    defaults: &IssuerDefaults,
+) -> Deployment {
+    let image = defaults.image(campaign);
+    let replicas = defaults.replicas(campaign);
+    let secret = defaults.backends_secret(campaign);
     Deployment {
         metadata: metadata(campaign),
         spec: DeploymentSpec {
@@ -188,7 +196,7 @@ pub fn deployment(
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
-                    containers: vec![container],
+                    containers: vec![issuer_container(campaign, defaults)],
                     termination_grace_period_seconds: Some(30),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
@@ -334,5 +342,17 @@ mod tests {
         assert_ne!(hash_of("limit: 100\nperUserLimit: 2\n"), base);
         assert_ne!(hash_of("limit: 100\nopensAt: 2030-01-01T00:00:00Z\n"), base);
         assert_ne!(hash_of("limit: 100\nissuer: {image: other}\n"), base);
+        assert_ne!(hash_of("limit: 100\nbackends: {secretName: other}\n"), base);
+    }
+
+    /// The hash is part of every running Deployment: if this value changes, upgrading
+    /// the operator restarts the issuers of every campaign. It is the SHA-256 of
+    /// `{"config":{"limit":0,"name":"shop.black-friday","perUserLimit":1,"topic":"firstcome.shop.black-friday.winners"},"image":"firstcome:1","secret":"firstcome-backends"}`.
+    #[test]
+    fn the_config_hash_is_stable_across_builds() {
+        assert_eq!(
+            hash_of("limit: 100\n"),
+            "d5b58a5750db66ee4ffff769f9915c46c09b8baa62e9845c83b485a460ae8c97"
+        );
     }
 }

@@ -1,4 +1,10 @@
 //! firstcome operator: reconciles `CouponCampaign` resources into running campaigns.
+//!
+//! The reconcile ([`controller`]) reads as a pipeline: [`campaign`] derives the issuers'
+//! configuration, [`observe`] asks the backends ([`backends`]), [`owned`] applies the
+//! objects built by [`desired`], [`status`] computes the status (pure), [`transitions`]
+//! picks the Events a change publishes (pure). [`leader`] elects the one replica that
+//! reconciles.
 
 pub mod backends;
 pub mod campaign;
@@ -7,8 +13,12 @@ pub mod defaults;
 pub mod desired;
 pub mod leader;
 pub mod metrics;
+pub mod observe;
+pub mod owned;
+pub mod reason;
 pub mod resource;
 pub mod status;
+pub mod transitions;
 
 #[cfg(test)]
 mod fixtures;
@@ -19,4 +29,19 @@ use kube::CustomResourceExt;
 pub fn crd_yaml() -> String {
     serde_yaml_ng::to_string(&resource::CouponCampaign::crd())
         .expect("a CRD always serializes to YAML")
+}
+
+/// An error and its sources, `: `-separated (a source already spelled out by the one
+/// before it is not repeated): the message of a condition or a log line.
+pub fn describe(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        source = cause.source();
+    }
+    message
 }

@@ -1,3 +1,6 @@
+//! The operator's binary: flags, logs, the /healthz, /readyz and /metrics listener, the
+//! leader lease, then the controller until SIGTERM; the lease is released on the way out.
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,10 +10,11 @@ use axum::routing::get;
 use clap::{ArgAction, Parser, ValueEnum};
 use firstcome_operator::controller::{self, Context};
 use firstcome_operator::defaults::IssuerDefaults;
-use firstcome_operator::leader::LeaseLock;
+use firstcome_operator::leader::{Leadership, LeaseLock};
 use firstcome_operator::metrics::Metrics;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::{Api, Client};
+use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -87,59 +91,75 @@ fn parse_resources(json: &str) -> Result<ResourceRequirements, String> {
     serde_json::from_str(json).map_err(|e| format!("not a resources object: {e}"))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+impl Args {
+    fn defaults(&self) -> IssuerDefaults {
+        let builtin = IssuerDefaults::default();
+        IssuerDefaults {
+            image: self.issuer_image.clone(),
+            replicas: self.default_issuer_replicas,
+            resources: self
+                .default_issuer_resources
+                .clone()
+                .unwrap_or(builtin.resources),
+            backends_secret: self.default_backends_secret.clone(),
+        }
+    }
+
+    fn lease_lock(&self, client: &Client) -> LeaseLock {
+        let identity = self.identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        });
+        LeaseLock::new(
+            Api::namespaced(client.clone(), &self.lease_namespace),
+            &self.lease_name,
+            &identity,
+            Duration::from_secs(self.lease_seconds),
+        )
+    }
+}
+
+fn init_logs(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match args.log_format {
+    match format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
+}
 
+/// Serves /healthz, /readyz and /metrics in the background.
+fn serve_ops(listener: TcpListener, metrics: Arc<Metrics>) {
+    let ops = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .route("/metrics", get(move || async move { metrics.render() }));
+    tokio::spawn(async move { axum::serve(listener, ops).await });
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logs(args.log_format);
     let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::default());
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    let ops = {
-        let metrics = metrics.clone();
-        Router::new()
-            .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(|| async { "ok" }))
-            .route("/metrics", get(move || async move { metrics.render() }))
-    };
-    tokio::spawn(async move { axum::serve(listener, ops).await });
+    serve_ops(TcpListener::bind(args.listen).await?, metrics.clone());
 
-    if args.leader_election {
-        let identity = args.identity.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-            format!("{}-{}", host.trim(), std::process::id())
-        });
-        let lock = LeaseLock::new(
-            Api::namespaced(client.clone(), &args.lease_namespace),
-            &args.lease_name,
-            &identity,
-            Duration::from_secs(args.lease_seconds),
-        );
-        lock.acquire().await;
+    let leadership = if args.leader_election {
+        let leadership = Leadership::acquire(args.lease_lock(&client)).await;
         metrics.leader.set(1);
-        tokio::spawn(async move {
-            lock.hold().await;
-            // Never reconcile without the lease: stop, and let a replica take over.
-            std::process::exit(1);
-        });
-    }
-
-    let builtin = IssuerDefaults::default();
-    let defaults = IssuerDefaults {
-        image: args.issuer_image,
-        replicas: args.default_issuer_replicas,
-        resources: args.default_issuer_resources.unwrap_or(builtin.resources),
-        backends_secret: args.default_backends_secret,
+        Some(leadership)
+    } else {
+        None
     };
-    let ctx = Arc::new(Context::new(client, metrics, defaults));
+    let ctx = Arc::new(Context::new(client, metrics.clone(), args.defaults()));
     tracing::info!(namespace = ?args.watch_namespace, "reconciling CouponCampaigns");
     controller::run(ctx, args.watch_namespace.as_deref()).await;
+    if let Some(leadership) = leadership {
+        leadership.step_down().await;
+        metrics.leader.set(0);
+    }
     Ok(())
 }

@@ -19,9 +19,16 @@ struct OutcomeLabel {
     outcome: Outcome,
 }
 
+/// The kind of a failed reconcile: `controller::Error::metric_label`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabel {
+    error: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     reconciles: Family<OutcomeLabel, Counter>,
+    failures: Family<ErrorLabel, Counter>,
     pub reconcile_seconds: Histogram,
     pub leader: Gauge,
 }
@@ -31,6 +38,12 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("firstcome_operator");
         let reconciles = Family::<OutcomeLabel, Counter>::default();
         registry.register("reconciles", "Reconciles by outcome", reconciles.clone());
+        let failures = Family::<ErrorLabel, Counter>::default();
+        registry.register(
+            "reconcile_failures",
+            "Failed reconciles by kind of error",
+            failures.clone(),
+        );
         let reconcile_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 12));
         registry.register(
             "reconcile_duration_seconds",
@@ -46,6 +59,7 @@ impl Default for Metrics {
         Self {
             registry,
             reconciles,
+            failures,
             reconcile_seconds,
             leader,
         }
@@ -57,6 +71,10 @@ impl Metrics {
         self.reconciles
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
+    }
+
+    pub fn failed(&self, error: &'static str) {
+        self.failures.get_or_create(&ErrorLabel { error }).inc();
     }
 
     pub fn render(&self) -> String {

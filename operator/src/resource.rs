@@ -211,7 +211,7 @@ pub struct CouponCampaignStatus {
 }
 
 fn default_per_user_limit() -> u32 {
-    1
+    firstcome_contract::DEFAULT_PER_USER_LIMIT
 }
 
 fn default_partitions() -> i32 {

@@ -2,10 +2,13 @@
 //! place phases and conditions are decided, unit-tested without a cluster.
 
 use chrono::{DateTime, Utc};
-use firstcome_contract::{CampaignConfig, Window};
+use firstcome_contract::{CampaignConfig, ConfigError, Window};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
+use crate::backends::BackendError;
+use crate::describe;
+use crate::reason::Reason;
 use crate::resource::{CouponCampaignStatus, Phase};
 
 /// What Redis says about a provisioned campaign.
@@ -14,8 +17,8 @@ pub struct RedisCounts {
     /// The limit in force (the spec's, unless it was refused).
     pub limit: u64,
     pub admitted: u64,
-    /// Set when the spec's limit was refused: why.
-    pub limit_refused: Option<String>,
+    /// The spec's limit, when it was refused for being below `admitted`.
+    pub refused_limit: Option<u64>,
 }
 
 /// What PostgreSQL says about the campaign's coupons.
@@ -25,17 +28,64 @@ pub struct Persistence {
     pub failed_events: u64,
 }
 
-/// Everything one reconcile observed; `Err` carries the reason a step failed.
-#[derive(Clone, Debug)]
+/// Everything one reconcile observed.
+#[derive(Debug)]
 pub struct Observation {
     pub now: DateTime<Utc>,
     pub generation: Option<i64>,
-    pub config: Result<CampaignConfig, String>,
-    pub redis: Result<RedisCounts, String>,
-    pub topic: Result<(), String>,
-    pub persistence: Result<Persistence, String>,
+    pub config: Result<CampaignConfig, ConfigError>,
+    pub backends: Backends,
     pub desired_issuers: i32,
     pub ready_issuers: i32,
+}
+
+/// What the backends said, or why they were not asked.
+#[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per reconcile, never stored in bulk"
+)]
+pub enum Backends {
+    /// The spec is invalid: nothing was provisioned.
+    NotTried,
+    /// The backends Secret cannot be used: nothing was provisioned.
+    NoSettings(BackendError),
+    Asked(Answers),
+}
+
+/// Each backend's answer to one reconcile.
+#[derive(Debug)]
+pub struct Answers {
+    pub redis: Result<RedisCounts, BackendError>,
+    pub topic: Result<(), BackendError>,
+    pub persistence: Result<Persistence, BackendError>,
+}
+
+impl Backends {
+    /// One backend's answer, or the verdict of its condition when it has none.
+    fn answer<T>(
+        &self,
+        pick: impl Fn(&Answers) -> &Result<T, BackendError>,
+    ) -> Result<&T, Verdict> {
+        let failed = |e: &BackendError| verdict(false, e.reason(), describe(e));
+        match self {
+            Self::NotTried => Err(verdict(
+                false,
+                Reason::InvalidSpec,
+                "not provisioned: the spec is invalid",
+            )),
+            Self::NoSettings(e) => Err(failed(e)),
+            Self::Asked(answers) => pick(answers).as_ref().map_err(failed),
+        }
+    }
+
+    fn redis(&self) -> Result<&RedisCounts, Verdict> {
+        self.answer(|a| &a.redis)
+    }
+
+    fn persistence(&self) -> Option<&Persistence> {
+        self.answer(|a| &a.persistence).ok()
+    }
 }
 
 pub const READY: &str = "Ready";
@@ -47,11 +97,11 @@ pub const LIMIT_ACCEPTED: &str = "LimitAccepted";
 
 struct Verdict {
     ok: bool,
-    reason: &'static str,
+    reason: Reason,
     message: String,
 }
 
-fn verdict(ok: bool, reason: &'static str, message: impl Into<String>) -> Verdict {
+fn verdict(ok: bool, reason: Reason, message: impl Into<String>) -> Verdict {
     Verdict {
         ok,
         reason,
@@ -59,98 +109,156 @@ fn verdict(ok: bool, reason: &'static str, message: impl Into<String>) -> Verdic
     }
 }
 
-pub fn compute(old: Option<&CouponCampaignStatus>, obs: &Observation) -> CouponCampaignStatus {
-    let old_status = old.cloned().unwrap_or_default();
-    let (limit, admitted) = match &obs.redis {
-        Ok(counts) => (Some(counts.limit), counts.admitted),
-        Err(_) => (None, old_status.admitted),
-    };
-    let (issued, failed_events) = match &obs.persistence {
-        Ok(p) => (p.issued, p.failed_events),
-        Err(_) => (old_status.issued, old_status.failed_events),
-    };
-    let remaining = limit.map_or(old_status.remaining, |l| l.saturating_sub(admitted));
+/// The counts of the status: fresh where the backends answered, else the last known.
+struct Counts {
+    limit: Option<u64>,
+    admitted: u64,
+    issued: u64,
+    failed_events: u64,
+    remaining: u64,
+}
 
-    let redis = match &obs.redis {
-        Ok(_) => verdict(true, "Provisioned", "campaign keys are in Redis"),
-        Err(e) => verdict(false, "RedisUnavailable", e.as_str()),
-    };
-    let topic = match &obs.topic {
-        Ok(()) => verdict(true, "TopicReady", "the winners topic exists"),
-        Err(e) => verdict(false, "KafkaUnavailable", e.as_str()),
-    };
-    let issuers = if obs.desired_issuers == 0 {
-        verdict(false, "Paused", "no issuer is meant to run")
-    } else if obs.ready_issuers > 0 {
+fn counts(old: &CouponCampaignStatus, backends: &Backends) -> Counts {
+    let redis = backends.redis().ok();
+    let limit = redis.map(|r| r.limit);
+    let admitted = redis.map_or(old.admitted, |r| r.admitted);
+    let persistence = backends.persistence();
+    Counts {
+        limit,
+        admitted,
+        issued: persistence.map_or(old.issued, |p| p.issued),
+        failed_events: persistence.map_or(old.failed_events, |p| p.failed_events),
+        remaining: limit.map_or(old.remaining, |l| l.saturating_sub(admitted)),
+    }
+}
+
+fn redis_verdict(backends: &Backends) -> Verdict {
+    backends.redis().map_or_else(
+        |failed| failed,
+        |_| verdict(true, Reason::Provisioned, "campaign keys are in Redis"),
+    )
+}
+
+fn topic_verdict(backends: &Backends) -> Verdict {
+    backends.answer(|a| &a.topic).map_or_else(
+        |failed| failed,
+        |()| verdict(true, Reason::TopicReady, "the winners topic exists"),
+    )
+}
+
+fn issuers_verdict(obs: &Observation) -> Verdict {
+    let (ready, desired) = (obs.ready_issuers, obs.desired_issuers);
+    if desired == 0 {
+        verdict(false, Reason::Paused, "no issuer is meant to run")
+    } else if ready > 0 {
         verdict(
             true,
-            "IssuersReady",
-            format!(
-                "{}/{} issuers ready",
-                obs.ready_issuers, obs.desired_issuers
-            ),
+            Reason::IssuersReady,
+            format!("{ready}/{desired} issuers ready"),
         )
     } else {
         verdict(
             false,
-            "NoReadyIssuer",
-            format!("0/{} issuers ready", obs.desired_issuers),
+            Reason::NoReadyIssuer,
+            format!("0/{desired} issuers ready"),
         )
-    };
-    let limit_accepted = match &obs.redis {
+    }
+}
+
+fn limit_verdict(backends: &Backends) -> Verdict {
+    match backends.redis() {
         Ok(RedisCounts {
-            limit_refused: Some(why),
-            ..
-        }) => verdict(false, "LimitBelowAdmitted", why.as_str()),
-        Ok(_) => verdict(true, "LimitApplied", "the spec's limit is in force"),
-        Err(_) => verdict(false, "Unknown", "Redis is unavailable"),
-    };
-    let sold_out = match limit {
-        Some(limit) if admitted >= limit => {
-            verdict(true, "SoldOut", format!("all {limit} coupons admitted"))
-        }
+            limit,
+            admitted,
+            refused_limit: Some(refused),
+        }) => verdict(
+            false,
+            Reason::LimitBelowAdmitted,
+            format!(
+                "limit {refused} is below the {admitted} coupons already admitted; keeping {limit}"
+            ),
+        ),
+        Ok(_) => verdict(true, Reason::LimitApplied, "the spec's limit is in force"),
+        Err(failed) => verdict(
+            false,
+            Reason::Unknown,
+            format!("the limit was not written: {}", failed.message),
+        ),
+    }
+}
+
+fn sold_out_verdict(counts: &Counts) -> Verdict {
+    match counts.limit {
+        Some(limit) if counts.admitted >= limit => verdict(
+            true,
+            Reason::SoldOut,
+            format!("all {limit} coupons admitted"),
+        ),
         _ => verdict(
             false,
-            "CouponsRemaining",
-            format!("{remaining} coupons remaining"),
+            Reason::CouponsRemaining,
+            format!("{} coupons remaining", counts.remaining),
         ),
-    };
-    let config = match &obs.config {
-        Ok(_) => verdict(true, "Valid", "the spec is valid"),
-        Err(e) => verdict(false, "InvalidSpec", e.as_str()),
-    };
-    let ready = [&config, &redis, &topic, &issuers]
-        .into_iter()
-        .find(|v| !v.ok)
-        .map_or_else(
-            || verdict(true, "CampaignReady", "provisioned and serving"),
-            |v| verdict(false, v.reason, v.message.clone()),
-        );
+    }
+}
 
-    let phase = if !config.ok {
-        Phase::Failed
-    } else if !redis.ok || !topic.ok {
-        Phase::Provisioning
-    } else {
-        let window = obs
-            .config
-            .as_ref()
-            .map_or(Window::Open, |c| c.window(obs.now));
-        match window {
-            Window::Scheduled => Phase::Scheduled,
-            Window::Closed => Phase::Closed,
-            Window::Open if sold_out.ok => Phase::SoldOut,
-            Window::Open => Phase::Open,
-        }
-    };
+fn config_verdict(obs: &Observation) -> Verdict {
+    match &obs.config {
+        Ok(_) => verdict(true, Reason::Valid, "the spec is valid"),
+        Err(e) => verdict(false, Reason::InvalidSpec, e.to_string()),
+    }
+}
 
-    let mut conditions = old_status.conditions.clone();
+/// Ready is the first failing check, in the order a user should look at them.
+fn ready_verdict(checks: [&Verdict; 4]) -> Verdict {
+    checks.into_iter().find(|v| !v.ok).map_or_else(
+        || verdict(true, Reason::CampaignReady, "provisioned and serving"),
+        |v| verdict(false, v.reason, v.message.clone()),
+    )
+}
+
+fn phase(
+    obs: &Observation,
+    config: &Verdict,
+    backends: [&Verdict; 2],
+    sold_out: &Verdict,
+) -> Phase {
+    if !config.ok {
+        return Phase::Failed;
+    }
+    if backends.iter().any(|v| !v.ok) {
+        return Phase::Provisioning;
+    }
+    let window = obs
+        .config
+        .as_ref()
+        .map_or(Window::Open, |c| c.window(obs.now));
+    match window {
+        Window::Scheduled => Phase::Scheduled,
+        Window::Closed => Phase::Closed,
+        Window::Open if sold_out.ok => Phase::SoldOut,
+        Window::Open => Phase::Open,
+    }
+}
+
+pub fn compute(old: Option<&CouponCampaignStatus>, obs: &Observation) -> CouponCampaignStatus {
+    let old_status = old.cloned().unwrap_or_default();
+    let counts = counts(&old_status, &obs.backends);
+    let redis = redis_verdict(&obs.backends);
+    let topic = topic_verdict(&obs.backends);
+    let issuers = issuers_verdict(obs);
+    let sold_out = sold_out_verdict(&counts);
+    let config = config_verdict(obs);
+    let ready = ready_verdict([&config, &redis, &topic, &issuers]);
+    let phase = phase(obs, &config, [&redis, &topic], &sold_out);
+
+    let mut conditions = old_status.conditions;
     for (kind, v) in [
         (READY, &ready),
         (REDIS_READY, &redis),
         (TOPIC_READY, &topic),
         (ISSUERS_AVAILABLE, &issuers),
-        (LIMIT_ACCEPTED, &limit_accepted),
+        (LIMIT_ACCEPTED, &limit_verdict(&obs.backends)),
         (SOLD_OUT, &sold_out),
     ] {
         set_condition(&mut conditions, kind, v, obs);
@@ -159,11 +267,11 @@ pub fn compute(old: Option<&CouponCampaignStatus>, obs: &Observation) -> CouponC
     CouponCampaignStatus {
         observed_generation: obs.generation,
         phase,
-        admitted,
-        issued,
-        remaining,
-        pending_persistence: admitted.saturating_sub(issued),
-        failed_events,
+        admitted: counts.admitted,
+        issued: counts.issued,
+        remaining: counts.remaining,
+        pending_persistence: counts.admitted.saturating_sub(counts.issued),
+        failed_events: counts.failed_events,
         ready_issuers: obs.ready_issuers,
         campaign_id: obs
             .config
@@ -182,7 +290,7 @@ fn set_condition(conditions: &mut Vec<Condition>, kind: &str, v: &Verdict, obs: 
     let fresh = Condition {
         type_: kind.to_string(),
         status: status.to_string(),
-        reason: v.reason.to_string(),
+        reason: v.reason.as_str().to_string(),
         message: v.message.clone(),
         observed_generation: obs.generation,
         last_transition_time: now,
@@ -213,28 +321,46 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn counts(limit: u64, admitted: u64) -> Result<RedisCounts, BackendError> {
+        Ok(RedisCounts {
+            limit,
+            admitted,
+            refused_limit: None,
+        })
+    }
+
     fn healthy(now: &str) -> Observation {
         Observation {
             now: at(now),
             generation: Some(1),
             config: Ok(CampaignConfig::new("shop.black-friday", 100)),
-            redis: Ok(RedisCounts {
-                limit: 100,
-                admitted: 40,
-                limit_refused: None,
-            }),
-            topic: Ok(()),
-            persistence: Ok(Persistence {
-                issued: 35,
-                failed_events: 1,
+            backends: Backends::Asked(Answers {
+                redis: counts(100, 40),
+                topic: Ok(()),
+                persistence: Ok(Persistence {
+                    issued: 35,
+                    failed_events: 1,
+                }),
             }),
             desired_issuers: 2,
             ready_issuers: 2,
         }
     }
 
+    fn with_redis(mut obs: Observation, redis: Result<RedisCounts, BackendError>) -> Observation {
+        if let Backends::Asked(answers) = &mut obs.backends {
+            answers.redis = redis;
+        }
+        obs
+    }
+
     fn status_of(s: &CouponCampaignStatus, kind: &str) -> String {
         condition(s, kind).unwrap().status.clone()
+    }
+
+    fn reason_of(s: &CouponCampaignStatus, kind: &str) -> (String, String) {
+        let c = condition(s, kind).unwrap();
+        (c.status.clone(), c.reason.clone())
     }
 
     #[test]
@@ -266,12 +392,7 @@ mod tests {
 
     #[test]
     fn sold_out_scheduled_and_closed_phases() {
-        let mut obs = healthy("2026-01-01T00:00:00Z");
-        obs.redis = Ok(RedisCounts {
-            limit: 100,
-            admitted: 100,
-            limit_refused: None,
-        });
+        let obs = with_redis(healthy("2026-01-01T00:00:00Z"), counts(100, 100));
         let s = compute(None, &obs);
         assert_eq!((s.phase, s.remaining), (Phase::SoldOut, 0));
         assert_eq!(status_of(&s, SOLD_OUT), "True");
@@ -290,8 +411,11 @@ mod tests {
     #[test]
     fn unreachable_redis_keeps_counts_and_says_why() {
         let before = compute(None, &healthy("2026-01-01T00:00:00Z"));
-        let mut obs = healthy("2026-01-01T00:01:00Z");
-        obs.redis = Err("connection refused".into());
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let obs = with_redis(
+            healthy("2026-01-01T00:01:00Z"),
+            Err(BackendError::RedisUnreachable(refused.into())),
+        );
         let s = compute(Some(&before), &obs);
         assert_eq!(s.phase, Phase::Provisioning);
         assert_eq!(s.admitted, 40, "last known count kept");
@@ -300,28 +424,84 @@ mod tests {
             (redis.status.as_str(), redis.reason.as_str()),
             ("False", "RedisUnavailable")
         );
-        assert_eq!(redis.message, "connection refused");
-        let ready = condition(&s, READY).unwrap();
-        assert_eq!(
-            (ready.status.as_str(), ready.reason.as_str()),
-            ("False", "RedisUnavailable")
+        assert!(
+            redis.message.starts_with("cannot reach Redis: "),
+            "{}",
+            redis.message
         );
+        assert_eq!(
+            reason_of(&s, READY),
+            ("False".into(), "RedisUnavailable".into())
+        );
+        assert_eq!(reason_of(&s, LIMIT_ACCEPTED).1, Reason::Unknown);
+    }
+
+    /// Each way the backends can fail shows on RedisReady/TopicReady with its own reason.
+    #[test]
+    fn the_reason_follows_what_failed() {
+        let missing = || BackendError::SecretMissing {
+            namespace: "shop".into(),
+            name: "firstcome-backends".into(),
+        };
+        let bad_url = || BackendError::InvalidRedisUrl(redis::Client::open("nope").unwrap_err());
+        let cases = [
+            (Backends::NotTried, Reason::InvalidSpec, Reason::InvalidSpec),
+            (
+                Backends::NoSettings(missing()),
+                Reason::BackendsSecretMissing,
+                Reason::BackendsSecretMissing,
+            ),
+            (
+                Backends::Asked(Answers {
+                    redis: Err(bad_url()),
+                    topic: Err(BackendError::KafkaNoAnswer("t".into())),
+                    persistence: Ok(Persistence {
+                        issued: 0,
+                        failed_events: 0,
+                    }),
+                }),
+                Reason::InvalidBackendSettings,
+                Reason::KafkaUnavailable,
+            ),
+        ];
+        for (backends, redis, topic) in cases {
+            let obs = Observation {
+                backends,
+                ..healthy("2026-01-01T00:00:00Z")
+            };
+            let s = compute(None, &obs);
+            assert_eq!(
+                reason_of(&s, REDIS_READY),
+                ("False".into(), redis.to_string())
+            );
+            assert_eq!(
+                reason_of(&s, TOPIC_READY),
+                ("False".into(), topic.to_string())
+            );
+            assert_eq!(s.phase, Phase::Provisioning);
+        }
     }
 
     #[test]
     fn refused_limit_is_a_false_condition_not_a_failure() {
-        let mut obs = healthy("2026-01-01T00:00:00Z");
-        obs.redis = Ok(RedisCounts {
-            limit: 100,
-            admitted: 40,
-            limit_refused: Some("limit 30 is below the 40 already admitted".into()),
-        });
+        let obs = with_redis(
+            healthy("2026-01-01T00:00:00Z"),
+            Ok(RedisCounts {
+                limit: 100,
+                admitted: 40,
+                refused_limit: Some(30),
+            }),
+        );
         let s = compute(None, &obs);
         assert_eq!(s.phase, Phase::Open);
-        assert_eq!(status_of(&s, LIMIT_ACCEPTED), "False");
+        let limit = condition(&s, LIMIT_ACCEPTED).unwrap();
         assert_eq!(
-            condition(&s, LIMIT_ACCEPTED).unwrap().reason,
-            "LimitBelowAdmitted"
+            (limit.status.as_str(), limit.reason.as_str()),
+            ("False", "LimitBelowAdmitted")
+        );
+        assert_eq!(
+            limit.message,
+            "limit 30 is below the 40 coupons already admitted; keeping 100"
         );
         assert_eq!(status_of(&s, READY), "True");
     }
@@ -329,26 +509,26 @@ mod tests {
     #[test]
     fn invalid_spec_fails_and_paused_has_no_issuers() {
         let mut obs = healthy("2026-01-01T00:00:00Z");
-        obs.config = Err("campaign x: limit must be at least 1".into());
+        obs.config = Err(ConfigError::ZeroLimit("x".into()));
+        obs.backends = Backends::NotTried;
         let s = compute(None, &obs);
         assert_eq!(s.phase, Phase::Failed);
-        assert_eq!(condition(&s, READY).unwrap().reason, "InvalidSpec");
+        assert_eq!(reason_of(&s, READY).1, Reason::InvalidSpec);
+        assert_eq!(
+            condition(&s, READY).unwrap().message,
+            "campaign x: limit must be at least 1"
+        );
 
         let mut obs = healthy("2026-01-01T00:00:00Z");
         (obs.desired_issuers, obs.ready_issuers) = (0, 0);
         let s = compute(None, &obs);
-        assert_eq!(condition(&s, ISSUERS_AVAILABLE).unwrap().reason, "Paused");
+        assert_eq!(reason_of(&s, ISSUERS_AVAILABLE).1, Reason::Paused);
     }
 
     #[test]
     fn transition_time_moves_only_when_status_flips() {
         let first = compute(None, &healthy("2026-01-01T00:00:00Z"));
-        let mut obs = healthy("2026-01-01T00:05:00Z");
-        obs.redis = Ok(RedisCounts {
-            limit: 100,
-            admitted: 41,
-            limit_refused: None,
-        });
+        let mut obs = with_redis(healthy("2026-01-01T00:05:00Z"), counts(100, 41));
         let same = compute(Some(&first), &obs);
         assert_eq!(
             condition(&same, READY).unwrap().last_transition_time,

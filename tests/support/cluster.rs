@@ -10,7 +10,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{
+    ApiResource, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams,
+};
 use kube::{Api, Client};
 use serde_json::json;
 
@@ -140,6 +142,19 @@ pub async fn start_operator(namespace: &str, identity: &str, extra: &[&str]) -> 
     Process::start("firstcome-operator", &args, &[], port, "/healthz").await
 }
 
+/// Waits until `operator` reports that it holds the leader lease. The sample's own line,
+/// not a substring: the metric's HELP text reads "firstcome_operator_leader 1 while …".
+pub async fn wait_leader(operator: &Process, what: &str) {
+    wait_for(what, Duration::from_secs(60), || async {
+        let metrics = operator.metrics().await;
+        metrics
+            .lines()
+            .any(|line| line == "firstcome_operator_leader 1")
+            .then_some(())
+    })
+    .await;
+}
+
 /// Starts an issuer the way the operator's Deployment would run it: the campaigns file
 /// from the owned ConfigMap, the backends from the Secret (as environment variables).
 pub async fn start_issuer_like_the_deployment(
@@ -197,14 +212,26 @@ pub async fn apply_campaign(
     name: &str,
     spec_yaml: &str,
 ) -> Result<(), kube::Error> {
-    let spec: serde_json::Value = serde_yaml_ng::from_str(spec_yaml).unwrap();
+    let spec = serde_yaml_ng::from_str(spec_yaml).unwrap();
+    apply_raw_campaign(client, namespace, name, spec).await
+}
+
+/// Stores a campaign as raw JSON, without the typed client: the API server's schema is the
+/// only check, so the object may be one `CouponCampaign` cannot read back.
+pub async fn apply_raw_campaign(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    spec: serde_json::Value,
+) -> Result<(), kube::Error> {
+    let resource = ApiResource::erase::<CouponCampaign>(&());
     let campaign = json!({
-        "apiVersion": "firstcome.dev/v1alpha1",
-        "kind": "CouponCampaign",
+        "apiVersion": resource.api_version,
+        "kind": resource.kind,
         "metadata": { "name": name },
         "spec": spec,
     });
-    Api::<CouponCampaign>::namespaced(client.clone(), namespace)
+    Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource)
         .patch(
             name,
             &PatchParams::apply("firstcome-e2e").force(),

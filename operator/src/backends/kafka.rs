@@ -1,0 +1,92 @@
+//! A campaign's winners topic in Kafka: created (or grown) on every reconcile, deleted
+//! with the campaign when its deletion policy says so.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::{BackendError, TIMEOUT, TopicAction};
+
+type Admin = AdminClient<DefaultClientContext>;
+
+fn kafka_admin(brokers: &str) -> Result<Admin, BackendError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("socket.timeout.ms", "5000")
+        .create()
+        .map_err(BackendError::InvalidKafkaSettings)
+}
+
+fn admin_options() -> AdminOptions {
+    AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(10)))
+}
+
+/// Creates the topic if missing and grows it to `partitions` if it has fewer.
+pub async fn ensure_topic(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+) -> Result<(), BackendError> {
+    let admin = kafka_admin(brokers)?;
+    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+    let results = admin
+        .create_topics([&new_topic], &admin_options())
+        .await
+        .map_err(BackendError::Kafka)?;
+    match results.into_iter().next() {
+        Some(Ok(_)) => Ok(()),
+        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => {
+            grow_topic(&admin, topic, partitions).await
+        }
+        Some(Err((_, code))) => Err(BackendError::KafkaRefused {
+            action: TopicAction::Create,
+            topic: topic.into(),
+            code,
+        }),
+        None => Err(BackendError::KafkaNoAnswer(topic.into())),
+    }
+}
+
+/// Adds partitions to an existing topic that has fewer than `partitions`.
+async fn grow_topic(admin: &Admin, topic: &str, partitions: i32) -> Result<(), BackendError> {
+    let metadata = {
+        let admin_client = admin.inner();
+        tokio::task::block_in_place(|| admin_client.fetch_metadata(Some(topic), TIMEOUT))
+            .map_err(BackendError::Kafka)?
+    };
+    let existing = metadata
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len() as i32);
+    if existing < partitions {
+        let grow = NewPartitions::new(topic, partitions as usize);
+        admin
+            .create_partitions([&grow], &admin_options())
+            .await
+            .map_err(BackendError::Kafka)?;
+    }
+    Ok(())
+}
+
+/// Deletes the topic; one that does not exist is already gone.
+pub async fn delete_topic(brokers: &str, topic: &str) -> Result<(), BackendError> {
+    let admin = kafka_admin(brokers)?;
+    let results = admin
+        .delete_topics(&[topic], &admin_options())
+        .await
+        .map_err(BackendError::Kafka)?;
+    match results.into_iter().next() {
+        Some(Ok(_)) | Some(Err((_, RDKafkaErrorCode::UnknownTopicOrPartition))) | None => Ok(()),
+        Some(Err((_, code))) => Err(BackendError::KafkaRefused {
+            action: TopicAction::Delete,
+            topic: topic.into(),
+            code,
+        }),
+    }
+}

@@ -1,0 +1,66 @@
+//! A campaign's keys in Redis: its limit written (never below what was admitted) and its
+//! counts read on every reconcile, every key removed on delete.
+
+use firstcome_contract::{CampaignConfig, CampaignKeys};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::{BackendError, Connections, TIMEOUT, cached};
+use crate::status::RedisCounts;
+
+pub(super) fn set_limit_script() -> redis::Script {
+    redis::Script::new(include_str!("set_limit.lua"))
+}
+
+impl Connections {
+    async fn redis(&self, url: &str) -> Result<ConnectionManager, BackendError> {
+        cached(&self.redis, url, async |url| {
+            let client = redis::Client::open(url).map_err(BackendError::InvalidRedisUrl)?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(TIMEOUT))
+                .set_response_timeout(Some(TIMEOUT))
+                .set_number_of_retries(1);
+            ConnectionManager::new_with_config(client, config)
+                .await
+                .map_err(BackendError::RedisUnreachable)
+        })
+        .await
+    }
+
+    /// Writes the campaign's limit (never below what was admitted) and reads its counts.
+    /// `first_time`: the campaign was never provisioned, so its counter starts at zero.
+    pub async fn provision_redis(
+        &self,
+        url: &str,
+        config: &CampaignConfig,
+        first_time: bool,
+    ) -> Result<RedisCounts, BackendError> {
+        let mut conn = self.redis(url).await?;
+        let keys = CampaignKeys::new(&config.name);
+        let (applied, limit, admitted): (i64, u64, i64) = self
+            .set_limit
+            .key(&keys.limit)
+            .key(&keys.admitted)
+            .arg(config.limit)
+            .arg(if first_time { "1" } else { "0" })
+            .invoke_async(&mut conn)
+            .await
+            .map_err(BackendError::Redis)?;
+        let admitted = u64::try_from(admitted).map_err(|_| BackendError::AdmissionStateMissing)?;
+        Ok(RedisCounts {
+            limit,
+            admitted,
+            refused_limit: (applied == 0).then_some(config.limit),
+        })
+    }
+
+    /// Removes every key of the campaign.
+    pub async fn delete_redis_keys(&self, url: &str, campaign: &str) -> Result<(), BackendError> {
+        let mut conn = self.redis(url).await?;
+        let keys = CampaignKeys::new(campaign);
+        redis::cmd("DEL")
+            .arg(&keys.all()[..])
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(BackendError::Redis)
+    }
+}
