@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use reqwest::StatusCode;
@@ -136,29 +136,38 @@ pub async fn postgres(services: &Services) -> PgPool {
         .expect("connecting to the test bed's PostgreSQL")
 }
 
-/// The coupons of a campaign in PostgreSQL: (user id, sequence), by sequence.
-pub async fn coupons(pool: &PgPool, campaign: &str) -> Vec<(String, i64)> {
+async fn try_coupons(pool: &PgPool, campaign: &str) -> sqlx::Result<Vec<(String, i64)>> {
     sqlx::query_as("SELECT user_id, sequence FROM coupons WHERE campaign = $1 ORDER BY sequence")
         .bind(campaign)
         .fetch_all(pool)
         .await
-        .unwrap_or_default()
 }
 
-/// Waits (bounded) until the campaign has `expected` coupons, and returns them.
+/// The coupons of a campaign in PostgreSQL: (user id, sequence), by sequence; none while
+/// PostgreSQL cannot be read.
+pub async fn coupons(pool: &PgPool, campaign: &str) -> Vec<(String, i64)> {
+    try_coupons(pool, campaign).await.unwrap_or_default()
+}
+
+/// Waits (at most 60 s, else fails) until the campaign has at least `expected` coupons,
+/// and returns them.
 pub async fn wait_for_coupons(
     pool: &PgPool,
     campaign: &str,
     expected: usize,
 ) -> Vec<(String, i64)> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let found = coupons(pool, campaign).await;
-        if found.len() >= expected || Instant::now() > deadline {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    crate::wait_until(
+        &format!("{expected} coupons of {campaign} in PostgreSQL"),
+        Duration::from_secs(60),
+        || async {
+            match try_coupons(pool, campaign).await {
+                Ok(found) if found.len() >= expected => Ok(found),
+                Ok(found) => Err(format!("{} coupons", found.len())),
+                Err(error) => Err(format!("an error: {error}")),
+            }
+        },
+    )
+    .await
 }
 
 pub fn users(prefix: &str, count: usize) -> Vec<String> {

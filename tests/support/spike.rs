@@ -88,8 +88,15 @@ pub async fn spike(
 
 /// Waits until at least `count` users were answered.
 pub async fn wait_progress(progress: &AtomicUsize, count: usize) {
-    crate::wait_for("the spike to progress", Duration::from_secs(60), || async {
-        (progress.load(Ordering::Relaxed) >= count).then_some(())
-    })
+    crate::wait_until(
+        &format!("{count} users of the spike to be answered"),
+        Duration::from_secs(60),
+        || async {
+            match progress.load(Ordering::Relaxed) {
+                answered if answered >= count => Ok(()),
+                answered => Err(format!("{answered} answered")),
+            }
+        },
+    )
     .await;
 }
