@@ -100,16 +100,3 @@ pub async fn assert_invariants(
         }
     }
 }
-
-/// How many answers had each kind of outcome, for messages.
-pub fn tally(answers: &[Answer]) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for answer in answers {
-        let key = match &answer.outcome {
-            Outcome::Unknown(why) => format!("unknown: {why}"),
-            other => format!("{other:?}"),
-        };
-        *counts.entry(key).or_default() += 1;
-    }
-    counts
-}
