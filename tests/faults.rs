@@ -8,9 +8,11 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use firstcome_contract::CampaignConfig;
-use firstcome_e2e::invariants::{assert_invariants, tally};
+use firstcome_e2e::invariants::assert_invariants;
 use firstcome_e2e::process::{Process, free_port};
-use firstcome_e2e::spike::{Answer, spike, wait_progress};
+use firstcome_e2e::spike::{
+    Answer, Outcome, Retry, Spike, admitted_users, tally, users, wait_progress,
+};
 use firstcome_e2e::{Services, unique_name, wait_for};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -81,11 +83,17 @@ impl Bed {
         self.start("consumer", self.consumer_port, &[]).await
     }
 
-    fn spike(&self, progress: Arc<AtomicUsize>) -> tokio::task::JoinHandle<Vec<Answer>> {
+    /// Applies as real clients send them, to the API issuer: retried while it is down.
+    fn clients(&self) -> Spike {
         let base = format!("http://127.0.0.1:{}", self.api_port);
-        let campaign = self.campaign.clone();
-        let users = (0..USERS).map(|i| format!("user-{i}")).collect();
-        tokio::spawn(async move { spike(&base, &campaign, users, IN_FLIGHT, progress).await })
+        Spike::new(&[&base], &self.campaign)
+            .in_flight(IN_FLIGHT)
+            .retry(Retry::UNTIL_ANSWERED)
+    }
+
+    /// The spike of `USERS` users, running in the background.
+    fn spike(&self, progress: Arc<AtomicUsize>) -> tokio::task::JoinHandle<Vec<Answer>> {
+        tokio::spawn(self.clients().progress(progress).run(users("user", USERS)))
     }
 }
 
@@ -228,9 +236,10 @@ async fn kafka_crashing_mid_spike_never_answers_a_false_admitted() {
     // The outage hit admissions: some were answered 503 unconfirmed, or failed and were
     // retried (each user applies once, so "already applied" means an earlier try won).
     assert!(
-        tally
-            .keys()
-            .any(|k| k.contains("admission_unconfirmed") || k == "AlreadyApplied"),
+        tally.keys().any(|k| match k {
+            Outcome::Unknown(why) => why.contains("admission_unconfirmed"),
+            other => *other == Outcome::AlreadyApplied,
+        }),
         "the outage hit admissions: {tally:?}"
     );
     assert_invariants(&bed.services, &bed.campaign, LIMIT, &answers).await;
@@ -255,24 +264,15 @@ async fn redis_losing_its_data_after_sell_out_does_not_reopen_the_campaign() {
     let api = bed.api().await;
 
     // Fresh users and the earlier winners apply again: nobody wins, nothing resets.
-    let late: Vec<String> = (0..300).map(|i| format!("late-{i}")).collect();
-    let winners: Vec<String> = first
-        .iter()
-        .filter(|a| a.outcome == firstcome_e2e::spike::Outcome::Admitted)
-        .take(100)
-        .map(|a| a.user.clone())
-        .collect();
-    let again = spike(
-        &api.base,
-        &bed.campaign,
-        late.into_iter().chain(winners).collect(),
-        IN_FLIGHT,
-        Arc::new(AtomicUsize::new(0)),
-    )
-    .await;
+    let late = users("late", 300);
+    let winners = admitted_users(&first).take(100).map(String::from);
+    let again = bed
+        .clients()
+        .run(late.into_iter().chain(winners).collect())
+        .await;
     let tally = tally(&again);
-    assert_eq!(tally.get("SoldOut"), Some(&300), "{tally:?}");
-    assert_eq!(tally.get("AlreadyApplied"), Some(&100), "{tally:?}");
+    assert_eq!(tally.get(&Outcome::SoldOut), Some(&300), "{tally:?}");
+    assert_eq!(tally.get(&Outcome::AlreadyApplied), Some(&100), "{tally:?}");
     let answers: Vec<Answer> = first.into_iter().chain(again).collect();
     assert_invariants(&bed.services, &bed.campaign, LIMIT, &answers).await;
     let summary: serde_json::Value =
@@ -327,7 +327,9 @@ async fn sigterm_turns_readiness_false_first_and_drains_in_flight_applies() {
     let answers = spike.await.unwrap();
     println!("{:?}", tally(&answers));
     assert!(
-        !tally(&answers).keys().any(|k| k.starts_with("unknown")),
+        !tally(&answers)
+            .keys()
+            .any(|k| matches!(k, Outcome::Unknown(_))),
         "no apply was cut off by the shutdown: {:?}",
         tally(&answers)
     );

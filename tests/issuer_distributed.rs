@@ -7,6 +7,9 @@ use std::time::Duration;
 use firstcome_contract::{CampaignConfig, ConsumerLane};
 use firstcome_e2e::Services;
 use firstcome_e2e::issuer::*;
+use firstcome_e2e::spike::{
+    Outcome, Spike, admitted_sequences, admitted_users, apply, tally, users,
+};
 use firstcome_e2e::{unique_name, wait_for};
 use firstcome_issuer::kafka::lag::group_lag;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -41,11 +44,14 @@ async fn thousand_users_limit_hundred_gives_exactly_hundred_coupons() {
     let campaign = unique_name("spike");
     let issuer = start_distributed(&services, &["--campaign", &format!("{campaign}:100")]).await;
 
-    let answers = spike(&[&issuer.base], &campaign, users("u", 1000), 64).await;
+    let answers = Spike::new(&[&issuer.base], &campaign)
+        .in_flight(64)
+        .run(users("u", 1000))
+        .await;
 
-    let reasons = count_reasons(&answers);
-    assert_eq!(reasons.get("admitted"), Some(&100), "{reasons:?}");
-    assert_eq!(reasons.get("sold_out"), Some(&900), "{reasons:?}");
+    let outcomes = tally(&answers);
+    assert_eq!(outcomes.get(&Outcome::Admitted), Some(&100), "{outcomes:?}");
+    assert_eq!(outcomes.get(&Outcome::SoldOut), Some(&900), "{outcomes:?}");
     assert_eq!(
         admitted_sequences(&answers),
         (1..=100).collect::<Vec<u64>>()
@@ -58,11 +64,7 @@ async fn thousand_users_limit_hundred_gives_exactly_hundred_coupons() {
     assert_eq!(holders.len(), 100, "100 distinct users");
     let sequences: Vec<i64> = coupons.iter().map(|(_, s)| *s).collect();
     assert_eq!(sequences, (1..=100).collect::<Vec<i64>>());
-    let admitted: HashSet<&str> = answers
-        .iter()
-        .filter(|a| a.status == StatusCode::CREATED)
-        .map(|a| a.user.as_str())
-        .collect();
+    let admitted: HashSet<&str> = admitted_users(&answers).collect();
     assert_eq!(
         holders, admitted,
         "the coupon holders are exactly the users told 'admitted'"
@@ -77,10 +79,16 @@ async fn thousand_users_limit_hundred_gives_exactly_hundred_coupons() {
 
     // Sold out: the tail of the spike is answered from memory, without Redis.
     let before = admission_script_calls(&services).await;
-    let tail = spike(&[&issuer.base], &campaign, users("late", 300), 32).await;
-    assert_eq!(count_reasons(&tail).get("sold_out"), Some(&300));
+    let tail = Spike::new(&[&issuer.base], &campaign)
+        .in_flight(32)
+        .run(users("late", 300))
+        .await;
+    assert_eq!(tally(&tail).get(&Outcome::SoldOut), Some(&300));
     let winner = admitted.iter().next().unwrap();
-    let again = spike(&[&issuer.base], &campaign, vec![winner.to_string()], 1).await;
+    let again = Spike::new(&[&issuer.base], &campaign)
+        .in_flight(1)
+        .run(vec![winner.to_string()])
+        .await;
     assert_eq!(
         again[0].body["reason"], "already_applied",
         "a winner is told they hold a coupon"
@@ -108,17 +116,18 @@ async fn one_user_applying_thousand_times_gets_one_coupon_and_burns_no_stock() {
     let campaign = unique_name("one-user");
     let issuer = start_distributed(&services, &["--campaign", &format!("{campaign}:100")]).await;
 
-    let answers = spike(
-        &[&issuer.base],
-        &campaign,
-        vec!["same-user".to_string(); 1000],
-        64,
-    )
-    .await;
+    let answers = Spike::new(&[&issuer.base], &campaign)
+        .in_flight(64)
+        .run(vec!["same-user".to_string(); 1000])
+        .await;
 
-    let reasons = count_reasons(&answers);
-    assert_eq!(reasons.get("admitted"), Some(&1), "{reasons:?}");
-    assert_eq!(reasons.get("already_applied"), Some(&999), "{reasons:?}");
+    let outcomes = tally(&answers);
+    assert_eq!(outcomes.get(&Outcome::Admitted), Some(&1), "{outcomes:?}");
+    assert_eq!(
+        outcomes.get(&Outcome::AlreadyApplied),
+        Some(&999),
+        "{outcomes:?}"
+    );
     let (_, summary) = issuer.get(&format!("/v1/campaigns/{campaign}")).await;
     assert_eq!(
         summary["admitted"], 1,
@@ -138,17 +147,14 @@ async fn two_issuer_processes_sharing_redis_still_admit_exactly_the_limit() {
     let first = start_distributed(&services, &["--campaign", &spec]).await;
     let second = start_distributed(&services, &["--campaign", &spec, "--role", "api"]).await;
 
-    let answers = spike(
-        &[&first.base, &second.base],
-        &campaign,
-        users("u", 2000),
-        64,
-    )
-    .await;
+    let answers = Spike::new(&[&first.base, &second.base], &campaign)
+        .in_flight(64)
+        .run(users("u", 2000))
+        .await;
 
-    let reasons = count_reasons(&answers);
-    assert_eq!(reasons.get("admitted"), Some(&150), "{reasons:?}");
-    assert_eq!(reasons.get("sold_out"), Some(&1850), "{reasons:?}");
+    let outcomes = tally(&answers);
+    assert_eq!(outcomes.get(&Outcome::Admitted), Some(&150), "{outcomes:?}");
+    assert_eq!(outcomes.get(&Outcome::SoldOut), Some(&1850), "{outcomes:?}");
     assert_eq!(
         admitted_sequences(&answers),
         (1..=150).collect::<Vec<u64>>()
@@ -261,8 +267,11 @@ async fn replaying_the_topic_from_the_start_creates_no_duplicate() {
     let api = start_distributed(&services, &["--campaign", &spec, "--role", "api"]).await;
     let mut consumer =
         start_distributed(&services, &["--campaign", &spec, "--role", "consumer"]).await;
-    let answers = spike(&[&api.base], &campaign, users("u", 300), 32).await;
-    assert_eq!(count_reasons(&answers).get("admitted"), Some(&100));
+    let answers = Spike::new(&[&api.base], &campaign)
+        .in_flight(32)
+        .run(users("u", 300))
+        .await;
+    assert_eq!(tally(&answers).get(&Outcome::Admitted), Some(&100));
     let pool = postgres(&services).await;
     assert_eq!(wait_for_coupons(&pool, &campaign, 100).await.len(), 100);
     wait_until_consumed(&services, &group, &topic, "the consumer to commit").await;

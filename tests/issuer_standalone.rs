@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use firstcome_e2e::issuer::*;
+use firstcome_e2e::spike::{Outcome, Spike, admitted_sequences, admitted_users, tally, users};
 use reqwest::StatusCode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -13,19 +14,18 @@ async fn thousand_users_limit_hundred_and_nothing_lost_across_restarts() {
     let spec = format!("{campaign}:100");
     let mut issuer = start_standalone(&dir, &["--campaign", &spec]).await;
 
-    let answers = spike(&[&issuer.base], campaign, users("u", 1000), 64).await;
-    let reasons = count_reasons(&answers);
-    assert_eq!(reasons.get("admitted"), Some(&100), "{reasons:?}");
-    assert_eq!(reasons.get("sold_out"), Some(&900), "{reasons:?}");
+    let answers = Spike::new(&[&issuer.base], campaign)
+        .in_flight(64)
+        .run(users("u", 1000))
+        .await;
+    let outcomes = tally(&answers);
+    assert_eq!(outcomes.get(&Outcome::Admitted), Some(&100), "{outcomes:?}");
+    assert_eq!(outcomes.get(&Outcome::SoldOut), Some(&900), "{outcomes:?}");
     assert_eq!(
         admitted_sequences(&answers),
         (1..=100).collect::<Vec<u64>>()
     );
-    let winners: Vec<String> = answers
-        .iter()
-        .filter(|a| a.status == StatusCode::CREATED)
-        .map(|a| a.user.clone())
-        .collect();
+    let winners: Vec<String> = admitted_users(&answers).map(String::from).collect();
 
     // kill -9: whatever was answered "admitted" was already fsynced.
     issuer.kill();
@@ -34,19 +34,28 @@ async fn thousand_users_limit_hundred_and_nothing_lost_across_restarts() {
     assert_eq!(summary["admitted"], 100, "the counter did not reset");
     assert_eq!(summary["issued"], 100);
     assert_eq!(summary["state"], "sold_out");
-    let again = spike(&[&issuer.base], campaign, winners.clone(), 16).await;
+    let again = Spike::new(&[&issuer.base], campaign)
+        .in_flight(16)
+        .run(winners.clone())
+        .await;
     assert_eq!(
-        count_reasons(&again).get("already_applied"),
+        tally(&again).get(&Outcome::AlreadyApplied),
         Some(&100),
         "nobody wins twice"
     );
-    let fresh = spike(&[&issuer.base], campaign, users("after-restart", 200), 16).await;
-    assert_eq!(count_reasons(&fresh).get("sold_out"), Some(&200));
+    let fresh = Spike::new(&[&issuer.base], campaign)
+        .in_flight(16)
+        .run(users("after-restart", 200))
+        .await;
+    assert_eq!(tally(&fresh).get(&Outcome::SoldOut), Some(&200));
 
     // A raised limit (new configuration) admits more, continuing the sequence.
     issuer.stop().await;
     let issuer = start_standalone(&dir, &["--campaign", &format!("{campaign}:110")]).await;
-    let more = spike(&[&issuer.base], campaign, users("second-wave", 50), 16).await;
+    let more = Spike::new(&[&issuer.base], campaign)
+        .in_flight(16)
+        .run(users("second-wave", 50))
+        .await;
     assert_eq!(admitted_sequences(&more), (101..=110).collect::<Vec<u64>>());
     for winner in &winners[..3] {
         let (_, lookup) = issuer
@@ -63,16 +72,17 @@ async fn thousand_users_limit_hundred_and_nothing_lost_across_restarts() {
 async fn one_user_applying_thousand_times_gets_one_coupon() {
     let dir = temp_dir("firstcome-standalone");
     let issuer = start_standalone(&dir, &["--campaign", "solo:100"]).await;
-    let answers = spike(
-        &[&issuer.base],
-        "solo",
-        vec!["same-user".to_string(); 1000],
-        64,
-    )
-    .await;
-    let reasons = count_reasons(&answers);
-    assert_eq!(reasons.get("admitted"), Some(&1), "{reasons:?}");
-    assert_eq!(reasons.get("already_applied"), Some(&999), "{reasons:?}");
+    let answers = Spike::new(&[&issuer.base], "solo")
+        .in_flight(64)
+        .run(vec!["same-user".to_string(); 1000])
+        .await;
+    let outcomes = tally(&answers);
+    assert_eq!(outcomes.get(&Outcome::Admitted), Some(&1), "{outcomes:?}");
+    assert_eq!(
+        outcomes.get(&Outcome::AlreadyApplied),
+        Some(&999),
+        "{outcomes:?}"
+    );
     let (_, summary) = issuer.get("/v1/campaigns/solo").await;
     assert_eq!(summary["admitted"], 1, "no stock burnt");
     assert_eq!(summary["remaining"], 99);

@@ -46,13 +46,21 @@ pub async fn assert_invariants(
     let pool = crate::issuer::postgres(services).await;
     let redis = redis::Client::open(services.redis_url.as_str()).unwrap();
     let conn = redis.get_multiplexed_async_connection().await.unwrap();
-    let persisted = crate::wait_for(
-        "coupons == winners == min(limit, applicants)",
+    let persisted = crate::wait_until(
+        &format!("coupons == winners == min(limit, applicants) = {expected}"),
         Duration::from_secs(90),
         || async {
             let coupons = crate::issuer::coupons(&pool, campaign).await;
             let winners = winners(&mut conn.clone(), campaign).await;
-            (coupons.len() == expected && winners.len() == expected).then_some((coupons, winners))
+            if coupons.len() == expected && winners.len() == expected {
+                Ok((coupons, winners))
+            } else {
+                Err(format!(
+                    "{} coupons and {} winners",
+                    coupons.len(),
+                    winners.len()
+                ))
+            }
         },
     )
     .await;
@@ -91,17 +99,4 @@ pub async fn assert_invariants(
             Outcome::Unknown(_) => {}
         }
     }
-}
-
-/// How many answers had each kind of outcome, for messages.
-pub fn tally(answers: &[Answer]) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for answer in answers {
-        let key = match &answer.outcome {
-            Outcome::Unknown(why) => format!("unknown: {why}"),
-            other => format!("{other:?}"),
-        };
-        *counts.entry(key).or_default() += 1;
-    }
-    counts
 }

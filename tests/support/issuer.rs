@@ -1,17 +1,16 @@
-//! Helpers of the issuer's own tests: issuer processes (distributed or standalone), plain
-//! spikes that record every answer, and the coupons in PostgreSQL.
+//! Issuers as processes (distributed or standalone) and the coupons they persist in
+//! PostgreSQL; also the raw spike tests/operator.rs uses.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::StreamExt;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::Services;
 use crate::process::{Process, free_port};
+use crate::spike::{Retry, Spike};
 
 /// Starts `firstcome-issuer` with `args` on a free port and waits until it is ready.
 pub async fn start_issuer(args: &[String]) -> Process {
@@ -52,82 +51,36 @@ pub fn temp_dir(prefix: &str) -> PathBuf {
     dir
 }
 
-/// One apply over HTTP.
-pub async fn apply(
-    client: &reqwest::Client,
-    base: &str,
-    campaign: &str,
-    user: &str,
-) -> (StatusCode, Value) {
-    let response = client
-        .post(format!("{base}/v1/campaigns/{campaign}/applications"))
-        .json(&json!({ "userId": user }))
-        .send()
-        .await
-        .expect("apply request");
-    let status = response.status();
-    (status, response.json().await.expect("apply answers JSON"))
-}
-
-/// The answer one user got in a spike.
+/// The answer one user got in [`spike`].
 pub struct Reply {
     pub user: String,
     pub status: StatusCode,
     pub body: Value,
 }
 
-/// Fires one apply per entry of `users`, `in_flight` at a time, spread round-robin over
-/// `bases` (issuer URLs).
+/// A raw spike ([`Spike`] under [`Retry::Never`]) answered as [`Reply`]s, the shape
+/// tests/operator.rs counts.
 pub async fn spike(
     bases: &[&str],
     campaign: &str,
     users: Vec<String>,
     in_flight: usize,
 ) -> Vec<Reply> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(in_flight)
-        .build()
-        .unwrap();
-    futures::stream::iter(users.into_iter().enumerate())
-        .map(|(i, user)| {
-            let client = client.clone();
-            let base = bases[i % bases.len()].to_string();
-            async move {
-                let (status, body) = apply(&client, &base, campaign, &user).await;
-                Reply { user, status, body }
-            }
+    let answers = Spike::new(bases, campaign)
+        .in_flight(in_flight)
+        .retry(Retry::Never)
+        .run(users)
+        .await;
+    answers
+        .into_iter()
+        .map(|a| Reply {
+            user: a.user,
+            status: a
+                .status
+                .expect("under Retry::Never every apply is answered"),
+            body: a.body,
         })
-        .buffer_unordered(in_flight)
         .collect()
-        .await
-}
-
-/// How many answers had each reason.
-pub fn count_reasons(answers: &[Reply]) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for answer in answers {
-        let reason = answer.body["reason"]
-            .as_str()
-            .unwrap_or("<none>")
-            .to_string();
-        *counts.entry(reason).or_default() += 1;
-    }
-    counts
-}
-
-/// Sequences of the admitted answers, sorted.
-pub fn admitted_sequences(answers: &[Reply]) -> Vec<u64> {
-    let mut sequences: Vec<u64> = answers
-        .iter()
-        .filter(|a| a.status == StatusCode::CREATED)
-        .map(|a| {
-            a.body["sequence"]
-                .as_u64()
-                .expect("admitted answers carry a sequence")
-        })
-        .collect();
-    sequences.sort_unstable();
-    sequences
 }
 
 pub async fn postgres(services: &Services) -> PgPool {
@@ -136,31 +89,36 @@ pub async fn postgres(services: &Services) -> PgPool {
         .expect("connecting to the test bed's PostgreSQL")
 }
 
-/// The coupons of a campaign in PostgreSQL: (user id, sequence), by sequence.
-pub async fn coupons(pool: &PgPool, campaign: &str) -> Vec<(String, i64)> {
+async fn try_coupons(pool: &PgPool, campaign: &str) -> sqlx::Result<Vec<(String, i64)>> {
     sqlx::query_as("SELECT user_id, sequence FROM coupons WHERE campaign = $1 ORDER BY sequence")
         .bind(campaign)
         .fetch_all(pool)
         .await
-        .unwrap_or_default()
 }
 
-/// Waits (bounded) until the campaign has `expected` coupons, and returns them.
+/// The coupons of a campaign in PostgreSQL: (user id, sequence), by sequence; none while
+/// PostgreSQL cannot be read.
+pub async fn coupons(pool: &PgPool, campaign: &str) -> Vec<(String, i64)> {
+    try_coupons(pool, campaign).await.unwrap_or_default()
+}
+
+/// Waits (at most 60 s, else fails) until the campaign has at least `expected` coupons,
+/// and returns them.
 pub async fn wait_for_coupons(
     pool: &PgPool,
     campaign: &str,
     expected: usize,
 ) -> Vec<(String, i64)> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let found = coupons(pool, campaign).await;
-        if found.len() >= expected || Instant::now() > deadline {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-pub fn users(prefix: &str, count: usize) -> Vec<String> {
-    (0..count).map(|i| format!("{prefix}-{i}")).collect()
+    crate::wait_until(
+        &format!("{expected} coupons of {campaign} in PostgreSQL"),
+        Duration::from_secs(60),
+        || async {
+            match try_coupons(pool, campaign).await {
+                Ok(found) if found.len() >= expected => Ok(found),
+                Ok(found) => Err(format!("{} coupons", found.len())),
+                Err(error) => Err(format!("an error: {error}")),
+            }
+        },
+    )
+    .await
 }

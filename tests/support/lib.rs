@@ -58,14 +58,30 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
+    wait_until(what, timeout, || {
+        let check = probe();
+        async move { check.await.ok_or("no match") }
+    })
+    .await
+}
+
+/// Polls `probe` until it returns `Ok`, for at most `timeout`; panics naming `what` and
+/// what the last check saw instead (its `Err`).
+pub async fn wait_until<T, E, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
+        let seen = match probe().await {
+            Ok(value) => return value,
+            Err(seen) => seen,
+        };
         assert!(
             Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
+            "timed out after {timeout:?} waiting for {what}; the last check saw {seen}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

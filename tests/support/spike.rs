@@ -1,95 +1,251 @@
-//! Spikes of concurrent applies the way real clients send them: a transport error or a
-//! `backend_unavailable` is retried (bounded); every other answer is final.
+//! Applies over HTTP as the tests send them: one apply, spikes of concurrent applies
+//! (raw, or retried the way real clients retry), and the tally of their answers.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// How one user's apply ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Outcome {
     Admitted,
     AlreadyApplied,
     SoldOut,
-    /// No definite answer: the apply may or may not have won (503 unconfirmed, or the
-    /// issuer never answered within the retry budget).
+    /// No definite answer: the apply may or may not have won (503 unconfirmed, any other
+    /// answer, or the issuer never answered within the retry budget).
     Unknown(String),
 }
 
+impl Outcome {
+    fn of(status: StatusCode, body: &Value) -> Self {
+        match (status, body["reason"].as_str().unwrap_or_default()) {
+            (StatusCode::CREATED, _) => Self::Admitted,
+            (StatusCode::CONFLICT, "already_applied") => Self::AlreadyApplied,
+            (StatusCode::GONE, "sold_out") => Self::SoldOut,
+            (status, reason) => Self::Unknown(format!("{status} {reason}")),
+        }
+    }
+}
+
+/// The answer one user got in a spike: the last HTTP answer and what it means.
 #[derive(Clone, Debug)]
 pub struct Answer {
     pub user: String,
+    /// `None` only when the issuer never answered (under [`Retry::Unavailable`]).
+    pub status: Option<StatusCode>,
+    /// The JSON body; null when there was none or it was not JSON.
+    pub body: Value,
     pub outcome: Outcome,
 }
 
-/// How long one user keeps retrying.
-const RETRY_BUDGET: Duration = Duration::from_secs(30);
+/// What a spike does with an apply that got no definite answer.
+#[derive(Clone, Copy, Debug)]
+pub enum Retry {
+    /// Every answer is final; a transport error fails the test.
+    Never,
+    /// Like a real client: a transport error or a 503 `backend_unavailable` is tried
+    /// again, for up to `budget` per user; every other answer is final.
+    Unavailable { budget: Duration },
+}
 
-async fn apply_until_answered(client: &reqwest::Client, url: &str, user: &str) -> Outcome {
-    let deadline = Instant::now() + RETRY_BUDGET;
+impl Retry {
+    /// The fault tests' policy: up to 30 s per user.
+    pub const UNTIL_ANSWERED: Self = Self::Unavailable {
+        budget: Duration::from_secs(30),
+    };
+}
+
+/// How long one try may take when tries are retried.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One apply over HTTP: its status and JSON body (null when the body is not JSON).
+pub async fn try_apply(
+    client: &reqwest::Client,
+    base: &str,
+    campaign: &str,
+    user: &str,
+) -> reqwest::Result<(StatusCode, Value)> {
+    let response = client
+        .post(format!("{base}/v1/campaigns/{campaign}/applications"))
+        .json(&json!({ "userId": user }))
+        .send()
+        .await?;
+    let status = response.status();
+    Ok((status, response.json().await.unwrap_or_default()))
+}
+
+/// One apply over HTTP that must be answered.
+pub async fn apply(
+    client: &reqwest::Client,
+    base: &str,
+    campaign: &str,
+    user: &str,
+) -> (StatusCode, Value) {
+    try_apply(client, base, campaign, user)
+        .await
+        .expect("apply request")
+}
+
+/// One user's apply under `retry`.
+async fn apply_under(
+    client: &reqwest::Client,
+    base: &str,
+    campaign: &str,
+    user: String,
+    retry: Retry,
+) -> Answer {
+    let started = Instant::now();
     loop {
-        let last = match client
-            .post(url)
-            .json(&json!({ "userId": user }))
-            .send()
-            .await
-        {
-            Ok(response) => {
-                let status = response.status();
-                let body: serde_json::Value = response.json().await.unwrap_or_default();
-                let reason = body["reason"].as_str().unwrap_or_default().to_string();
-                match (status, reason.as_str()) {
-                    (StatusCode::CREATED, _) => return Outcome::Admitted,
-                    (StatusCode::CONFLICT, "already_applied") => return Outcome::AlreadyApplied,
-                    (StatusCode::GONE, "sold_out") => return Outcome::SoldOut,
-                    (StatusCode::SERVICE_UNAVAILABLE, "backend_unavailable") => reason,
-                    _ => return Outcome::Unknown(format!("{status} {reason}")),
-                }
-            }
-            Err(error) => error.to_string(),
+        let attempt = try_apply(client, base, campaign, &user).await;
+        let budget_left = match retry {
+            Retry::Never => false,
+            Retry::Unavailable { budget } => started.elapsed() <= budget,
         };
-        if Instant::now() > deadline {
-            return Outcome::Unknown(last);
+        match attempt {
+            Ok((StatusCode::SERVICE_UNAVAILABLE, body))
+                if budget_left && body["reason"] == "backend_unavailable" => {}
+            Ok((status, body)) => {
+                let outcome = Outcome::of(status, &body);
+                return Answer {
+                    user,
+                    status: Some(status),
+                    body,
+                    outcome,
+                };
+            }
+            Err(_) if budget_left => {}
+            Err(error) if matches!(retry, Retry::Never) => panic!("apply request: {error}"),
+            Err(error) => {
+                return Answer {
+                    user,
+                    status: None,
+                    body: Value::Null,
+                    outcome: Outcome::Unknown(error.to_string()),
+                };
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-/// One apply per user, `in_flight` at a time; `progress` counts answered users.
-pub async fn spike(
-    base: &str,
-    campaign: &str,
-    users: Vec<String>,
+/// A spike: one apply per user, `in_flight` at a time, spread round-robin over the
+/// issuers at `bases`. By default 64 in flight, [`Retry::Never`], no progress counter.
+#[derive(Clone, Debug)]
+pub struct Spike {
+    bases: Vec<String>,
+    campaign: String,
     in_flight: usize,
-    progress: Arc<AtomicUsize>,
-) -> Vec<Answer> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let url = format!("{base}/v1/campaigns/{campaign}/applications");
-    futures::stream::iter(users)
-        .map(|user| {
-            let (client, url, progress) = (client.clone(), url.clone(), progress.clone());
-            async move {
-                let outcome = apply_until_answered(&client, &url, &user).await;
-                progress.fetch_add(1, Ordering::Relaxed);
-                Answer { user, outcome }
-            }
+    retry: Retry,
+    progress: Option<Arc<AtomicUsize>>,
+}
+
+impl Spike {
+    pub fn new(bases: &[&str], campaign: &str) -> Self {
+        assert!(!bases.is_empty(), "a spike needs an issuer");
+        Self {
+            bases: bases.iter().map(|b| b.to_string()).collect(),
+            campaign: campaign.to_string(),
+            in_flight: 64,
+            retry: Retry::Never,
+            progress: None,
+        }
+    }
+
+    pub fn in_flight(mut self, in_flight: usize) -> Self {
+        self.in_flight = in_flight;
+        self
+    }
+
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Counts the users answered so far into `progress` (see [`wait_progress`]).
+    pub fn progress(mut self, progress: Arc<AtomicUsize>) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Fires one apply per entry of `users`; the answers, in no particular order.
+    pub async fn run(self, users: Vec<String>) -> Vec<Answer> {
+        let mut client = reqwest::Client::builder().pool_max_idle_per_host(self.in_flight);
+        if matches!(self.retry, Retry::Unavailable { .. }) {
+            client = client.timeout(ATTEMPT_TIMEOUT);
+        }
+        let client = client.build().unwrap();
+        let this = &self;
+        futures::stream::iter(users.into_iter().enumerate())
+            .map(|(i, user)| {
+                let client = &client;
+                async move {
+                    let base = &this.bases[i % this.bases.len()];
+                    let answer = apply_under(client, base, &this.campaign, user, this.retry).await;
+                    if let Some(progress) = &this.progress {
+                        progress.fetch_add(1, Ordering::Relaxed);
+                    }
+                    answer
+                }
+            })
+            .buffer_unordered(self.in_flight)
+            .collect()
+            .await
+    }
+}
+
+/// `count` users named `{prefix}-0`, `{prefix}-1`, …
+pub fn users(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// How many answers had each outcome.
+pub fn tally(answers: &[Answer]) -> HashMap<Outcome, usize> {
+    let mut counts = HashMap::new();
+    for answer in answers {
+        *counts.entry(answer.outcome.clone()).or_default() += 1;
+    }
+    counts
+}
+
+/// The users answered "admitted".
+pub fn admitted_users(answers: &[Answer]) -> impl Iterator<Item = &str> {
+    answers
+        .iter()
+        .filter(|a| a.outcome == Outcome::Admitted)
+        .map(|a| a.user.as_str())
+}
+
+/// Sequences of the admitted answers, sorted.
+pub fn admitted_sequences(answers: &[Answer]) -> Vec<u64> {
+    let mut sequences: Vec<u64> = answers
+        .iter()
+        .filter(|a| a.outcome == Outcome::Admitted)
+        .map(|a| {
+            a.body["sequence"]
+                .as_u64()
+                .expect("admitted answers carry a sequence")
         })
-        .buffer_unordered(in_flight)
-        .collect()
-        .await
+        .collect();
+    sequences.sort_unstable();
+    sequences
 }
 
 /// Waits until at least `count` users were answered.
 pub async fn wait_progress(progress: &AtomicUsize, count: usize) {
-    crate::wait_for("the spike to progress", Duration::from_secs(60), || async {
-        (progress.load(Ordering::Relaxed) >= count).then_some(())
-    })
+    crate::wait_until(
+        &format!("{count} users of the spike to be answered"),
+        Duration::from_secs(60),
+        || async {
+            match progress.load(Ordering::Relaxed) {
+                answered if answered >= count => Ok(()),
+                answered => Err(format!("{answered} answered")),
+            }
+        },
+    )
     .await;
 }
