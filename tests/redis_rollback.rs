@@ -3,14 +3,12 @@
 //! topic and PostgreSQL — decides, and nobody told `admitted` is left without a coupon.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use firstcome_contract::{CampaignConfig, CampaignKeys, WinnerEvent, decode_held};
-use firstcome_e2e::invariants::{assert_invariants, tally};
-use firstcome_e2e::issuer::{coupons, postgres, start_distributed, users};
-use firstcome_e2e::spike::{Answer, Outcome, spike};
+use firstcome_e2e::invariants::assert_invariants;
+use firstcome_e2e::issuer::{coupons, postgres, start_distributed};
+use firstcome_e2e::spike::{Answer, Outcome, Retry, Spike, tally, users};
 use firstcome_e2e::{Services, unique_name, wait_for};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -104,6 +102,13 @@ async fn roll_back(services: &Services, campaign: &str, to: u64) -> usize {
     lost.len()
 }
 
+/// Applies the way a client does through a failover: 503 `backend_unavailable` is retried.
+fn until_answered(base: &str, campaign: &str, in_flight: usize) -> Spike {
+    Spike::new(&[base], campaign)
+        .in_flight(in_flight)
+        .retry(Retry::UNTIL_ANSWERED)
+}
+
 fn admitted(answers: &[Answer]) -> usize {
     answers
         .iter()
@@ -122,15 +127,9 @@ async fn a_counter_rolled_back_under_running_issuers_never_gives_a_sequence_twic
     let spec = format!("{campaign}:100");
     let first = start_distributed(&services, &["--campaign", &spec]).await;
     let second = start_distributed(&services, &["--campaign", &spec, "--role", "api"]).await;
-    let progress = Arc::new(AtomicUsize::new(0));
-    let mut answers = spike(
-        &first.base,
-        &campaign,
-        users("early", 95),
-        16,
-        progress.clone(),
-    )
-    .await;
+    let mut answers = until_answered(&first.base, &campaign, 16)
+        .run(users("early", 95))
+        .await;
     assert_eq!(admitted(&answers), 95, "{:?}", tally(&answers));
     let pool = postgres(&services).await;
     wait_for("95 coupons", Duration::from_secs(30), || async {
@@ -139,7 +138,9 @@ async fn a_counter_rolled_back_under_running_issuers_never_gives_a_sequence_twic
     .await;
 
     assert_eq!(roll_back(&services, &campaign, 85).await, 10);
-    let late = spike(&second.base, &campaign, users("late", 30), 8, progress).await;
+    let late = until_answered(&second.base, &campaign, 8)
+        .run(users("late", 30))
+        .await;
     assert_eq!(admitted(&late), 5, "{:?}", tally(&late));
     answers.extend(late);
     assert_invariants(&services, &campaign, 100, &answers).await;
@@ -163,15 +164,9 @@ async fn an_issuer_started_on_a_rolled_back_redis_restores_before_admitting() {
     let campaign = unique_name("restart");
     let spec = format!("{campaign}:100");
     let mut issuer = start_distributed(&services, &["--campaign", &spec]).await;
-    let progress = Arc::new(AtomicUsize::new(0));
-    let mut answers = spike(
-        &issuer.base,
-        &campaign,
-        users("early", 95),
-        16,
-        progress.clone(),
-    )
-    .await;
+    let mut answers = until_answered(&issuer.base, &campaign, 16)
+        .run(users("early", 95))
+        .await;
     let pool = postgres(&services).await;
     wait_for("95 coupons", Duration::from_secs(30), || async {
         (coupons(&pool, &campaign).await.len() == 95).then_some(())
@@ -181,7 +176,9 @@ async fn an_issuer_started_on_a_rolled_back_redis_restores_before_admitting() {
 
     roll_back(&services, &campaign, 85).await;
     let restarted = start_distributed(&services, &["--campaign", &spec]).await;
-    let late = spike(&restarted.base, &campaign, users("late", 30), 8, progress).await;
+    let late = until_answered(&restarted.base, &campaign, 8)
+        .run(users("late", 30))
+        .await;
     assert_eq!(admitted(&late), 5, "{:?}", tally(&late));
     answers.extend(late);
     assert_invariants(&services, &campaign, 100, &answers).await;
