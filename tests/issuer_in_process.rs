@@ -44,6 +44,7 @@ async fn issuer_without_broker(services: &Services, campaign: &str) -> Router {
             .unwrap(),
         kafka_brokers: dead_broker,
         metrics: metrics.clone(),
+        replica_wait: None,
     };
     let config = CampaignConfig::new(campaign, 5);
     let campaigns = [Arc::new(Campaign::new(config.clone(), &metrics, false))];

@@ -144,6 +144,17 @@ pub struct ServeArgs {
     #[arg(long, env = "FIRSTCOME_REDIS_TIMEOUT_MS", default_value_t = 1000)]
     pub redis_timeout_ms: u64,
 
+    /// After each admission, wait until this many replicas have it (Redis `WAIT`) before
+    /// the hand-off: an answered admission is then on a replica a failover may promote.
+    /// 0 (the default) for a single Redis. Best effort: past the timeout the hand-off goes
+    /// on, and fencing still guards against a promoted replica that lacks it.
+    #[arg(long, env = "FIRSTCOME_REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    pub redis_wait_replicas: u32,
+
+    /// Longest `WAIT` for the replicas, when `--redis-wait-replicas` is set.
+    #[arg(long, env = "FIRSTCOME_REDIS_WAIT_TIMEOUT_MS", default_value_t = 100)]
+    pub redis_wait_timeout_ms: u64,
+
     /// Partitions of a campaign topic the issuer creates.
     #[arg(long, env = "FIRSTCOME_TOPIC_PARTITIONS", default_value_t = 3)]
     pub topic_partitions: i32,
@@ -167,6 +178,13 @@ pub struct ServeArgs {
 }
 
 /// Where admission and persistence happen.
+/// How many replicas must have an admission before its hand-off, and how long to wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaWait {
+    pub replicas: u32,
+    pub timeout: Duration,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Mode<'a> {
     Standalone,
@@ -189,6 +207,14 @@ impl ServeArgs {
 
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    /// The replicas an admission waits for, if any.
+    pub fn replica_wait(&self) -> Option<ReplicaWait> {
+        (self.redis_wait_replicas > 0).then(|| ReplicaWait {
+            replicas: self.redis_wait_replicas,
+            timeout: Duration::from_millis(self.redis_wait_timeout_ms),
+        })
     }
 
     pub fn persist_retry_budget(&self) -> Duration {

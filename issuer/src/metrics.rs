@@ -93,6 +93,7 @@ pub struct Metrics {
     sequence_conflicts: Family<CampaignLabel, Counter>,
     fenced: Family<CampaignLabel, Counter>,
     refused_twice_given: Family<CampaignLabel, Counter>,
+    replica_wait_missed: Counter,
 }
 
 impl Default for Metrics {
@@ -170,8 +171,15 @@ impl Default for Metrics {
             "Admissions refused because the topic names another holder of their sequence",
             refused_twice_given.clone(),
         );
+        let replica_wait_missed = Counter::default();
+        registry.register(
+            "replica_wait_missed",
+            "Admissions handed off before enough replicas acknowledged them (--redis-wait-replicas)",
+            replica_wait_missed.clone(),
+        );
         Self {
             registry,
+            replica_wait_missed,
             sequence_conflicts,
             fenced,
             refused_twice_given,
@@ -231,6 +239,10 @@ impl Metrics {
         self.sequence_conflicts
             .get_or_create(&label)
             .inc_by(report.conflicts);
+    }
+
+    pub fn replica_wait_missed(&self) {
+        self.replica_wait_missed.inc();
     }
 
     pub fn fenced(&self, name: &str) {

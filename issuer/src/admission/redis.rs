@@ -135,6 +135,21 @@ impl RedisAdmission {
         Ok(fenced == 1)
     }
 
+    /// Waits (Redis `WAIT`) until `replicas` replicas acknowledged every write of this
+    /// connection so far, at most `timeout`; returns how many did.
+    pub async fn wait_for_replicas(
+        &self,
+        replicas: u32,
+        timeout: Duration,
+    ) -> Result<u32, RedisAdmissionError> {
+        let acked: u32 = redis::cmd("WAIT")
+            .arg(replicas)
+            .arg(timeout.as_millis() as u64)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(acked)
+    }
+
     /// The broker has the winner's event: it no longer needs re-publishing.
     pub async fn confirm_published(
         &self,

@@ -19,6 +19,7 @@ use firstcome_contract::WinnerEvent;
 use crate::admission::redis::{RedisAdmission, RedisAdmissionError};
 use crate::admission::{Admission, Outcome};
 use crate::campaign::Campaign;
+use crate::cli::ReplicaWait;
 use crate::error::{HandOffError, IssuerError};
 use crate::kafka::producer::WinnerPublisher;
 use crate::metrics::Metrics;
@@ -30,6 +31,8 @@ pub struct Distributed {
     pub coupons: CouponStore,
     pub kafka_brokers: String,
     pub metrics: Arc<Metrics>,
+    /// Replicas an admission waits for before its hand-off (`None`: no wait).
+    pub replica_wait: Option<ReplicaWait>,
 }
 
 impl Distributed {
@@ -58,9 +61,37 @@ impl Distributed {
             other => other?,
         };
         if let Outcome::Admitted(admission) = &outcome {
+            self.wait_for_replicas().await;
             self.hand_off(campaign, user, admission).await?;
         }
         Ok(outcome)
+    }
+
+    /// Best effort: a replica that lags past the wait is logged and counted; fencing
+    /// still guards against its promotion.
+    async fn wait_for_replicas(&self) {
+        let Some(wait) = self.replica_wait else {
+            return;
+        };
+        match self
+            .redis
+            .wait_for_replicas(wait.replicas, wait.timeout)
+            .await
+        {
+            Ok(acked) if acked >= wait.replicas => {}
+            Ok(acked) => {
+                self.metrics.replica_wait_missed();
+                tracing::warn!(
+                    acked,
+                    wanted = wait.replicas,
+                    "admission not on enough replicas within the wait"
+                );
+            }
+            Err(error) => {
+                self.metrics.replica_wait_missed();
+                tracing::warn!(%error, "waiting for the replicas failed");
+            }
+        }
     }
 
     /// Publishes the winner's event, waits for the broker's ack (bounded by the

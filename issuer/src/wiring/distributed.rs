@@ -189,6 +189,7 @@ pub async fn connect(
         coupons,
         kafka_brokers: backends.kafka_brokers.to_string(),
         metrics,
+        replica_wait: args.replica_wait(),
     })
 }
 
