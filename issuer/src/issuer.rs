@@ -48,15 +48,6 @@ impl Issuer {
         self.campaigns.values()
     }
 
-    /// Campaigns whose admission state the backend does not hold yet.
-    pub fn unprovisioned(&self) -> Vec<String> {
-        self.campaigns
-            .values()
-            .filter(|c| !c.is_provisioned())
-            .map(|c| c.config.name.clone())
-            .collect()
-    }
-
     pub fn campaign(&self, name: &str) -> Result<&Arc<Campaign>, IssuerError> {
         self.campaigns
             .get(name)

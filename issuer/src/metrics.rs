@@ -8,7 +8,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::admission::Outcome;
 use crate::error::IssuerError;
@@ -99,101 +99,94 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("firstcome");
-        let applies = Family::<ApplyLabels, Counter>::default();
-        registry.register(
-            "applies",
-            "Applies by campaign and outcome",
-            applies.clone(),
-        );
-        let admission_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
-        registry.register(
-            "admission_duration_seconds",
-            "Time an apply spends in the admission backend (and, when admitted, until the broker acked)",
-            admission_seconds.clone(),
-        );
-        let published = Family::<PublishLabels, Counter>::default();
-        registry.register(
-            "winners_published",
-            "Winner events published, by result",
-            published.clone(),
-        );
-        let republished = Family::<CampaignLabel, Counter>::default();
-        registry.register(
-            "winners_republished",
-            "Winner events published again because their first publish was not confirmed",
-            republished.clone(),
-        );
-        let persisted = Family::<CampaignLabel, Counter>::default();
-        registry.register(
-            "coupons_persisted",
-            "Coupons newly written to PostgreSQL by the consumer",
-            persisted.clone(),
-        );
-        let failed_events = Family::<CampaignLabel, Counter>::default();
-        registry.register(
-            "failed_events",
-            "Consumed messages stored as failed events instead of coupons",
-            failed_events.clone(),
-        );
-        let consumer_lag = Family::<CampaignLabel, Gauge>::default();
-        registry.register(
-            "consumer_lag_messages",
-            "Messages on the campaign topic not yet consumed by its consumer group",
-            consumer_lag.clone(),
-        );
-        let missing_coupons = Family::<CampaignLabel, Gauge>::default();
-        registry.register(
-            "reconcile_missing_coupons",
-            "Winners recorded in Redis without a coupon in PostgreSQL at the last drift audit",
-            missing_coupons.clone(),
-        );
-        let dead_lettered = Family::<CampaignLabel, Counter>::default();
-        registry.register(
-            "dead_lettered",
-            "Messages parked on the dead-letter topic because PostgreSQL stayed unavailable",
-            dead_lettered.clone(),
-        );
-        let sequence_conflicts = Family::<CampaignLabel, Counter>::default();
-        registry.register(
-            "sequence_conflicts",
-            "Winner events whose sequence another user holds (Redis had lost admissions); stored as failed events",
-            sequence_conflicts.clone(),
-        );
-        let fenced = Family::<CampaignLabel, Counter>::default();
-        registry.register(
-            "fenced",
-            "Times a campaign was fenced because Redis had lost admissions",
-            fenced.clone(),
-        );
-        let refused_twice_given = Family::<CampaignLabel, Counter>::default();
-        registry.register(
-            "refused_twice_given",
-            "Admissions refused because the topic names another holder of their sequence",
-            refused_twice_given.clone(),
-        );
-        let replica_wait_missed = Counter::default();
-        registry.register(
-            "replica_wait_missed",
-            "Admissions handed off before enough replicas acknowledged them (--redis-wait-replicas)",
-            replica_wait_missed.clone(),
-        );
         Self {
+            applies: register(
+                &mut registry,
+                "applies",
+                "Applies by campaign and outcome",
+                Family::<ApplyLabels, Counter>::default(),
+            ),
+            admission_seconds: register(
+                &mut registry,
+                "admission_duration_seconds",
+                "Time an apply spends in the admission backend (and, when admitted, until the broker acked)",
+                Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+            ),
+            published: register(
+                &mut registry,
+                "winners_published",
+                "Winner events published, by result",
+                Family::<PublishLabels, Counter>::default(),
+            ),
+            republished: register(
+                &mut registry,
+                "winners_republished",
+                "Winner events published again because their first publish was not confirmed",
+                Family::<CampaignLabel, Counter>::default(),
+            ),
+            persisted: register(
+                &mut registry,
+                "coupons_persisted",
+                "Coupons newly written to PostgreSQL by the consumer",
+                Family::<CampaignLabel, Counter>::default(),
+            ),
+            failed_events: register(
+                &mut registry,
+                "failed_events",
+                "Consumed messages stored as failed events instead of coupons",
+                Family::<CampaignLabel, Counter>::default(),
+            ),
+            consumer_lag: register(
+                &mut registry,
+                "consumer_lag_messages",
+                "Messages on the campaign topic not yet consumed by its consumer group",
+                Family::<CampaignLabel, Gauge>::default(),
+            ),
+            missing_coupons: register(
+                &mut registry,
+                "reconcile_missing_coupons",
+                "Winners recorded in Redis without a coupon in PostgreSQL at the last drift audit",
+                Family::<CampaignLabel, Gauge>::default(),
+            ),
+            dead_lettered: register(
+                &mut registry,
+                "dead_lettered",
+                "Messages parked on the dead-letter topic because PostgreSQL stayed unavailable",
+                Family::<CampaignLabel, Counter>::default(),
+            ),
+            sequence_conflicts: register(
+                &mut registry,
+                "sequence_conflicts",
+                "Winner events whose sequence another user holds (Redis had lost admissions); stored as failed events",
+                Family::<CampaignLabel, Counter>::default(),
+            ),
+            fenced: register(
+                &mut registry,
+                "fenced",
+                "Times a campaign was fenced because Redis had lost admissions",
+                Family::<CampaignLabel, Counter>::default(),
+            ),
+            refused_twice_given: register(
+                &mut registry,
+                "refused_twice_given",
+                "Admissions refused because the topic names another holder of their sequence",
+                Family::<CampaignLabel, Counter>::default(),
+            ),
+            replica_wait_missed: register(
+                &mut registry,
+                "replica_wait_missed",
+                "Admissions handed off before enough replicas acknowledged them (--redis-wait-replicas)",
+                Counter::default(),
+            ),
             registry,
-            replica_wait_missed,
-            sequence_conflicts,
-            fenced,
-            refused_twice_given,
-            missing_coupons,
-            dead_lettered,
-            applies,
-            admission_seconds,
-            published,
-            republished,
-            persisted,
-            failed_events,
-            consumer_lag,
         }
     }
+}
+
+/// Registers `metric` under `name` and returns it, to be kept as a field.
+fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 fn campaign(name: &str) -> CampaignLabel {

@@ -33,6 +33,21 @@ impl Distributed {
         highest: u64,
         holder: Option<(&str, u64)>,
     ) -> Result<bool, IssuerError> {
+        let fenced = self.fence_if_behind(campaign, highest, holder).await?;
+        if fenced {
+            campaign.set_provisioned(false);
+            self.restore_in_background(campaign);
+        }
+        Ok(fenced)
+    }
+
+    /// Deletes the counter if Redis is behind (see [`Self::fence`]); no restore.
+    pub(super) async fn fence_if_behind(
+        &self,
+        campaign: &Campaign,
+        highest: u64,
+        holder: Option<(&str, u64)>,
+    ) -> Result<bool, IssuerError> {
         let fenced = self.redis.fence(&campaign.keys, highest, holder).await?;
         if fenced {
             tracing::error!(
@@ -40,8 +55,6 @@ impl Distributed {
                 "Redis lost admissions: campaign fenced until it is restored from PostgreSQL"
             );
             self.metrics.fenced(campaign.name());
-            campaign.set_provisioned(false);
-            self.restore_in_background(campaign);
         }
         Ok(fenced)
     }

@@ -69,15 +69,7 @@ impl Distributed {
     /// Fences the campaign if Redis's counter is below the highest persisted sequence.
     async fn behind_postgres(&self, campaign: &Campaign) -> Result<bool, IssuerError> {
         let highest = self.coupons.highest_sequence(campaign.name()).await?;
-        let fenced = self.redis.fence(&campaign.keys, highest, None).await?;
-        if fenced {
-            tracing::error!(
-                highest,
-                "Redis is behind PostgreSQL: campaign fenced until restored"
-            );
-            self.metrics.fenced(campaign.name());
-        }
-        Ok(fenced)
+        self.fence_if_behind(campaign, highest, None).await
     }
 
     /// Returns once both consumer lanes of the campaign have committed every message.

@@ -145,21 +145,9 @@ fn add_issuer(
         let claims = campaign.claims.clone();
         wiring.run_in_background(|stop| claims::tail(brokers, config, claims, stop));
     }
-    let unread = campaigns.clone();
-    wiring.readiness.add("claims", move || {
-        let unread: Vec<String> = (unread.iter())
-            .filter(|c| !c.claims.caught_up())
-            .map(|c| c.name().to_string())
-            .collect();
-        async move {
-            match unread.is_empty() {
-                true => Ok(()),
-                false => Err(format!(
-                    "campaign topic not read yet: {}",
-                    unread.join(", ")
-                )),
-            }
-        }
+    let read = campaigns.clone();
+    wiring.check_campaigns("claims", "campaign topic not read yet", read, |c| {
+        c.claims.caught_up()
     });
     let (watcher, watched) = (distributed.clone(), campaigns.clone());
     wiring.run_in_background(|stop| fence::watch(watcher, watched, stop));

@@ -72,6 +72,28 @@ impl Wiring {
         http::router(self.issuer.clone(), ops)
     }
 
+    /// Adds a readiness check that fails, naming them, while any of `campaigns` is not
+    /// `ready`.
+    fn check_campaigns(
+        &self,
+        name: &'static str,
+        why: &'static str,
+        campaigns: Vec<Arc<Campaign>>,
+        ready: fn(&Campaign) -> bool,
+    ) {
+        self.readiness.add(name, move || {
+            let waiting: Vec<&str> = (campaigns.iter())
+                .filter(|c| !ready(c))
+                .map(|c| c.name())
+                .collect();
+            let result = match waiting.is_empty() {
+                true => Ok(()),
+                false => Err(format!("{why}: {}", waiting.join(", "))),
+            };
+            async move { result }
+        });
+    }
+
     /// Adds a background task, given the token that stops it.
     fn run_in_background<F>(&mut self, task: impl FnOnce(CancellationToken) -> F)
     where
@@ -91,19 +113,13 @@ impl Wiring {
     /// provisioned, and sold-out campaigns re-read their limit.
     fn serve_issuer(&mut self, issuer: Issuer) {
         let issuer = Arc::new(issuer);
-        let provisioned = Arc::clone(&issuer);
-        self.readiness.add("campaigns", move || {
-            let missing = provisioned.unprovisioned();
-            async move {
-                match missing.is_empty() {
-                    true => Ok(()),
-                    false => Err(format!(
-                        "not yet provisioned in Redis: {}",
-                        missing.join(", ")
-                    )),
-                }
-            }
-        });
+        let campaigns: Vec<Arc<Campaign>> = issuer.campaigns().cloned().collect();
+        self.check_campaigns(
+            "campaigns",
+            "not yet provisioned in Redis",
+            campaigns,
+            |c| c.is_provisioned(),
+        );
         let refreshed = Arc::clone(&issuer);
         self.run_in_background(|stop| refresh_sold_out_boards(refreshed, stop));
         self.issuer = Some(issuer);
