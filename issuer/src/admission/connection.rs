@@ -5,11 +5,11 @@
 //! [`RedisConnection`] is cheap to clone and implements [`ConnectionLike`], so scripts,
 //! pipelines and [`redis::AsyncCommands`] run on it whatever the deployment.
 //!
-//! No mode re-sends a command whose connection failed: the admission script may have run,
-//! and running it twice could admit twice. The request fails (the API answers 503) and
-//! the next one reconnects. (The cluster client re-sends after a dropped connection,
-//! which the admission script tolerates for a per-user limit of one: the second run
-//! answers "already".)
+//! Single and Sentinel never re-send a command whose connection failed: the admission
+//! script may have run, and running it twice could admit twice. The request fails (the
+//! API answers 503) and the next one reconnects. The cluster client does re-send after a
+//! dropped connection: with a per-user limit of one the second run answers "already",
+//! with a higher one it may admit that user once more (see docs/configuration.md).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
