@@ -35,9 +35,12 @@ async fn issuer_without_broker(services: &Services, campaign: &str) -> Router {
     let dead_broker = format!("127.0.0.1:{}", free_port());
     let metrics = Arc::new(Metrics::default());
     let distributed = Distributed {
-        redis: RedisAdmission::connect(&services.redis_url, Duration::from_secs(1))
-            .await
-            .unwrap(),
+        redis: RedisAdmission::connect(
+            &services.redis_url.parse().unwrap(),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap(),
         publisher: WinnerPublisher::new(&dead_broker, Duration::from_millis(300)).unwrap(),
         coupons: CouponStore::connect(&services.database_url, 2)
             .await

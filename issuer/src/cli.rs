@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use firstcome_contract::CampaignConfig;
+use firstcome_contract::{CampaignConfig, RedisTarget};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -84,9 +84,11 @@ pub struct ServeArgs {
     #[arg(long, env = "FIRSTCOME_ROLE", value_enum, default_value_t = Role::All)]
     pub role: Role,
 
-    /// Redis URL, e.g. redis://127.0.0.1:6379 (distributed mode).
-    #[arg(long, env = "FIRSTCOME_REDIS_URL")]
-    pub redis_url: Option<String>,
+    /// Where Redis is (distributed mode): redis://host:port for one primary,
+    /// redis+sentinel://host:port,host:port/<master> for the primary Sentinel names,
+    /// redis+cluster://host:port,host:port for a Redis Cluster. See docs/configuration.md.
+    #[arg(long, env = "FIRSTCOME_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<RedisTarget>,
 
     /// Kafka bootstrap servers, comma separated (distributed mode).
     #[arg(long, env = "FIRSTCOME_KAFKA_BROKERS")]
@@ -195,7 +197,7 @@ pub enum Mode<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backends<'a> {
     /// Absent for a process that only consumes.
-    pub redis_url: Option<&'a str>,
+    pub redis_url: Option<&'a RedisTarget>,
     pub kafka_brokers: &'a str,
     pub database_url: &'a str,
 }
@@ -233,7 +235,7 @@ impl ServeArgs {
     /// must be.
     pub fn mode(&self) -> Result<Mode<'_>, String> {
         let (redis, kafka, database) = (
-            self.redis_url.as_deref(),
+            self.redis_url.as_ref(),
             self.kafka_brokers.as_deref(),
             self.database_url.as_deref(),
         );
@@ -331,6 +333,27 @@ mod tests {
                 ..
             }))
         ));
+    }
+
+    #[test]
+    fn redis_url_takes_every_deployment() {
+        for url in [
+            "redis://r:6379",
+            "redis+sentinel://s1:26379,s2:26379/shop",
+            "redis+cluster://n1:7000,n2:7001",
+        ] {
+            let parsed = args(&["--redis-url", url]);
+            assert_eq!(parsed.redis_url.unwrap().to_string(), url);
+        }
+        let argv = [
+            "firstcome-issuer",
+            "--redis-url",
+            "redis+sentinel://s1:26379",
+        ];
+        assert!(
+            Cli::try_parse_from(argv).is_err(),
+            "a Sentinel URL names its primary"
+        );
     }
 
     #[test]

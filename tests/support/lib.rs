@@ -1,11 +1,12 @@
 //! Support for the end-to-end tests: the real services of the test bed
-//! (`scripts/testbed`), the real control plane (`scripts/controlplane`), and the
-//! project's binaries started as processes.
+//! (`scripts/testbed`, with its Sentinel and Cluster beds in [`redis_beds`]), the real
+//! control plane (`scripts/controlplane`), and the project's binaries started as processes.
 
 pub mod cluster;
 pub mod invariants;
 pub mod issuer;
 pub mod process;
+pub mod redis_beds;
 pub mod spike;
 
 use std::future::Future;

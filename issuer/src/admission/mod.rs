@@ -1,9 +1,11 @@
 //! Admission: deciding, atomically, who wins a coupon.
 //!
 //! Two backends share one rule ([`rule::decide`]): Redis (the distributed issuer, many
-//! processes, one Lua script) and an embedded ledger (the standalone issuer). Once a
+//! processes, one Lua script; one primary, Sentinel or Cluster through
+//! [`connection::RedisConnection`]) and an embedded ledger (the standalone issuer). Once a
 //! campaign is sold out, [`sold_out::SoldOutBoard`] answers from memory.
 
+pub mod connection;
 pub mod embedded;
 pub mod redis;
 pub mod rule;

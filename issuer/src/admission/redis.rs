@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use firstcome_contract::{CampaignConfig, CampaignKeys, decode_held, encode_held};
+use firstcome_contract::{CampaignConfig, CampaignKeys, RedisTarget, decode_held, encode_held};
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use super::connection::RedisConnection;
 use super::{Admission, Counts, Outcome};
 
 const ADMIT_SCRIPT: &str = include_str!("admit.lua");
@@ -36,18 +36,16 @@ pub struct PendingWinner {
 
 #[derive(Clone)]
 pub struct RedisAdmission {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     script: redis::Script,
 }
 
 impl RedisAdmission {
-    pub async fn connect(url: &str, timeout: Duration) -> Result<Self, RedisAdmissionError> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client, config).await?;
+    pub async fn connect(
+        target: &RedisTarget,
+        timeout: Duration,
+    ) -> Result<Self, RedisAdmissionError> {
+        let conn = RedisConnection::connect(target, timeout).await?;
         Ok(Self {
             conn,
             script: redis::Script::new(ADMIT_SCRIPT),

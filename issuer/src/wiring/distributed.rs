@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use firstcome_contract::CampaignConfig;
+use firstcome_contract::{CampaignConfig, RedisTarget};
 use tokio_util::sync::CancellationToken;
 
 use super::Wiring;
@@ -163,14 +163,14 @@ fn add_issuer(
 /// The distributed backend over an already created producer and PostgreSQL store.
 pub async fn connect(
     args: &ServeArgs,
-    redis_url: &str,
+    redis_url: &RedisTarget,
     backends: &Backends<'_>,
     (publisher, coupons): (WinnerPublisher, CouponStore),
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Distributed> {
     let redis = RedisAdmission::connect(redis_url, args.redis_timeout())
         .await
-        .context("connecting to Redis")?;
+        .with_context(|| format!("connecting to Redis at {redis_url}"))?;
     Ok(Distributed {
         redis,
         publisher,

@@ -1,0 +1,337 @@
+//! Admission on replicated Redis, against the test bed's real Sentinel and Cluster beds
+//! (started here when the environment does not name them): exact counts through Sentinel
+//! and across a failover to the promoted replica, and on a Redis Cluster with campaigns on
+//! different primaries.
+
+use std::time::{Duration, Instant};
+
+use firstcome_contract::{CampaignConfig, CampaignKeys, RedisTarget};
+use firstcome_e2e::redis_beds::{cluster_target, heal_sentinel_bed, redis_node, sentinel_target};
+use firstcome_e2e::unique_name;
+use firstcome_issuer::admission::Outcome;
+use firstcome_issuer::admission::connection::RedisConnection;
+use firstcome_issuer::admission::redis::RedisAdmission;
+
+const TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest wait for the Sentinels to promote the replica (down-after 1 s + election).
+const FAILOVER_BOUND: Duration = Duration::from_secs(30);
+
+/// Writes what provisioning writes: the limit and a zero counter.
+async fn provision(conn: &mut RedisConnection, keys: &CampaignKeys, limit: u64) {
+    let _: () = redis::pipe()
+        .set(&keys.limit, limit)
+        .set(&keys.admitted, 0)
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
+/// Applies every user at once; the outcomes in the users' order.
+async fn apply_all(
+    admission: &RedisAdmission,
+    campaign: &CampaignConfig,
+    users: &[String],
+) -> Vec<Outcome> {
+    let keys = CampaignKeys::new(&campaign.name);
+    let applies = users
+        .iter()
+        .map(|user| admission.run_admission_script(campaign, &keys, user));
+    futures::future::try_join_all(applies).await.unwrap()
+}
+
+fn users(prefix: &str, range: std::ops::Range<u32>) -> Vec<String> {
+    range.map(|i| format!("{prefix}-user-{i}")).collect()
+}
+
+/// Exactly `expected` sequences were handed out, the rest sold out.
+fn assert_admitted(outcomes: &[Outcome], expected: std::ops::RangeInclusive<u64>) {
+    let mut sequences: Vec<u64> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Admitted(a) => Some(a.sequence),
+            _ => None,
+        })
+        .collect();
+    sequences.sort_unstable();
+    assert_eq!(sequences, expected.collect::<Vec<_>>(), "{outcomes:?}");
+    let sold_out = outcomes.iter().filter(|o| **o == Outcome::SoldOut).count();
+    assert_eq!(sold_out + sequences.len(), outcomes.len(), "{outcomes:?}");
+}
+
+/// What a campaign's keys say after admissions: counter, holders (read with HSCAN),
+/// pending winners.
+async fn assert_state(admission: &RedisAdmission, campaign: &CampaignConfig, admitted: u64) {
+    let keys = CampaignKeys::new(&campaign.name);
+    let counts = admission.counts(&keys).await.unwrap();
+    assert_eq!((counts.limit, counts.admitted), (campaign.limit, admitted));
+    let holders = admission.holders(&keys).await.unwrap();
+    assert_eq!(holders.len() as u64, admitted, "{holders:?}");
+    assert_eq!(
+        admission.pending(&keys).await.unwrap().len() as u64,
+        admitted
+    );
+}
+
+// ---------------------------------------------------------------- Sentinel
+
+/// The Sentinel tests each take the primary down, and bringing the bed up (which restarts
+/// missing nodes) must not run during another's failover: one at a time.
+static ONE_FAILOVER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Resumes and restarts what a test paused or killed, even when the test fails, so the
+/// next test finds the bed whole.
+struct HealSentinelBed;
+
+impl Drop for HealSentinelBed {
+    fn drop(&mut self) {
+        heal_sentinel_bed();
+    }
+}
+
+/// The port of the primary the first answering Sentinel names.
+async fn sentinel_primary_port(target: &RedisTarget) -> u16 {
+    let RedisTarget::Sentinel {
+        master, sentinels, ..
+    } = target
+    else {
+        panic!("not a Sentinel target: {target}");
+    };
+    for sentinel in sentinels {
+        let Ok(client) = redis::Client::open(format!("redis://{sentinel}")) else {
+            continue;
+        };
+        let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+            continue;
+        };
+        let address: redis::RedisResult<(String, u16)> = redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(master)
+            .query_async(&mut conn)
+            .await;
+        if let Ok((_, port)) = address {
+            return port;
+        }
+    }
+    panic!("no Sentinel of {target} names a primary");
+}
+
+/// A campaign of `limit` provisioned through Sentinel with `admitted` admissions made,
+/// all of it acknowledged by the replica. Replication is asynchronous and WAIT covers this
+/// connection's writes, so it writes once more (the same limit) after the admissions.
+async fn sentinel_campaign(
+    admission: &RedisAdmission,
+    conn: &mut RedisConnection,
+    limit: u64,
+    admitted: u32,
+) -> CampaignConfig {
+    let campaign = CampaignConfig::new(unique_name("sentinel"), limit);
+    let keys = CampaignKeys::new(&campaign.name);
+    provision(conn, &keys, limit).await;
+    let outcomes = apply_all(admission, &campaign, &users("before", 0..admitted)).await;
+    assert_admitted(&outcomes, 1..=u64::from(admitted));
+    let _: () = redis::cmd("SET")
+        .arg(&keys.limit)
+        .arg(limit)
+        .query_async(conn)
+        .await
+        .unwrap();
+    let replicas: u64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(5000)
+        .query_async(conn)
+        .await
+        .unwrap();
+    assert_eq!(replicas, 1, "the replica acknowledged the writes");
+    campaign
+}
+
+/// Applies new users every 20 ms from `since` until one apply gets an answer; prints and
+/// returns it, with how long applies failed.
+async fn first_answer_after_failover(
+    admission: &RedisAdmission,
+    campaign: &CampaignConfig,
+    fault: &str,
+    since: Instant,
+) -> (Outcome, Duration) {
+    let keys = CampaignKeys::new(&campaign.name);
+    let mut failed = 0;
+    let mut last_error = None;
+    loop {
+        assert!(
+            since.elapsed() < FAILOVER_BOUND,
+            "no admission within {FAILOVER_BOUND:?} of {fault} ({failed} failed; last: {last_error:?})"
+        );
+        let user = format!("failover-user-{failed}");
+        match admission.run_admission_script(campaign, &keys, &user).await {
+            Ok(outcome) => {
+                let window = since.elapsed();
+                println!(
+                    "sentinel failover after {fault}: applies failed for {window:?} ({failed} \
+                     attempts; last error: {last_error:?})"
+                );
+                return (outcome, window);
+            }
+            Err(err) => {
+                failed += 1;
+                last_error = Some(err.to_string());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_admits_exactly_and_resumes_on_the_promoted_replica() {
+    let _serial = ONE_FAILOVER_AT_A_TIME.lock().await;
+    let target = sentinel_target();
+    let _heal = HealSentinelBed;
+    let admission = RedisAdmission::connect(&target, TIMEOUT).await.unwrap();
+    let mut conn = RedisConnection::connect(&target, TIMEOUT).await.unwrap();
+    let campaign = CampaignConfig::new(unique_name("sentinel"), 5);
+    let keys = CampaignKeys::new(&campaign.name);
+    provision(&mut conn, &keys, campaign.limit).await;
+
+    let applicants = users("a", 0..8);
+    let outcomes = apply_all(&admission, &campaign, &applicants).await;
+    assert_admitted(&outcomes, 1..=5);
+    let winner = outcomes
+        .iter()
+        .position(|o| matches!(o, Outcome::Admitted(_)))
+        .unwrap();
+    let again = apply_all(&admission, &campaign, &applicants[winner..=winner]).await;
+    assert!(matches!(again[0], Outcome::AlreadyApplied(_)), "{again:?}");
+    assert_state(&admission, &campaign, 5).await;
+
+    let campaign = sentinel_campaign(&admission, &mut conn, 20, 5).await;
+    let old_primary = sentinel_primary_port(&target).await;
+    redis_node("kill", old_primary);
+    let (resumed, _) = first_answer_after_failover(
+        &admission,
+        &campaign,
+        "SIGKILL of the primary",
+        Instant::now(),
+    )
+    .await;
+    assert_ne!(
+        sentinel_primary_port(&target).await,
+        old_primary,
+        "the Sentinels promoted the replica"
+    );
+    assert!(
+        matches!(resumed, Outcome::Admitted(ref a) if a.sequence == 6),
+        "the promoted replica continues the counter: {resumed:?}"
+    );
+    let outcomes = apply_all(&admission, &campaign, &users("after", 0..20)).await;
+    assert_admitted(&outcomes, 7..=20);
+    assert_state(&admission, &campaign, 20).await;
+}
+
+/// A hung primary (SIGSTOP) answers nothing: commands time out, the connection is
+/// dropped, and the Sentinels' promotion is found as with a dead one. When the old
+/// primary wakes up it is demoted, and admissions stay on the new primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_leaves_a_hung_primary_for_the_promoted_replica() {
+    let _serial = ONE_FAILOVER_AT_A_TIME.lock().await;
+    let target = sentinel_target();
+    let _heal = HealSentinelBed;
+    let admission = RedisAdmission::connect(&target, TIMEOUT).await.unwrap();
+    let mut conn = RedisConnection::connect(&target, TIMEOUT).await.unwrap();
+    let campaign = sentinel_campaign(&admission, &mut conn, 10, 3).await;
+
+    let old_primary = sentinel_primary_port(&target).await;
+    redis_node("stop", old_primary);
+    let (resumed, _) = first_answer_after_failover(
+        &admission,
+        &campaign,
+        "SIGSTOP of the primary",
+        Instant::now(),
+    )
+    .await;
+    assert!(
+        matches!(resumed, Outcome::Admitted(ref a) if a.sequence == 4),
+        "the promoted replica continues the counter: {resumed:?}"
+    );
+    assert_ne!(sentinel_primary_port(&target).await, old_primary);
+
+    redis_node("cont", old_primary);
+    let outcomes = apply_all(&admission, &campaign, &users("after", 0..10)).await;
+    assert_admitted(&outcomes, 5..=10);
+    assert_state(&admission, &campaign, 10).await;
+}
+
+// ---------------------------------------------------------------- Cluster
+
+/// The node that owns `key`'s slot, asked of `node` without following redirects.
+async fn slot_owner(node: &str, key: &str) -> String {
+    let client = redis::Client::open(format!("redis://{node}")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    match redis::cmd("EXISTS")
+        .arg(key)
+        .query_async::<i64>(&mut conn)
+        .await
+    {
+        Ok(_) => node.to_string(),
+        Err(err) => {
+            let (owner, _slot) = err.redirect_node().expect("a MOVED redirect");
+            owner.to_string()
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_admits_exactly_for_campaigns_on_different_primaries() {
+    let target = cluster_target();
+    let RedisTarget::Cluster { nodes, .. } = &target else {
+        panic!("not a Cluster target: {target}");
+    };
+    let seed = nodes[0].to_string();
+    let admission = RedisAdmission::connect(&target, TIMEOUT).await.unwrap();
+    let mut conn = RedisConnection::connect(&target, TIMEOUT).await.unwrap();
+
+    let first = CampaignConfig::new(unique_name("cluster"), 3);
+    let first_owner = slot_owner(&seed, &CampaignKeys::new(&first.name).admitted).await;
+    let mut second = None;
+    for _ in 0..100 {
+        let candidate = CampaignConfig::new(unique_name("cluster"), 3);
+        let owner = slot_owner(&seed, &CampaignKeys::new(&candidate.name).admitted).await;
+        if owner != first_owner {
+            second = Some((candidate, owner));
+            break;
+        }
+    }
+    let (second, second_owner) = second.expect("a campaign on another primary");
+
+    for campaign in [&first, &second] {
+        provision(
+            &mut conn,
+            &CampaignKeys::new(&campaign.name),
+            campaign.limit,
+        )
+        .await;
+    }
+    let (first_users, second_users) = (users("first", 0..5), users("second", 0..5));
+    let (first_outcomes, second_outcomes) = tokio::join!(
+        apply_all(&admission, &first, &first_users),
+        apply_all(&admission, &second, &second_users),
+    );
+    assert_admitted(&first_outcomes, 1..=3);
+    assert_admitted(&second_outcomes, 1..=3);
+
+    for (campaign, owner) in [(&first, &first_owner), (&second, &second_owner)] {
+        assert_state(&admission, campaign, 3).await;
+        // The counter is on the primary that owns the campaign's slot.
+        let keys = CampaignKeys::new(&campaign.name);
+        let client = redis::Client::open(format!("redis://{owner}")).unwrap();
+        let mut direct = client.get_multiplexed_async_connection().await.unwrap();
+        let admitted: u64 = redis::cmd("GET")
+            .arg(&keys.admitted)
+            .query_async(&mut direct)
+            .await
+            .unwrap();
+        assert_eq!(admitted, 3, "{} on {owner}", campaign.name);
+    }
+    println!(
+        "cluster: {} on {first_owner}, {} on {second_owner}",
+        first.name, second.name
+    );
+}

@@ -1,0 +1,86 @@
+//! The replicated Redis beds of `scripts/testbed` (Sentinel and Cluster): where they are,
+//! starting them when the environment does not say, and faults on one of their nodes.
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+
+use firstcome_contract::RedisTarget;
+
+const TESTBED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/testbed");
+
+/// The Sentinel bed (`scripts/testbed up-sentinel` when `FIRSTCOME_TEST_SENTINELS` is unset).
+pub fn sentinel_target() -> RedisTarget {
+    let env = bed_env(
+        "up-sentinel",
+        &["FIRSTCOME_TEST_SENTINELS", "FIRSTCOME_TEST_SENTINEL_MASTER"],
+    );
+    let url = format!(
+        "redis+sentinel://{}/{}",
+        env["FIRSTCOME_TEST_SENTINELS"], env["FIRSTCOME_TEST_SENTINEL_MASTER"]
+    );
+    url.parse().expect("the test bed's Sentinel URL")
+}
+
+/// The Cluster bed (`scripts/testbed up-cluster` when `FIRSTCOME_TEST_REDIS_CLUSTER` is unset).
+pub fn cluster_target() -> RedisTarget {
+    let env = bed_env("up-cluster", &["FIRSTCOME_TEST_REDIS_CLUSTER"]);
+    format!("redis+cluster://{}", env["FIRSTCOME_TEST_REDIS_CLUSTER"])
+        .parse()
+        .expect("the test bed's Cluster URL")
+}
+
+/// Brings the Sentinel bed back to a primary, a replica in sync and three Sentinels that
+/// agree, restarting a node a test killed (it rejoins as a replica). Reports a failure
+/// instead of panicking: it runs from `Drop`, maybe while a failed test unwinds, and the
+/// next `up-sentinel` heals the bed anyway.
+pub fn heal_sentinel_bed() {
+    match Command::new(TESTBED)
+        .arg("up-sentinel")
+        .stdout(Stdio::null())
+        .status()
+    {
+        Ok(status) if status.success() => {}
+        other => eprintln!("scripts/testbed up-sentinel could not heal the bed: {other:?}"),
+    }
+}
+
+/// `scripts/testbed redis-node kill|stop|cont PORT`: SIGKILL, SIGSTOP or SIGCONT one node.
+pub fn redis_node(action: &str, port: u16) {
+    testbed(&["redis-node", action, &port.to_string()]);
+}
+
+/// The variables `names` from the environment, or else from the export lines of
+/// `scripts/testbed <up_command>`.
+fn bed_env(up_command: &str, names: &[&str]) -> HashMap<String, String> {
+    let from_env: HashMap<_, _> = names
+        .iter()
+        .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)))
+        .collect();
+    if from_env.len() == names.len() {
+        return from_env;
+    }
+    let exports = testbed(&[up_command]);
+    let parsed: HashMap<String, String> = exports
+        .lines()
+        .filter_map(|line| line.strip_prefix("export ")?.split_once('='))
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+    for name in names {
+        assert!(
+            parsed.contains_key(*name),
+            "scripts/testbed {up_command} printed no {name}"
+        );
+    }
+    parsed
+}
+
+/// Runs `scripts/testbed ARGS` (its log goes to the test's stderr); returns its stdout.
+fn testbed(args: &[&str]) -> String {
+    let output = Command::new(TESTBED)
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running scripts/testbed");
+    assert!(output.status.success(), "scripts/testbed {args:?} failed");
+    String::from_utf8(output.stdout).expect("scripts/testbed prints UTF-8")
+}
