@@ -5,12 +5,16 @@
 
 use std::time::{Duration, Instant};
 
+use firstcome_contract::RedisConnection;
 use firstcome_contract::{CampaignConfig, CampaignKeys, RedisTarget};
-use firstcome_e2e::redis_beds::{cluster_target, heal_sentinel_bed, redis_node, sentinel_target};
-use firstcome_e2e::unique_name;
+use firstcome_e2e::redis_beds::{
+    cluster_target, cluster_url, heal_sentinel_bed, redis_node, sentinel_target, sentinel_url,
+};
+use firstcome_e2e::{Services, cluster, unique_name};
 use firstcome_issuer::admission::Outcome;
-use firstcome_issuer::admission::connection::RedisConnection;
 use firstcome_issuer::admission::redis::RedisAdmission;
+use firstcome_operator::resource::Phase;
+use firstcome_operator::status;
 
 const TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest wait for the Sentinels to promote the replica (down-after 1 s + election).
@@ -334,4 +338,45 @@ async fn cluster_admits_exactly_for_campaigns_on_different_primaries() {
         "cluster: {} on {first_owner}, {} on {second_owner}",
         first.name, second.name
     );
+}
+
+/// The operator provisions through the same modes: a campaign whose backends Secret names
+/// the Sentinel bed, and one whose Secret names the Cluster bed, both reach phase Open
+/// with RedisReady=True and their limit written where that Redis keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_provisions_through_sentinel_and_cluster() {
+    let _serial = ONE_FAILOVER_AT_A_TIME.lock().await;
+    let services = Services::from_env();
+    let client = cluster::client().await;
+    cluster::install_crd(&client).await;
+    for (prefix, url) in [
+        ("via-sentinel", sentinel_url()),
+        ("via-cluster", cluster_url()),
+    ] {
+        let ns = cluster::namespace(&client, prefix, &services, &url).await;
+        let _operator = cluster::start_operator(&ns, "only", &[]).await;
+        cluster::apply_campaign(&client, &ns, "launch", "limit: 42\n")
+            .await
+            .unwrap();
+        let status = cluster::wait_status(&client, &ns, "launch", "phase Open", |s| {
+            s.phase == Phase::Open
+        })
+        .await;
+        let redis_ready = status::condition(&status, status::REDIS_READY);
+        assert_eq!(
+            redis_ready.map(|c| c.status.as_str()),
+            Some("True"),
+            "{url}"
+        );
+        let keys = CampaignKeys::new(&status.campaign_id.unwrap());
+        let mut conn = RedisConnection::connect(&url.parse().unwrap(), TIMEOUT)
+            .await
+            .unwrap();
+        let limit: u64 = redis::cmd("GET")
+            .arg(&keys.limit)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(limit, 42, "{url}");
+    }
 }

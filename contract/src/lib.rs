@@ -4,9 +4,11 @@
 //! campaign the operator hands to issuers ([`CampaignConfig`]), the Redis key layout of a
 //! campaign ([`CampaignKeys`]), the winner event published on Kafka ([`WinnerEvent`]) and
 //! the consumer lanes that persist it ([`ConsumerLane`]), and where Redis is
-//! ([`RedisTarget`]: one primary, Sentinel or Cluster).
+//! ([`RedisTarget`]: one primary, Sentinel or Cluster) and how both connect to it
+//! ([`RedisConnection`]).
 
 mod campaign;
+mod redis_connection;
 mod redis_keys;
 mod redis_target;
 mod winner_event;
@@ -14,6 +16,7 @@ mod winner_event;
 pub use campaign::{
     CampaignConfig, CampaignsFile, ConfigError, ConsumerLane, DEFAULT_PER_USER_LIMIT, Window,
 };
+pub use redis_connection::{RedisConnection, SentinelConnection};
 pub use redis_keys::{CampaignKeys, decode_held, encode_held};
 pub use redis_target::{NodeAddress, RedisAuth, RedisTarget, RedisTargetError};
 pub use winner_event::{ForeignEvent, WinnerEvent, WinnerEventError};

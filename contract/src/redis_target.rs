@@ -53,7 +53,7 @@ pub struct RedisAuth {
     pub password: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum RedisTargetError {
     #[error(
         "unknown Redis URL scheme {0:?} (expected redis, rediss, unix, redis+sentinel or redis+cluster)"
@@ -77,6 +77,8 @@ pub enum RedisTargetError {
     Query(&'static str),
     #[error("the credentials are not valid percent-encoded UTF-8")]
     BadCredentials,
+    #[error("not a valid Redis URL")]
+    InvalidUrl(#[source] redis::RedisError),
 }
 
 impl FromStr for RedisTarget {
@@ -87,9 +89,13 @@ impl FromStr for RedisTarget {
         match scheme {
             SENTINEL_SCHEME => parse_sentinel(rest),
             CLUSTER_SCHEME => parse_cluster(rest),
-            s if SINGLE_SCHEMES.contains(&s) => Ok(Self::Single {
-                url: url.to_string(),
-            }),
+            s if SINGLE_SCHEMES.contains(&s) => {
+                redis::IntoConnectionInfo::into_connection_info(url)
+                    .map_err(RedisTargetError::InvalidUrl)?;
+                Ok(Self::Single {
+                    url: url.to_string(),
+                })
+            }
             other => Err(RedisTargetError::UnknownScheme(other.to_string())),
         }
     }
@@ -296,7 +302,6 @@ mod tests {
         for url in [
             "redis://127.0.0.1:6379",
             "redis://:pw@redis:6379/2",
-            "rediss://user:pw@redis.example:6380",
             "unix:///run/redis.sock",
         ] {
             assert_eq!(
@@ -306,6 +311,12 @@ mod tests {
                 }
             );
         }
+        // This build has no TLS: say so when the URL is read, not at the first connect.
+        let tls = "rediss://user:pw@redis.example:6380".parse::<RedisTarget>();
+        assert!(
+            matches!(tls, Err(RedisTargetError::InvalidUrl(_))),
+            "{tls:?}"
+        );
     }
 
     #[test]
@@ -373,8 +384,11 @@ mod tests {
             ("redis+cluster://:%4@n1:7000", BadCredentials),
         ];
         for (url, expected) in cases {
-            assert_eq!(url.parse::<RedisTarget>(), Err(expected), "{url}");
+            let error = url.parse::<RedisTarget>().unwrap_err();
+            assert_eq!(error.to_string(), expected.to_string(), "{url}");
         }
+        let port = "redis://r:notaport".parse::<RedisTarget>().unwrap_err();
+        assert!(matches!(port, InvalidUrl(_)), "{port:?}");
     }
 
     #[test]

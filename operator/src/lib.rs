@@ -6,6 +6,10 @@
 //! picks the Events a change publishes (pure). [`leader`] elects the one replica that
 //! reconciles.
 
+// The reconcile future holds a Redis connection of any deployment (one primary, Sentinel
+// or Cluster); proving it `Send` takes the compiler past its default depth of 128.
+#![recursion_limit = "256"]
+
 pub mod backends;
 pub mod campaign;
 pub mod controller;

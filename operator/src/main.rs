@@ -1,6 +1,9 @@
 //! The operator's binary: flags, logs, the /healthz, /readyz and /metrics listener, the
 //! leader lease, then the controller until SIGTERM; the lease is released on the way out.
 
+// See lib.rs: the reconcile future is deep.
+#![recursion_limit = "256"]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -443,7 +443,13 @@ mod tests {
             namespace: "shop".into(),
             name: "firstcome-backends".into(),
         };
-        let bad_url = || BackendError::InvalidRedisUrl(redis::Client::open("nope").unwrap_err());
+        let bad_url = || {
+            BackendError::InvalidRedisUrl(
+                "nope"
+                    .parse::<firstcome_contract::RedisTarget>()
+                    .unwrap_err(),
+            )
+        };
         let cases = [
             (Backends::NotTried, Reason::InvalidSpec, Reason::InvalidSpec),
             (

@@ -8,25 +8,32 @@ use firstcome_contract::RedisTarget;
 
 const TESTBED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/testbed");
 
-/// The Sentinel bed (`scripts/testbed up-sentinel` when `FIRSTCOME_TEST_SENTINELS` is unset).
-pub fn sentinel_target() -> RedisTarget {
+/// The URL of the Sentinel bed (`scripts/testbed up-sentinel` when
+/// `FIRSTCOME_TEST_SENTINELS` is unset).
+pub fn sentinel_url() -> String {
     let env = bed_env(
         "up-sentinel",
         &["FIRSTCOME_TEST_SENTINELS", "FIRSTCOME_TEST_SENTINEL_MASTER"],
     );
-    let url = format!(
+    format!(
         "redis+sentinel://{}/{}",
         env["FIRSTCOME_TEST_SENTINELS"], env["FIRSTCOME_TEST_SENTINEL_MASTER"]
-    );
-    url.parse().expect("the test bed's Sentinel URL")
+    )
 }
 
-/// The Cluster bed (`scripts/testbed up-cluster` when `FIRSTCOME_TEST_REDIS_CLUSTER` is unset).
-pub fn cluster_target() -> RedisTarget {
+pub fn sentinel_target() -> RedisTarget {
+    sentinel_url().parse().expect("the test bed's Sentinel URL")
+}
+
+/// The URL of the Cluster bed (`scripts/testbed up-cluster` when
+/// `FIRSTCOME_TEST_REDIS_CLUSTER` is unset).
+pub fn cluster_url() -> String {
     let env = bed_env("up-cluster", &["FIRSTCOME_TEST_REDIS_CLUSTER"]);
     format!("redis+cluster://{}", env["FIRSTCOME_TEST_REDIS_CLUSTER"])
-        .parse()
-        .expect("the test bed's Cluster URL")
+}
+
+pub fn cluster_target() -> RedisTarget {
+    cluster_url().parse().expect("the test bed's Cluster URL")
 }
 
 /// Brings the Sentinel bed back to a primary, a replica in sync and three Sentinels that

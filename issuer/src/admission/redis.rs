@@ -8,8 +8,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use firstcome_contract::{CampaignConfig, CampaignKeys, RedisTarget, decode_held, encode_held};
 use redis::AsyncCommands;
 
-use super::connection::RedisConnection;
 use super::{Admission, Counts, Outcome};
+use firstcome_contract::RedisConnection;
 
 const ADMIT_SCRIPT: &str = include_str!("admit.lua");
 const RESTORE_SCRIPT: &str = include_str!("restore.lua");

@@ -24,7 +24,7 @@ pub enum BackendError {
         key: &'static str,
     },
     #[error("invalid Redis URL")]
-    InvalidRedisUrl(#[source] redis::RedisError),
+    InvalidRedisUrl(#[source] firstcome_contract::RedisTargetError),
     #[error("cannot reach Redis")]
     RedisUnreachable(#[source] redis::RedisError),
     #[error("Redis")]
@@ -94,10 +94,11 @@ impl std::fmt::Display for TopicAction {
 mod tests {
     use super::*;
     use crate::describe;
+    use firstcome_contract::RedisTarget;
 
     #[test]
     fn the_reason_follows_the_kind_of_failure() {
-        let invalid_url = redis::Client::open("not a url").unwrap_err();
+        let invalid_url = "not a url".parse::<RedisTarget>().unwrap_err();
         let refused =
             redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         let bad_reply =
@@ -133,7 +134,7 @@ mod tests {
 
     #[test]
     fn the_message_keeps_the_source() {
-        let error = BackendError::InvalidRedisUrl(redis::Client::open("not a url").unwrap_err());
+        let error = BackendError::InvalidRedisUrl("not a url".parse::<RedisTarget>().unwrap_err());
         let message = describe(&error);
         assert!(message.starts_with("invalid Redis URL: "), "{message}");
         assert!(message.len() > "invalid Redis URL: ".len(), "{message}");

@@ -1,8 +1,7 @@
 //! A campaign's keys in Redis: its limit written (never below what was admitted) and its
 //! counts read on every reconcile, every key removed on delete.
 
-use firstcome_contract::{CampaignConfig, CampaignKeys};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use firstcome_contract::{CampaignConfig, CampaignKeys, RedisConnection, RedisTarget};
 
 use super::{BackendError, Connections, TIMEOUT, cached};
 use crate::status::RedisCounts;
@@ -12,14 +11,11 @@ pub(super) fn set_limit_script() -> redis::Script {
 }
 
 impl Connections {
-    async fn redis(&self, url: &str) -> Result<ConnectionManager, BackendError> {
+    /// A connection to wherever `url` says Redis is: one primary, Sentinel or Cluster.
+    async fn redis(&self, url: &str) -> Result<RedisConnection, BackendError> {
         cached(&self.redis, url, async |url| {
-            let client = redis::Client::open(url).map_err(BackendError::InvalidRedisUrl)?;
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(TIMEOUT))
-                .set_response_timeout(Some(TIMEOUT))
-                .set_number_of_retries(1);
-            ConnectionManager::new_with_config(client, config)
+            let target: RedisTarget = url.parse().map_err(BackendError::InvalidRedisUrl)?;
+            RedisConnection::connect(&target, TIMEOUT)
                 .await
                 .map_err(BackendError::RedisUnreachable)
         })

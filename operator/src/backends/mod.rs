@@ -10,6 +10,7 @@ mod postgres;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use firstcome_contract::RedisConnection;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use sqlx::postgres::PgPool;
@@ -69,7 +70,7 @@ pub async fn settings(
 
 /// Connections shared by all reconciles, by URL.
 pub struct Connections {
-    redis: Mutex<HashMap<String, redis::aio::ConnectionManager>>,
+    redis: Mutex<HashMap<String, RedisConnection>>,
     postgres: Mutex<HashMap<String, PgPool>>,
     /// Hashed once; sent by SHA on every reconcile.
     set_limit: redis::Script,

@@ -1,6 +1,6 @@
-//! The connection admission runs on, for each way Redis is deployed: one primary, the
-//! primary that Sentinel names (followed across failovers), or a Redis Cluster (which
-//! follows `MOVED`/`ASK` itself).
+//! The connection to Redis that admission (issuer) and provisioning (operator) use, for
+//! each way Redis is deployed: one primary, the primary that Sentinel names (followed
+//! across failovers), or a Redis Cluster (which follows `MOVED`/`ASK` itself).
 //!
 //! [`RedisConnection`] is cheap to clone and implements [`ConnectionLike`], so scripts,
 //! pipelines and [`redis::AsyncCommands`] run on it whatever the deployment.
@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use firstcome_contract::{NodeAddress, RedisAuth, RedisTarget};
+use crate::{NodeAddress, RedisAuth, RedisTarget};
 use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
 };
