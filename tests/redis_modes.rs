@@ -380,3 +380,43 @@ async fn the_operator_provisions_through_sentinel_and_cluster() {
         assert_eq!(limit, 42, "{url}");
     }
 }
+
+/// The cluster client re-sends a command after a dropped connection; a re-sent admission
+/// (the same attempt) answers what its first run did and admits nobody twice, even for a
+/// user who may hold more than one coupon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_sent_admission_answers_its_first_run_and_admits_once() {
+    let target = cluster_target();
+    let admission = RedisAdmission::connect(&target, TIMEOUT).await.unwrap();
+    let mut conn = RedisConnection::connect(&target, TIMEOUT).await.unwrap();
+    let campaign = CampaignConfig {
+        per_user_limit: 3,
+        ..CampaignConfig::new(unique_name("resent"), 10)
+    };
+    let keys = CampaignKeys::new(&campaign.name);
+    provision(&mut conn, &keys, campaign.limit).await;
+    let first = admission
+        .run_admission_attempt(&campaign, &keys, "alice", "attempt-1")
+        .await
+        .unwrap();
+    let resent = admission
+        .run_admission_attempt(&campaign, &keys, "alice", "attempt-1")
+        .await
+        .unwrap();
+    assert!(matches!(first, Outcome::Admitted(_)), "{first:?}");
+    assert_eq!(resent, first, "the re-sent attempt answers its first run");
+    let admitted: u64 = redis::cmd("GET")
+        .arg(&keys.admitted)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(admitted, 1, "admitted once");
+    let next = admission
+        .run_admission_attempt(&campaign, &keys, "alice", "attempt-2")
+        .await
+        .unwrap();
+    assert!(
+        matches!(next, Outcome::Admitted(a) if a.ordinal == 2),
+        "a new attempt is a new apply"
+    );
+}

@@ -21,6 +21,10 @@ pub struct CampaignKeys {
     /// Staging hash of holders rebuilt from PostgreSQL after Redis lost the campaign;
     /// renamed onto `holders` in the same step that recreates `admitted`.
     pub restoring: String,
+    /// Hash attempt id -> the admission script's "admitted" reply, kept a few minutes: a
+    /// script re-sent after a dropped connection (the cluster client does) answers what
+    /// its first run did instead of admitting twice.
+    pub attempts: String,
 }
 
 impl CampaignKeys {
@@ -32,17 +36,19 @@ impl CampaignKeys {
             holders: format!("{tag}:holders"),
             pending: format!("{tag}:pending"),
             restoring: format!("{tag}:restoring"),
+            attempts: format!("{tag}:attempts"),
         }
     }
 
     /// Every key of the campaign, e.g. to delete a campaign.
-    pub fn all(&self) -> [&str; 5] {
+    pub fn all(&self) -> [&str; 6] {
         [
             &self.limit,
             &self.admitted,
             &self.holders,
             &self.pending,
             &self.restoring,
+            &self.attempts,
         ]
     }
 }

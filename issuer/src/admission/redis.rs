@@ -52,6 +52,11 @@ impl RedisAdmission {
         })
     }
 
+    /// The campaign's counter, if Redis holds its admission state.
+    pub async fn admitted(&self, keys: &CampaignKeys) -> Result<Option<u64>, RedisAdmissionError> {
+        Ok(self.conn.clone().get(&keys.admitted).await?)
+    }
+
     /// Whether Redis holds the campaign's admission state (its counter exists).
     pub async fn is_provisioned(&self, keys: &CampaignKeys) -> Result<bool, RedisAdmissionError> {
         Ok(self.conn.clone().exists(&keys.admitted).await?)
@@ -94,12 +99,27 @@ impl RedisAdmission {
         Ok(restored == 1)
     }
 
-    /// Runs the admission script: the whole decision in one atomic step.
+    /// Runs the admission script: the whole decision in one atomic step, as one new
+    /// attempt.
     pub async fn run_admission_script(
         &self,
         campaign: &CampaignConfig,
         keys: &CampaignKeys,
         user: &str,
+    ) -> Result<Outcome, RedisAdmissionError> {
+        let attempt = uuid::Uuid::new_v4().as_simple().to_string();
+        self.run_admission_attempt(campaign, keys, user, &attempt)
+            .await
+    }
+
+    /// Runs the admission script for `attempt`: run again with the same attempt (as a
+    /// connection that re-sends does), it answers what its first run did.
+    pub async fn run_admission_attempt(
+        &self,
+        campaign: &CampaignConfig,
+        keys: &CampaignKeys,
+        user: &str,
+        attempt: &str,
     ) -> Result<Outcome, RedisAdmissionError> {
         let reply: String = self
             .script
@@ -107,8 +127,10 @@ impl RedisAdmission {
             .key(&keys.admitted)
             .key(&keys.holders)
             .key(&keys.pending)
+            .key(&keys.attempts)
             .arg(user)
             .arg(campaign.per_user_limit)
+            .arg(attempt)
             .invoke_async(&mut self.conn.clone())
             .await?;
         parse_reply(&reply, &campaign.name)

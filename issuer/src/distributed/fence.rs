@@ -60,7 +60,8 @@ impl Distributed {
     }
 }
 
-/// Fences every campaign whose counter falls behind its topic, until `stop`.
+/// Fences every campaign whose counter falls behind its topic, until `stop`. Reads the
+/// counter (a plain GET) and runs the fence script only when it is behind.
 pub async fn watch(
     distributed: Arc<Distributed>,
     campaigns: Vec<Arc<Campaign>>,
@@ -69,13 +70,25 @@ pub async fn watch(
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
     while stop.run_until_cancelled(tick.tick()).await.is_some() {
         for campaign in &campaigns {
-            let highest = campaign.claims.highest();
-            if highest == 0 {
-                continue;
-            }
-            if let Err(error) = distributed.fence(campaign, highest, None).await {
+            if let Err(error) = distributed.fence_if_topic_ahead(campaign).await {
                 tracing::debug!(%error, campaign = %campaign.name(), "fence watch: cannot compare with Redis");
             }
         }
+    }
+}
+
+impl Distributed {
+    async fn fence_if_topic_ahead(
+        self: &Arc<Self>,
+        campaign: &Arc<Campaign>,
+    ) -> Result<(), IssuerError> {
+        let highest = campaign.claims.highest();
+        let Some(admitted) = self.redis.admitted(&campaign.keys).await? else {
+            return Ok(()); // not provisioned: nothing to fence
+        };
+        if admitted < highest {
+            self.fence(campaign, highest, None).await?;
+        }
+        Ok(())
     }
 }
