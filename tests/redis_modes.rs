@@ -3,18 +3,27 @@
 //! and across a failover to the promoted replica, and on a Redis Cluster with campaigns on
 //! different primaries.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use firstcome_contract::RedisConnection;
 use firstcome_contract::{CampaignConfig, CampaignKeys, RedisTarget};
+use firstcome_e2e::invariants::assert_invariants;
+use firstcome_e2e::issuer::start_distributed;
+use firstcome_e2e::process::Process;
 use firstcome_e2e::redis_beds::{
-    cluster_target, cluster_url, heal_sentinel_bed, redis_node, sentinel_target, sentinel_url,
+    cluster_target, cluster_url, heal_cluster_bed, heal_sentinel_bed, redis_node, sentinel_target,
+    sentinel_url,
 };
+use firstcome_e2e::spike::{self, Answer, Retry, Spike, tally, wait_progress};
 use firstcome_e2e::{Services, cluster, unique_name};
 use firstcome_issuer::admission::Outcome;
 use firstcome_issuer::admission::redis::RedisAdmission;
 use firstcome_operator::resource::Phase;
 use firstcome_operator::status;
+use tokio::task::JoinHandle;
 
 const TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest wait for the Sentinels to promote the replica (down-after 1 s + election).
@@ -418,5 +427,214 @@ async fn a_re_sent_admission_answers_its_first_run_and_admits_once() {
     assert!(
         matches!(next, Outcome::Admitted(a) if a.ordinal == 2),
         "a new attempt is a new apply"
+    );
+}
+
+// ---------------------------------------------------------------- Faults under a spike
+
+const SPIKE_USERS: usize = 2000;
+const SPIKE_LIMIT: usize = 1000;
+/// Few enough in flight that the admissions still run when the fault strikes.
+const SPIKE_IN_FLIGHT: usize = 8;
+
+/// The test bed's services, with Redis at `url` (a Sentinel or Cluster bed).
+fn on_redis(url: String) -> Services {
+    Services {
+        redis_url: url,
+        ..Services::from_env()
+    }
+}
+
+/// An API issuer and a consumer of a campaign of `SPIKE_LIMIT`.
+async fn issuers(services: &Services, campaign: &str) -> (Process, Process) {
+    let spec = format!("{campaign}:{SPIKE_LIMIT}");
+    let api = start_distributed(services, &["--campaign", &spec, "--role", "api"]).await;
+    let consumer = start_distributed(services, &["--campaign", &spec, "--role", "consumer"]).await;
+    (api, consumer)
+}
+
+/// Clients applying to `api`, retrying 503s as real clients do through a failover.
+fn clients(api: &Process, campaign: &str) -> Spike {
+    Spike::new(&[&api.base], campaign)
+        .in_flight(SPIKE_IN_FLIGHT)
+        .retry(Retry::UNTIL_ANSWERED)
+}
+
+/// The spike of `SPIKE_USERS` clients on `api`, running in the background.
+fn spike(api: &Process, campaign: &str, progress: Arc<AtomicUsize>) -> JoinHandle<Vec<Answer>> {
+    let spike = clients(api, campaign).progress(progress);
+    tokio::spawn(spike.run(spike::users("user", SPIKE_USERS)))
+}
+
+/// The value of one apply-outcome counter of an issuer.
+async fn applies(issuer: &Process, campaign: &str, outcome: &str) -> u64 {
+    let sample =
+        format!("firstcome_applies_total{{campaign=\"{campaign}\",outcome=\"{outcome}\"}} ");
+    let metrics = issuer.metrics().await;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&sample)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The port of a replica the first answering Sentinel names.
+async fn sentinel_replica_port(target: &RedisTarget) -> u16 {
+    let RedisTarget::Sentinel {
+        master, sentinels, ..
+    } = target
+    else {
+        panic!("not a Sentinel target: {target}");
+    };
+    let client = redis::Client::open(format!("redis://{}", sentinels[0])).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let replicas: Vec<HashMap<String, String>> = redis::cmd("SENTINEL")
+        .arg("replicas")
+        .arg(master)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    replicas[0]["port"].parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_sentinel_primary_mid_spike_loses_no_winner() {
+    let _serial = ONE_FAILOVER_AT_A_TIME.lock().await;
+    let _heal = HealSentinelBed;
+    let services = on_redis(sentinel_url());
+    let campaign = unique_name("sentinel-spike");
+    let progress = Arc::new(AtomicUsize::new(0));
+    let (api, _consumer) = issuers(&services, &campaign).await;
+    let running = spike(&api, &campaign, progress.clone());
+
+    wait_progress(&progress, 50).await;
+    redis_node("kill", sentinel_primary_port(&sentinel_target()).await);
+    let answers = running.await.unwrap();
+    println!("{:?}", tally(&answers));
+    assert_invariants(&services, &campaign, SPIKE_LIMIT, &answers).await;
+    println!(
+        "503 answers during the failover: {}",
+        applies(&api, &campaign, "unavailable").await
+    );
+}
+
+/// Makes the primary at `port` drop a replica that stops answering after one second, so
+/// admissions made after that never reach it (a stopped replica otherwise finds them in
+/// its socket buffer when it wakes).
+async fn drop_silent_replicas_fast(port: u16) {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("repl-timeout")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_replica_that_lagged_never_gives_a_lost_admission_again() {
+    let _serial = ONE_FAILOVER_AT_A_TIME.lock().await;
+    let _heal = HealSentinelBed;
+    let services = on_redis(sentinel_url());
+    let target = sentinel_target();
+    let campaign = unique_name("lagging");
+    let (api, _consumer) = issuers(&services, &campaign).await;
+    let apply =
+        |prefix: &str, count: usize| clients(&api, &campaign).run(spike::users(prefix, count));
+    let mut answers = apply("before", 300).await;
+
+    let (primary, replica) = (
+        sentinel_primary_port(&target).await,
+        sentinel_replica_port(&target).await,
+    );
+    drop_silent_replicas_fast(primary).await;
+    redis_node("stop", replica);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    answers.extend(apply("unreplicated", 300).await);
+    redis_node("kill", primary);
+    redis_node("cont", replica);
+    answers.extend(apply("after", 1400).await);
+
+    println!("{:?}", tally(&answers));
+    assert_invariants(&services, &campaign, SPIKE_LIMIT, &answers).await;
+    let metrics = api.metrics().await;
+    let fenced = format!("firstcome_fenced_total{{campaign=\"{campaign}\"}}");
+    assert!(
+        metrics.contains(&fenced),
+        "the lagging replica was fenced:\n{metrics}"
+    );
+    let refused = format!("firstcome_refused_twice_given_total{{campaign=\"{campaign}\"}}");
+    println!(
+        "fenced; refused twice-given: {}; 503 answers: {}",
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&refused))
+            .unwrap_or("0"),
+        applies(&api, &campaign, "unavailable").await
+    );
+}
+
+/// Restarts the Cluster bed's killed node when the test ends, however it ends.
+struct HealClusterBed;
+
+impl Drop for HealClusterBed {
+    fn drop(&mut self) {
+        heal_cluster_bed();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_cluster_primary_mid_spike_loses_no_winner_and_spares_other_slots() {
+    let _serial = ONE_FAILOVER_AT_A_TIME.lock().await;
+    let _heal = HealClusterBed;
+    let services = on_redis(cluster_url());
+    let RedisTarget::Cluster { nodes, .. } = cluster_target() else {
+        unreachable!("cluster_target is a cluster")
+    };
+    let seed = nodes[0].to_string();
+    let owner_of =
+        async |campaign: &str| slot_owner(&seed, &CampaignKeys::new(campaign).admitted).await;
+    let hit = unique_name("cluster-hit");
+    let hit_owner = owner_of(&hit).await;
+    let mut spared = unique_name("cluster-spared");
+    for _ in 0..50 {
+        if owner_of(&spared).await != hit_owner {
+            break;
+        }
+        spared = unique_name("cluster-spared");
+    }
+    assert_ne!(
+        owner_of(&spared).await,
+        hit_owner,
+        "a campaign on another primary"
+    );
+    let (hit_progress, spared_progress): (Arc<AtomicUsize>, _) = (Arc::default(), Arc::default());
+    let (hit_api, _c1) = issuers(&services, &hit).await;
+    let (spared_api, _c2) = issuers(&services, &spared).await;
+    let hit_spike = spike(&hit_api, &hit, Arc::clone(&hit_progress));
+    let spared_spike = spike(&spared_api, &spared, spared_progress);
+
+    wait_progress(&hit_progress, 50).await;
+    let port: u16 = hit_owner.rsplit(':').next().unwrap().parse().unwrap();
+    redis_node("kill", port);
+    let at_kill = hit_progress.load(Ordering::Relaxed);
+    assert!(
+        at_kill < SPIKE_LIMIT,
+        "the primary died mid-spike ({at_kill} answered)"
+    );
+    for (campaign, spike) in [(&hit, hit_spike), (&spared, spared_spike)] {
+        let answers = spike.await.unwrap();
+        println!("{campaign}: {:?}", tally(&answers));
+        assert_invariants(&services, campaign, SPIKE_LIMIT, &answers).await;
+    }
+    println!(
+        "503 answers: {} on the killed primary's campaign",
+        applies(&hit_api, &hit, "unavailable").await
+    );
+    assert_eq!(
+        applies(&spared_api, &spared, "unavailable").await,
+        0,
+        "the campaign on another primary kept admitting throughout"
     );
 }

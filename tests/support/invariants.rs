@@ -9,17 +9,14 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use firstcome_contract::CampaignKeys;
+use firstcome_contract::{CampaignKeys, RedisConnection, RedisTarget};
 use redis::AsyncCommands;
 
 use crate::Services;
 use crate::spike::{Answer, Outcome};
 
 /// (user, sequence) pairs of the campaign's winners in Redis.
-async fn winners(
-    conn: &mut redis::aio::MultiplexedConnection,
-    campaign: &str,
-) -> Vec<(String, i64)> {
+async fn winners(conn: &mut RedisConnection, campaign: &str) -> Vec<(String, i64)> {
     let holders: HashMap<String, String> = conn
         .hgetall(CampaignKeys::new(campaign).holders)
         .await
@@ -44,14 +41,18 @@ pub async fn assert_invariants(
     let applicants: HashSet<&str> = answers.iter().map(|a| a.user.as_str()).collect();
     let expected = limit.min(applicants.len());
     let pool = crate::issuer::postgres(services).await;
-    let redis = redis::Client::open(services.redis_url.as_str()).unwrap();
-    let conn = redis.get_multiplexed_async_connection().await.unwrap();
+    // Any deployment the issuers use: one primary, Sentinel or Cluster (maybe still
+    // failing over: the connection is retried with the rest).
+    let target: RedisTarget = services.redis_url.parse().unwrap();
     let persisted = crate::wait_until(
         &format!("coupons == winners == min(limit, applicants) = {expected}"),
         Duration::from_secs(90),
         || async {
             let coupons = crate::issuer::coupons(&pool, campaign).await;
-            let winners = winners(&mut conn.clone(), campaign).await;
+            let mut conn = RedisConnection::connect(&target, Duration::from_secs(2))
+                .await
+                .map_err(|e| format!("Redis: {e}"))?;
+            let winners = winners(&mut conn, campaign).await;
             if coupons.len() == expected && winners.len() == expected {
                 Ok((coupons, winners))
             } else {

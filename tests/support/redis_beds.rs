@@ -51,6 +51,19 @@ pub fn heal_sentinel_bed() {
     }
 }
 
+/// Brings the Cluster bed back to six nodes in a healthy cluster (see
+/// [`heal_sentinel_bed`]).
+pub fn heal_cluster_bed() {
+    match Command::new(TESTBED)
+        .arg("up-cluster")
+        .stdout(Stdio::null())
+        .status()
+    {
+        Ok(status) if status.success() => {}
+        other => eprintln!("scripts/testbed up-cluster could not heal the bed: {other:?}"),
+    }
+}
+
 /// `scripts/testbed redis-node kill|stop|cont PORT`: SIGKILL, SIGSTOP or SIGCONT one node.
 pub fn redis_node(action: &str, port: u16) {
     testbed(&["redis-node", action, &port.to_string()]);
