@@ -435,7 +435,7 @@ async fn a_re_sent_admission_answers_its_first_run_and_admits_once() {
 const SPIKE_USERS: usize = 2000;
 const SPIKE_LIMIT: usize = 1000;
 /// Few enough in flight that the admissions still run when the fault strikes.
-const SPIKE_IN_FLIGHT: usize = 8;
+const SPIKE_IN_FLIGHT: usize = 4;
 
 /// The test bed's services, with Redis at `url` (a Sentinel or Cluster bed).
 fn on_redis(url: String) -> Services {
@@ -504,10 +504,16 @@ async fn killing_the_sentinel_primary_mid_spike_loses_no_winner() {
     let campaign = unique_name("sentinel-spike");
     let progress = Arc::new(AtomicUsize::new(0));
     let (api, _consumer) = issuers(&services, &campaign).await;
+    let primary = sentinel_primary_port(&sentinel_target()).await;
     let running = spike(&api, &campaign, progress.clone());
 
-    wait_progress(&progress, 50).await;
-    redis_node("kill", sentinel_primary_port(&sentinel_target()).await);
+    wait_progress(&progress, 20).await;
+    redis_node("kill", primary);
+    let at_kill = progress.load(Ordering::Relaxed);
+    assert!(
+        at_kill < SPIKE_LIMIT,
+        "the primary died mid-spike ({at_kill} answered)"
+    );
     let answers = running.await.unwrap();
     println!("{:?}", tally(&answers));
     assert_invariants(&services, &campaign, SPIKE_LIMIT, &answers).await;
@@ -615,7 +621,7 @@ async fn killing_a_cluster_primary_mid_spike_loses_no_winner_and_spares_other_sl
     let hit_spike = spike(&hit_api, &hit, Arc::clone(&hit_progress));
     let spared_spike = spike(&spared_api, &spared, spared_progress);
 
-    wait_progress(&hit_progress, 50).await;
+    wait_progress(&hit_progress, 20).await;
     let port: u16 = hit_owner.rsplit(':').next().unwrap().parse().unwrap();
     redis_node("kill", port);
     let at_kill = hit_progress.load(Ordering::Relaxed);
