@@ -1,7 +1,7 @@
 //! What the operator derives from a `CouponCampaign` alone: its campaign id, the
 //! configuration its issuers serve, and the names of the objects it owns.
 
-use firstcome_contract::{CampaignConfig, ConfigError};
+use firstcome_contract::{CampaignConfig, ConfigError, IdentityConfig};
 use kube::ResourceExt;
 
 use crate::resource::CouponCampaign;
@@ -31,6 +31,7 @@ pub fn campaign_config(campaign: &CouponCampaign) -> Result<CampaignConfig, Conf
         per_user_limit: spec.per_user_limit,
         opens_at: spec.opens_at,
         closes_at: spec.closes_at,
+        identity: IdentityConfig::None,
     };
     config.validate()?;
     Ok(config)
