@@ -69,6 +69,8 @@ const EC: &[Algorithm] = &[Algorithm::ES256, Algorithm::ES384];
 const ED: &[Algorithm] = &[Algorithm::EdDSA];
 const HMAC: &[Algorithm] = &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
 
+type PemParser = fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>;
+
 /// The key a file's content holds.
 pub fn parse_key(content: &[u8]) -> Result<Key, KeyProblem> {
     let text = String::from_utf8_lossy(content);
@@ -86,7 +88,7 @@ pub fn parse_key(content: &[u8]) -> Result<Key, KeyProblem> {
     if text.contains("PRIVATE KEY") {
         return Err(KeyProblem::PrivateKey);
     }
-    let attempts: [(fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>, _); 3] = [
+    let attempts: [(PemParser, _); 3] = [
         (DecodingKey::from_rsa_pem, RSA),
         (DecodingKey::from_ec_pem, EC),
         (DecodingKey::from_ed_pem, ED),

@@ -21,7 +21,8 @@ use keys::KeyError;
 pub enum Identity {
     /// The body's `userId` is believed.
     None,
-    Jwt(JwtVerifier),
+    /// Boxed: one per campaign, and far larger than the other modes.
+    Jwt(Box<JwtVerifier>),
     Header(GatewayHeaders),
 }
 
@@ -55,7 +56,7 @@ impl Identity {
                 );
                 Self::None
             }
-            IdentityConfig::Jwt { jwt } => Self::Jwt(JwtVerifier::open(jwt)?),
+            IdentityConfig::Jwt { jwt } => Self::Jwt(Box::new(JwtVerifier::open(jwt)?)),
             IdentityConfig::Header { header } => Self::Header(GatewayHeaders::open(header)?),
         })
     }
