@@ -61,6 +61,8 @@ pub struct HeaderConfig {
 /// What is wrong with an identity configuration.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IdentityConfigError {
+    #[error("identity mode {0} needs its settings under {0}")]
+    MissingSettings(&'static str),
     #[error("identity jwt: {0} must not be empty")]
     Empty(&'static str),
     #[error("identity jwt: leewaySeconds must be at most {MAX_LEEWAY_SECONDS}")]
