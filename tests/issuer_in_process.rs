@@ -19,6 +19,7 @@ use firstcome_issuer::backend::Backend;
 use firstcome_issuer::campaign::Campaign;
 use firstcome_issuer::distributed::Distributed;
 use firstcome_issuer::http::{self, OpsState};
+use firstcome_issuer::identity::Identity;
 use firstcome_issuer::issuer::Issuer;
 use firstcome_issuer::kafka::claims::tail;
 use firstcome_issuer::kafka::producer::WinnerPublisher;
@@ -50,7 +51,12 @@ async fn issuer_without_broker(services: &Services, campaign: &str) -> Router {
         replica_wait: None,
     };
     let config = CampaignConfig::new(campaign, 5);
-    let campaigns = [Arc::new(Campaign::new(config.clone(), &metrics, false))];
+    let campaigns = [Arc::new(Campaign::new(
+        config.clone(),
+        Identity::None,
+        &metrics,
+        false,
+    ))];
     read_claims(services, config, &campaigns[0]).await;
     let backend = Backend::Distributed(Arc::new(distributed));
     let issuer = Issuer::new(&campaigns, backend, metrics.clone());

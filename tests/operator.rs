@@ -343,6 +343,11 @@ async fn invalid_campaigns_are_rejected_and_an_unreachable_redis_recovers() {
         ),
         ("limit: 10\nperUserLimit: 0\n", "perUserLimit"),
         ("limit: 10\ntopic: {name: \"has space\"}\n", "topic.name"),
+        (
+            "limit: 10\nidentity: {mode: jwt}\n",
+            "identity mode jwt needs identity.jwt",
+        ),
+        ("limit: 10\nidentity: {mode: basic}\n", "identity.mode"),
     ] {
         let error = apply_campaign(&client, &ns, "bad", spec)
             .await
@@ -393,6 +398,12 @@ async fn the_example_campaign_is_accepted_by_the_api_server() {
         .expect("the example is valid");
     assert_eq!(accepted.spec.limit, 100);
     assert_eq!(accepted.spec.issuer.replicas, Some(3));
+    let jwt = accepted
+        .spec
+        .identity
+        .jwt
+        .expect("the example names its keys");
+    assert_eq!(jwt.secret_ref.name, "black-friday-jwt-keys");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

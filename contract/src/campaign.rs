@@ -7,6 +7,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::identity::{IdentityConfig, IdentityConfigError};
+
 /// Longest campaign name: a Kubernetes object name (DNS subdomain).
 const MAX_NAME_LEN: usize = 253;
 /// Kafka refuses topic names longer than this.
@@ -33,6 +35,9 @@ pub struct CampaignConfig {
     pub closes_at: Option<DateTime<Utc>>,
     /// Kafka topic the winners of this campaign are published to.
     pub topic: String,
+    /// Who an apply comes from; absent means `none` (the body's `userId`).
+    #[serde(default, skip_serializing_if = "IdentityConfig::is_none")]
+    pub identity: IdentityConfig,
 }
 
 /// The file an issuer reads its campaigns from (`--campaigns-file`).
@@ -73,6 +78,11 @@ pub enum ConfigError {
         "campaign {campaign}: topic {topic:?} is invalid: use 1-249 characters of a-z, A-Z, 0-9, '.', '_' or '-'"
     )]
     InvalidTopic { campaign: String, topic: String },
+    #[error("campaign {campaign}: {source}")]
+    Identity {
+        campaign: String,
+        source: IdentityConfigError,
+    },
     #[error("campaign {0} is defined twice")]
     Duplicate(String),
     #[error(
@@ -90,7 +100,8 @@ fn default_per_user_limit() -> u32 {
 }
 
 impl CampaignConfig {
-    /// A campaign open from now on, one coupon per user, publishing to the default topic.
+    /// A campaign open from now on, one coupon per user, publishing to the default topic,
+    /// believing the body's `userId` (identity `none`).
     pub fn new(name: impl Into<String>, limit: u64) -> Self {
         let name = name.into();
         Self {
@@ -100,6 +111,7 @@ impl CampaignConfig {
             per_user_limit: default_per_user_limit(),
             opens_at: None,
             closes_at: None,
+            identity: IdentityConfig::None,
         }
     }
 
@@ -151,7 +163,12 @@ impl CampaignConfig {
                 topic: self.topic.clone(),
             });
         }
-        Ok(())
+        self.identity
+            .validate()
+            .map_err(|source| ConfigError::Identity {
+                campaign: self.name.clone(),
+                source,
+            })
     }
 
     pub fn window(&self, now: DateTime<Utc>) -> Window {
@@ -220,7 +237,17 @@ mod tests {
             serde_json::from_str(r#"{"name":"launch","limit":100,"topic":"t"}"#).unwrap();
         assert_eq!(c.per_user_limit, 1);
         assert_eq!(c.opens_at, None);
+        assert_eq!(
+            c.identity,
+            IdentityConfig::None,
+            "files without identity mean none"
+        );
         assert_eq!(c.validate(), Ok(()));
+        let written = serde_json::to_value(&c).unwrap();
+        assert!(
+            written.get("identity").is_none(),
+            "none is not written: {written}"
+        );
     }
 
     #[test]
@@ -268,12 +295,29 @@ mod tests {
         );
         let topic = CampaignConfig {
             topic: "has space".into(),
-            ..ok
+            ..ok.clone()
         };
         assert!(matches!(
             topic.validate(),
             Err(ConfigError::InvalidTopic { .. })
         ));
+        let identity = CampaignConfig {
+            identity: IdentityConfig::Header {
+                header: crate::HeaderConfig {
+                    user_header: "x-user".into(),
+                    secret_header: "x-user".into(),
+                    secret_file: "/s".into(),
+                },
+            },
+            ..ok
+        };
+        assert_eq!(
+            identity.validate(),
+            Err(ConfigError::Identity {
+                campaign: "c".into(),
+                source: IdentityConfigError::SameHeader
+            })
+        );
     }
 
     #[test]

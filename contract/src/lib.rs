@@ -1,13 +1,15 @@
 //! The contract between the firstcome operator and its issuers.
 //!
 //! Everything both sides must agree on lives here and only here: the configuration of a
-//! campaign the operator hands to issuers ([`CampaignConfig`]), the Redis key layout of a
+//! campaign the operator hands to issuers ([`CampaignConfig`]) with who may apply
+//! ([`IdentityConfig`]), the Redis key layout of a
 //! campaign ([`CampaignKeys`]), the winner event published on Kafka ([`WinnerEvent`]) and
 //! the consumer lanes that persist it ([`ConsumerLane`]), and where Redis is
 //! ([`RedisTarget`]: one primary, Sentinel or Cluster) and how both connect to it
 //! ([`RedisConnection`]).
 
 mod campaign;
+mod identity;
 mod redis_connection;
 mod redis_keys;
 mod redis_target;
@@ -15,6 +17,10 @@ mod winner_event;
 
 pub use campaign::{
     CampaignConfig, CampaignsFile, ConfigError, ConsumerLane, DEFAULT_PER_USER_LIMIT, Window,
+};
+pub use identity::{
+    DEFAULT_LEEWAY_SECONDS, DEFAULT_USER_CLAIM, HeaderConfig, IdentityConfig, IdentityConfigError,
+    JwtConfig, MAX_LEEWAY_SECONDS,
 };
 pub use redis_connection::{RedisConnection, SentinelConnection};
 pub use redis_keys::{CampaignKeys, decode_held, encode_held};

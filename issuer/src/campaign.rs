@@ -1,5 +1,6 @@
-//! A campaign as one issuer process serves it: its configuration and Redis keys, the
-//! sold-out board, its apply counters, and whether the backend holds its state.
+//! A campaign as one issuer process serves it: its configuration and Redis keys, who may
+//! apply (its identity), the sold-out board, its apply counters, and whether the backend
+//! holds its state.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,12 +10,15 @@ use firstcome_contract::{CampaignConfig, CampaignKeys, Window};
 
 use crate::admission::Counts;
 use crate::admission::sold_out::SoldOutBoard;
+use crate::identity::Identity;
 use crate::kafka::claims::Claims;
 use crate::metrics::{ApplyCounters, Metrics};
 
 pub struct Campaign {
     pub config: CampaignConfig,
     pub keys: CampaignKeys,
+    /// How callers are authenticated, loaded from `config.identity`.
+    pub identity: Identity,
     pub sold_out: SoldOutBoard,
     pub counters: ApplyCounters,
     /// Set while this process restores the campaign into Redis (single flight).
@@ -40,9 +44,15 @@ pub enum CampaignState {
 impl Campaign {
     /// `provisioned`: whether the backend is known to hold the campaign's state from the
     /// start (the standalone ledger always does; Redis is checked first).
-    pub fn new(config: CampaignConfig, metrics: &Metrics, provisioned: bool) -> Self {
+    pub fn new(
+        config: CampaignConfig,
+        identity: Identity,
+        metrics: &Metrics,
+        provisioned: bool,
+    ) -> Self {
         Self {
             keys: CampaignKeys::new(&config.name),
+            identity,
             sold_out: SoldOutBoard::default(),
             counters: metrics.apply_counters(&config.name),
             restoring: AtomicBool::new(false),

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use firstcome_contract::{CampaignConfig, RedisTarget};
+use firstcome_contract::{
+    CampaignConfig, DEFAULT_LEEWAY_SECONDS, DEFAULT_USER_CLAIM, HeaderConfig, IdentityConfig,
+    JwtConfig, RedisTarget,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -177,6 +180,105 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "FIRSTCOME_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+}
+
+/// How a `--campaign` campaign learns who applies (see docs/security.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IdentityMode {
+    /// The body's userId is believed: anyone can apply as anyone (a demo only).
+    None,
+    /// A bearer JWT verified with the keys of --jwt-keys-dir.
+    Jwt,
+    /// A user header from an authenticating gateway, with its shared secret.
+    Header,
+}
+
+/// The identity of the `--campaign` campaigns; a campaigns file's campaigns say their own.
+#[derive(Args, Debug, Clone)]
+pub struct IdentityArgs {
+    /// Who a `--campaign` campaign believes an apply comes from.
+    #[arg(long = "identity", env = "FIRSTCOME_IDENTITY", value_enum, default_value_t = IdentityMode::None)]
+    pub mode: IdentityMode,
+    /// Directory of the JWT verification keys, one file each, named by kid (--identity jwt).
+    #[arg(long, env = "FIRSTCOME_JWT_KEYS_DIR")]
+    pub jwt_keys_dir: Option<PathBuf>,
+    /// The iss every token must carry (--identity jwt).
+    #[arg(long, env = "FIRSTCOME_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// The aud every token must carry (--identity jwt).
+    #[arg(long, env = "FIRSTCOME_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// The claim holding the user id (--identity jwt).
+    #[arg(long, env = "FIRSTCOME_JWT_USER_CLAIM", default_value = DEFAULT_USER_CLAIM)]
+    pub jwt_user_claim: String,
+    /// Clock skew allowed on exp and nbf (--identity jwt).
+    #[arg(long, env = "FIRSTCOME_JWT_LEEWAY_SECONDS", default_value_t = DEFAULT_LEEWAY_SECONDS)]
+    pub jwt_leeway_seconds: u64,
+    /// The header the gateway names the user in (--identity header).
+    #[arg(long, env = "FIRSTCOME_IDENTITY_USER_HEADER")]
+    pub identity_user_header: Option<String>,
+    /// The header the gateway sends its shared secret in (--identity header).
+    #[arg(long, env = "FIRSTCOME_IDENTITY_SECRET_HEADER")]
+    pub identity_secret_header: Option<String>,
+    /// The file holding the gateway's shared secret (--identity header).
+    #[arg(long, env = "FIRSTCOME_IDENTITY_SECRET_FILE")]
+    pub identity_secret_file: Option<PathBuf>,
+}
+
+impl IdentityArgs {
+    /// The identity these flags describe; names the flags a mode lacks.
+    pub fn config(&self) -> Result<IdentityConfig, String> {
+        let missing = |mode: &str, flags: &[(&str, bool)]| {
+            let absent: Vec<&str> = flags.iter().filter(|f| !f.1).map(|f| f.0).collect();
+            format!("--identity {mode} also needs {}", absent.join(", "))
+        };
+        match self.mode {
+            IdentityMode::None => Ok(IdentityConfig::None),
+            IdentityMode::Jwt => match (&self.jwt_keys_dir, &self.jwt_issuer, &self.jwt_audience) {
+                (Some(keys_dir), Some(issuer), Some(audience)) => Ok(IdentityConfig::Jwt {
+                    jwt: JwtConfig {
+                        issuer: issuer.clone(),
+                        audience: audience.clone(),
+                        user_claim: self.jwt_user_claim.clone(),
+                        leeway_seconds: self.jwt_leeway_seconds,
+                        keys_dir: keys_dir.clone(),
+                    },
+                }),
+                (keys, issuer, audience) => Err(missing(
+                    "jwt",
+                    &[
+                        ("--jwt-keys-dir", keys.is_some()),
+                        ("--jwt-issuer", issuer.is_some()),
+                        ("--jwt-audience", audience.is_some()),
+                    ],
+                )),
+            },
+            IdentityMode::Header => match (
+                &self.identity_user_header,
+                &self.identity_secret_header,
+                &self.identity_secret_file,
+            ) {
+                (Some(user), Some(secret), Some(file)) => Ok(IdentityConfig::Header {
+                    header: HeaderConfig {
+                        user_header: user.clone(),
+                        secret_header: secret.clone(),
+                        secret_file: file.clone(),
+                    },
+                }),
+                (user, secret, file) => Err(missing(
+                    "header",
+                    &[
+                        ("--identity-user-header", user.is_some()),
+                        ("--identity-secret-header", secret.is_some()),
+                        ("--identity-secret-file", file.is_some()),
+                    ],
+                )),
+            },
+        }
+    }
 }
 
 /// Where admission and persistence happen.
@@ -353,6 +455,43 @@ mod tests {
         assert!(
             Cli::try_parse_from(argv).is_err(),
             "a Sentinel URL names its primary"
+        );
+    }
+
+    #[test]
+    fn identity_flags_describe_the_campaign_flags_identity() {
+        assert_eq!(args(&[]).identity.config(), Ok(IdentityConfig::None));
+        let jwt = args(&[
+            "--identity",
+            "jwt",
+            "--jwt-keys-dir",
+            "/keys",
+            "--jwt-issuer",
+            "https://login.example",
+            "--jwt-audience",
+            "coupons",
+        ]);
+        let Ok(IdentityConfig::Jwt { jwt }) = jwt.identity.config() else {
+            panic!("jwt flags give a jwt identity");
+        };
+        assert_eq!(
+            (jwt.user_claim.as_str(), jwt.leeway_seconds),
+            ("sub", DEFAULT_LEEWAY_SECONDS)
+        );
+        let lacking = args(&["--identity", "jwt", "--jwt-issuer", "i"])
+            .identity
+            .config();
+        assert_eq!(
+            lacking,
+            Err("--identity jwt also needs --jwt-keys-dir, --jwt-audience".into())
+        );
+        let header = args(&["--identity", "header", "--identity-user-header", "x-user"]);
+        assert!(
+            header
+                .identity
+                .config()
+                .unwrap_err()
+                .contains("--identity-secret-file")
         );
     }
 

@@ -1,7 +1,8 @@
 //! firstcome issuer: first-come-first-served coupon admission.
 //!
 //! The path of one apply, module by module:
-//! - [`http`] parses the request (`http::apply`) and answers with a status and a reason;
+//! - [`http`] parses the request (`http::apply`), learns who sends it (`http::caller`,
+//!   as the campaign's [`identity`] mode says) and answers with a status and a reason;
 //! - [`issuer`] checks the campaign's time window and its sold-out board, then asks the
 //!   [`backend`]: the standalone ledger ([`admission::embedded`], coupons in
 //!   [`store::sqlite`]) or the [`distributed`] one — the admission script in Redis
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod distributed;
 pub mod error;
 pub mod http;
+pub mod identity;
 pub mod issuer;
 pub mod kafka;
 pub mod metrics;

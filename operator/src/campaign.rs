@@ -1,10 +1,13 @@
 //! What the operator derives from a `CouponCampaign` alone: its campaign id, the
 //! configuration its issuers serve, and the names of the objects it owns.
 
-use firstcome_contract::{CampaignConfig, ConfigError};
+use firstcome_contract::{
+    CampaignConfig, ConfigError, HeaderConfig, IdentityConfig, IdentityConfigError, JwtConfig,
+};
 use kube::ResourceExt;
 
-use crate::resource::CouponCampaign;
+use crate::desired::{HEADER_SECRET_KEY, IDENTITY_DIR};
+use crate::resource::{CouponCampaign, IdentityMode, IdentitySpec};
 
 /// The id issuers serve a campaign under: `<namespace>.<name>`, unique in the cluster
 /// (namespaces have no dots), used in the apply URL, Redis keys, events and coupons.
@@ -20,6 +23,10 @@ pub fn campaign_id(campaign: &CouponCampaign) -> String {
 pub fn campaign_config(campaign: &CouponCampaign) -> Result<CampaignConfig, ConfigError> {
     let id = campaign_id(campaign);
     let spec = &campaign.spec;
+    let identity = identity_config(&spec.identity).map_err(|source| ConfigError::Identity {
+        campaign: id.clone(),
+        source,
+    })?;
     let config = CampaignConfig {
         topic: spec
             .topic
@@ -31,9 +38,38 @@ pub fn campaign_config(campaign: &CouponCampaign) -> Result<CampaignConfig, Conf
         per_user_limit: spec.per_user_limit,
         opens_at: spec.opens_at,
         closes_at: spec.closes_at,
+        identity,
     };
     config.validate()?;
     Ok(config)
+}
+
+/// The identity the issuers serve: the spec's settings, with the keys and secrets where
+/// the Deployment mounts the referenced Secret.
+fn identity_config(spec: &IdentitySpec) -> Result<IdentityConfig, IdentityConfigError> {
+    Ok(match (spec.mode, &spec.jwt, &spec.header) {
+        (IdentityMode::None, ..) => IdentityConfig::None,
+        (IdentityMode::Jwt, Some(jwt), _) => IdentityConfig::Jwt {
+            jwt: JwtConfig {
+                issuer: jwt.issuer.clone(),
+                audience: jwt.audience.clone(),
+                user_claim: jwt.user_claim.clone(),
+                leeway_seconds: jwt.leeway_seconds,
+                keys_dir: IDENTITY_DIR.into(),
+            },
+        },
+        (IdentityMode::Header, _, Some(header)) => IdentityConfig::Header {
+            header: HeaderConfig {
+                user_header: header.user_header.clone(),
+                secret_header: header.secret_header.clone(),
+                secret_file: std::path::Path::new(IDENTITY_DIR).join(HEADER_SECRET_KEY),
+            },
+        },
+        (IdentityMode::Jwt, None, _) => return Err(IdentityConfigError::MissingSettings("jwt")),
+        (IdentityMode::Header, _, None) => {
+            return Err(IdentityConfigError::MissingSettings("header"));
+        }
+    })
 }
 
 /// Name of the issuer Deployment, Service and ConfigMap of a campaign.
@@ -59,6 +95,31 @@ mod tests {
             "2026-11-27T09:00:00+00:00"
         );
         assert_eq!(issuer_name(&c), "black-friday-issuer");
+    }
+
+    #[test]
+    fn identity_points_at_the_mounted_secret() {
+        let c = campaign(
+            "limit: 5\nidentity: {jwt: {issuer: https://login.example, audience: coupons, secretRef: {name: keys}}}\n",
+        );
+        let IdentityConfig::Jwt { jwt } = campaign_config(&c).unwrap().identity else {
+            panic!("the default mode is jwt");
+        };
+        assert_eq!(jwt.keys_dir, std::path::Path::new(IDENTITY_DIR));
+        assert_eq!((jwt.user_claim.as_str(), jwt.leeway_seconds), ("sub", 30));
+        let bare = campaign("limit: 5\nidentity: {mode: jwt}\n");
+        assert!(matches!(
+            campaign_config(&bare),
+            Err(ConfigError::Identity {
+                source: IdentityConfigError::MissingSettings("jwt"),
+                ..
+            })
+        ));
+        let none = campaign("limit: 5\nidentity: {mode: none}\n");
+        assert_eq!(
+            campaign_config(&none).unwrap().identity,
+            IdentityConfig::None
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The objects a campaign owns, built as pure functions of the campaign: the issuers'
-//! ConfigMap, Deployment and Service. Applied with server-side apply by the controller.
+//! ConfigMap, Deployment (with the identity Secret mounted read-only) and Service.
+//! Applied with server-side apply by the controller.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +9,8 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
     HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -18,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::campaign::issuer_name;
 use crate::defaults::IssuerDefaults;
-use crate::resource::CouponCampaign;
+use crate::resource::{CouponCampaign, IdentityMode};
 
 /// Keys of the backends Secret, and the issuer environment variable each one feeds.
 pub const SECRET_KEYS: [(&str, &str); 3] = [
@@ -29,6 +31,13 @@ pub const SECRET_KEYS: [(&str, &str); 3] = [
 const CONFIG_FILE: &str = "campaigns.json";
 const CONFIG_DIR: &str = "/etc/firstcome";
 const HTTP_PORT: i32 = 8080;
+/// Where the identity Secret (JWT keys, or the gateway secret) is mounted; the campaigns
+/// file points there. Not under CONFIG_DIR: a mount inside a read-only ConfigMap volume
+/// needs a mount point the runtime cannot create.
+pub const IDENTITY_DIR: &str = "/etc/firstcome-identity";
+/// The key of a header-mode Secret that holds the gateway's shared secret.
+pub const HEADER_SECRET_KEY: &str = "secret";
+const IDENTITY_VOLUME: &str = "identity";
 /// Annotation on the pod template: changes when the issuers must restart.
 pub const CONFIG_HASH_ANNOTATION: &str = "firstcome.dev/config-hash";
 
@@ -149,12 +158,7 @@ fn issuer_container(campaign: &CouponCampaign, defaults: &IssuerDefaults) -> Con
         readiness_probe: Some(http_probe("/readyz", 5)),
         liveness_probe: Some(http_probe("/healthz", 10)),
         resources: Some(defaults.resources(campaign)),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "config".into(),
-            mount_path: CONFIG_DIR.into(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(volume_mounts(campaign)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -167,6 +171,52 @@ fn issuer_container(campaign: &CouponCampaign, defaults: &IssuerDefaults) -> Con
         }),
         ..Container::default()
     }
+}
+
+/// The Secret the campaign's identity mode reads its keys or secret from.
+fn identity_secret(campaign: &CouponCampaign) -> Option<&str> {
+    let identity = &campaign.spec.identity;
+    match identity.mode {
+        IdentityMode::None => None,
+        IdentityMode::Jwt => identity.jwt.as_ref().map(|j| j.secret_ref.name.as_str()),
+        IdentityMode::Header => identity.header.as_ref().map(|h| h.secret_ref.name.as_str()),
+    }
+}
+
+/// The campaigns file, and the identity Secret if the mode has one.
+fn volumes(campaign: &CouponCampaign) -> Vec<Volume> {
+    let config = Volume {
+        name: "config".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: issuer_name(campaign),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    let identity = identity_secret(campaign).map(|secret| Volume {
+        name: IDENTITY_VOLUME.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.into()),
+            optional: Some(false),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    });
+    std::iter::once(config).chain(identity).collect()
+}
+
+/// Both volumes read-only; the Secret without subPath, so key updates reach the pods.
+fn volume_mounts(campaign: &CouponCampaign) -> Vec<VolumeMount> {
+    let mount = |name: &str, path: &str| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    let identity = identity_secret(campaign).map(|_| mount(IDENTITY_VOLUME, IDENTITY_DIR));
+    std::iter::once(mount("config", CONFIG_DIR))
+        .chain(identity)
+        .collect()
 }
 
 /// The issuer Deployment: every pod serves applies and consumes winners.
@@ -206,14 +256,7 @@ pub fn deployment(
                         }),
                         ..PodSecurityContext::default()
                     }),
-                    volumes: Some(vec![Volume {
-                        name: "config".into(),
-                        config_map: Some(ConfigMapVolumeSource {
-                            name: issuer_name(campaign),
-                            ..ConfigMapVolumeSource::default()
-                        }),
-                        ..Volume::default()
-                    }]),
+                    volumes: Some(volumes(campaign)),
                     ..PodSpec::default()
                 }),
             },
@@ -322,6 +365,36 @@ mod tests {
         let security = container.security_context.as_ref().unwrap();
         assert_eq!(security.read_only_root_filesystem, Some(true));
         assert_eq!(security.allow_privilege_escalation, Some(false));
+    }
+
+    #[test]
+    fn the_identity_secret_is_mounted_read_only_where_the_config_points() {
+        let c = campaign(
+            "limit: 100\nidentity: {jwt: {issuer: i, audience: a, secretRef: {name: shop-keys}}}\n",
+        );
+        let d = deployment(&c, &campaign_config(&c).unwrap(), &defaults("img"));
+        let pod = d.spec.template.spec.unwrap();
+        let volume = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "identity");
+        let secret = volume.unwrap().secret.unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("shop-keys"));
+        let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+        let mount = mounts.iter().find(|m| m.name == "identity").unwrap();
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            (IDENTITY_DIR, Some(true))
+        );
+        assert!(
+            mount.sub_path.is_none(),
+            "a subPath mount would never see new keys"
+        );
+        let none = campaign("limit: 100\n");
+        let d = deployment(&none, &campaign_config(&none).unwrap(), &defaults("img"));
+        let volumes = d.spec.template.spec.unwrap().volumes.unwrap();
+        assert_eq!(volumes.len(), 1, "identity none mounts no Secret");
     }
 
     #[test]

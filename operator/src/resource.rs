@@ -85,6 +85,91 @@ pub struct CouponCampaignSpec {
     /// What deleting the campaign deletes. Coupons in PostgreSQL are always kept.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// Who may apply: how the issuers authenticate callers. Required, so no campaign is
+    /// open to everyone by omission; its mode defaults to `jwt`, which needs
+    /// `identity.jwt`; `none` lets anyone apply as anyone (demos only). Keys and secrets
+    /// are never written here: Secrets are referenced by name and mounted read-only into
+    /// the issuer pods.
+    pub identity: IdentitySpec,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new(
+    "(self.mode != 'jwt' || has(self.jwt)) && (self.mode != 'header' || has(self.header))"
+).message("identity mode jwt needs identity.jwt, mode header needs identity.header"))]
+#[serde(rename_all = "camelCase")]
+pub struct IdentitySpec {
+    /// `jwt` (default): a bearer token verified with the keys of `jwt.secretRef`;
+    /// `header`: a user header set by an authenticating gateway, with its shared secret;
+    /// `none`: the body's `userId` is believed.
+    #[serde(default)]
+    pub mode: IdentityMode,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtSpec>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<HeaderSpec>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentityMode {
+    None,
+    #[default]
+    Jwt,
+    Header,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtSpec {
+    /// The `iss` every token must carry.
+    #[schemars(length(min = 1))]
+    pub issuer: String,
+
+    /// The `aud` every token must carry.
+    #[schemars(length(min = 1))]
+    pub audience: String,
+
+    /// The claim holding the user id.
+    #[serde(default = "default_user_claim")]
+    #[schemars(length(min = 1))]
+    pub user_claim: String,
+
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[serde(default = "default_leeway_seconds")]
+    #[schemars(range(min = 0, max = 300))]
+    pub leeway_seconds: u64,
+
+    /// The Secret of verification keys: each key of the Secret is one key file, named
+    /// by its `kid` — a PEM public key (RSA, EC, Ed25519) or an HMAC secret. Keys added
+    /// to the Secret are used without restarting the issuers.
+    pub secret_ref: SecretRef,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderSpec {
+    /// The header the gateway names the authenticated user in.
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9-]+$"))]
+    pub user_header: String,
+
+    /// The header the gateway sends the shared secret in.
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9-]+$"))]
+    pub secret_header: String,
+
+    /// The Secret whose key `secret` holds the gateway's shared secret.
+    pub secret_ref: SecretRef,
+}
+
+/// A Secret in the campaign's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -212,6 +297,14 @@ pub struct CouponCampaignStatus {
 
 fn default_per_user_limit() -> u32 {
     firstcome_contract::DEFAULT_PER_USER_LIMIT
+}
+
+fn default_user_claim() -> String {
+    firstcome_contract::DEFAULT_USER_CLAIM.to_string()
+}
+
+fn default_leeway_seconds() -> u64 {
+    firstcome_contract::DEFAULT_LEEWAY_SECONDS
 }
 
 fn default_partitions() -> i32 {

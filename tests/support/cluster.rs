@@ -217,13 +217,20 @@ pub async fn apply_campaign(
 }
 
 /// Stores a campaign as raw JSON, without the typed client: the API server's schema is the
-/// only check, so the object may be one `CouponCampaign` cannot read back.
+/// only check, so the object may be one `CouponCampaign` cannot read back. A spec that
+/// does not say its identity (which the CRD requires) gets `none`, so these tests apply
+/// with a body `userId`.
 pub async fn apply_raw_campaign(
     client: &Client,
     namespace: &str,
     name: &str,
-    spec: serde_json::Value,
+    mut spec: serde_json::Value,
 ) -> Result<(), kube::Error> {
+    if let Some(fields) = spec.as_object_mut() {
+        fields
+            .entry("identity")
+            .or_insert_with(|| json!({ "mode": "none" }));
+    }
     let resource = ApiResource::erase::<CouponCampaign>(&());
     let campaign = json!({
         "apiVersion": resource.api_version,

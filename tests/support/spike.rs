@@ -70,11 +70,24 @@ pub async fn try_apply(
     campaign: &str,
     user: &str,
 ) -> reqwest::Result<(StatusCode, Value)> {
-    let response = client
+    try_apply_as(client, base, campaign, user, None).await
+}
+
+/// One apply over HTTP naming `user`, with `token` as its bearer token if given.
+pub async fn try_apply_as(
+    client: &reqwest::Client,
+    base: &str,
+    campaign: &str,
+    user: &str,
+    token: Option<&str>,
+) -> reqwest::Result<(StatusCode, Value)> {
+    let mut request = client
         .post(format!("{base}/v1/campaigns/{campaign}/applications"))
-        .json(&json!({ "userId": user }))
-        .send()
-        .await?;
+        .json(&json!({ "userId": user }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await?;
     let status = response.status();
     Ok((status, response.json().await.unwrap_or_default()))
 }
@@ -91,17 +104,17 @@ pub async fn apply(
         .expect("apply request")
 }
 
-/// One user's apply under `retry`.
+/// One user's apply (with its bearer token, if any) under `retry`.
 async fn apply_under(
     client: &reqwest::Client,
     base: &str,
     campaign: &str,
-    user: String,
+    (user, token): (String, Option<&str>),
     retry: Retry,
 ) -> Answer {
     let started = Instant::now();
     loop {
-        let attempt = try_apply(client, base, campaign, &user).await;
+        let attempt = try_apply_as(client, base, campaign, &user, token).await;
         let budget_left = match retry {
             Retry::Never => false,
             Retry::Unavailable { budget } => started.elapsed() <= budget,
@@ -142,6 +155,8 @@ pub struct Spike {
     in_flight: usize,
     retry: Retry,
     progress: Option<Arc<AtomicUsize>>,
+    /// Each user's bearer token, for campaigns with identity jwt.
+    tokens: Option<Arc<HashMap<String, String>>>,
 }
 
 impl Spike {
@@ -153,6 +168,7 @@ impl Spike {
             in_flight: 64,
             retry: Retry::Never,
             progress: None,
+            tokens: None,
         }
     }
 
@@ -172,6 +188,12 @@ impl Spike {
         self
     }
 
+    /// Sends each user's apply with its token from `tokens` (user → token).
+    pub fn tokens(mut self, tokens: HashMap<String, String>) -> Self {
+        self.tokens = Some(Arc::new(tokens));
+        self
+    }
+
     /// Fires one apply per entry of `users`; the answers, in no particular order.
     pub async fn run(self, users: Vec<String>) -> Vec<Answer> {
         let mut client = reqwest::Client::builder().pool_max_idle_per_host(self.in_flight);
@@ -185,7 +207,10 @@ impl Spike {
                 let client = &client;
                 async move {
                     let base = &this.bases[i % this.bases.len()];
-                    let answer = apply_under(client, base, &this.campaign, user, this.retry).await;
+                    let token = (this.tokens.as_ref()).and_then(|t| t.get(&user)).cloned();
+                    let applicant = (user, token.as_deref());
+                    let answer =
+                        apply_under(client, base, &this.campaign, applicant, this.retry).await;
                     if let Some(progress) = &this.progress {
                         progress.fetch_add(1, Ordering::Relaxed);
                     }

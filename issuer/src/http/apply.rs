@@ -12,10 +12,10 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::caller::Caller;
 use super::{Api, ApiError};
 use crate::admission::Outcome;
 use crate::issuer::Issuer;
-use crate::user_id::UserId;
 
 /// The sold-out answer of each campaign, rendered once: the tail of a spike is all
 /// sold-out answers, so they cost a copy of a reference, not a serialization.
@@ -62,16 +62,19 @@ fn sold_out(campaign: String) -> ApiError {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApplyRequest {
-    user_id: String,
+    /// Required under identity `none`; otherwise optional, and if present it must name
+    /// the authenticated user.
+    user_id: Option<String>,
 }
 
 pub async fn apply(
     State(api): State<std::sync::Arc<Api>>,
     Path(campaign): Path<String>,
+    caller: Caller,
     body: Result<Json<ApplyRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(request) = body?;
-    let user = UserId::parse(request.user_id)?;
+    let user = caller.applicant(request.user_id)?;
     let outcome = api.issuer.apply(&campaign, &user).await?;
     Ok(match outcome {
         Outcome::SoldOut => api.sold_out.response(&campaign),

@@ -8,6 +8,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::error::IssuerError;
+use crate::identity::header::GatewayError;
+use crate::identity::{Identity, IdentityError};
 use crate::user_id::InvalidUserId;
 
 /// Seconds a client should wait before retrying after a 503.
@@ -19,6 +21,8 @@ pub struct ApiError {
     reason: &'static str,
     message: String,
     retry_after: Option<u64>,
+    /// `WWW-Authenticate` of a 401 to a bearer-token campaign.
+    challenge: Option<&'static str>,
     extra: Map<String, Value>,
 }
 
@@ -29,6 +33,7 @@ impl ApiError {
             reason,
             message: message.into(),
             retry_after: None,
+            challenge: None,
             extra: Map::new(),
         }
     }
@@ -58,6 +63,30 @@ impl ApiError {
             "method_not_allowed",
             "this endpoint does not take that method; see /openapi.yaml",
         )
+    }
+
+    /// A request `identity` does not authenticate. The message names the problem class,
+    /// never the token or a secret.
+    pub fn from_identity(error: IdentityError, identity: &Identity) -> Self {
+        let challenge = match (&error, identity) {
+            (_, Identity::None | Identity::Header(_)) => None,
+            (IdentityError::InvalidToken(_), Identity::Jwt(_)) => {
+                Some(r#"Bearer error="invalid_token""#)
+            }
+            (_, Identity::Jwt(_)) => Some("Bearer"),
+        };
+        let (reason, message) = match &error {
+            IdentityError::MissingToken => ("missing_credentials", error.to_string()),
+            IdentityError::Gateway(GatewayError::Missing(_)) => {
+                ("missing_credentials", source_message(&error))
+            }
+            IdentityError::InvalidToken(_) => ("invalid_token", source_message(&error)),
+            IdentityError::Gateway(_) => ("invalid_credentials", source_message(&error)),
+        };
+        Self {
+            challenge,
+            ..Self::new(StatusCode::UNAUTHORIZED, reason, message)
+        }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -139,13 +168,28 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, retry_after) = (self.status, self.retry_after);
+        let (status, retry_after, challenge) = (self.status, self.retry_after, self.challenge);
         let mut response = (status, Json(self.body())).into_response();
+        if let Some(challenge) = challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
         if let Some(seconds) = retry_after {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
+    }
+}
+
+/// An identity error's own message followed by its direct cause's: e.g. "the token is not
+/// valid: the token names no key this issuer knows".
+fn source_message(error: &IdentityError) -> String {
+    match std::error::Error::source(error) {
+        Some(cause) => format!("{error}: {cause}"),
+        None => error.to_string(),
     }
 }

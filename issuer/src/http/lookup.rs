@@ -1,4 +1,5 @@
-//! `GET /v1/campaigns/{campaign}/applications/{userId}`: what a user holds in a campaign.
+//! `GET /v1/campaigns/{campaign}/applications/{userId}` and `.../applications/me`: what a
+//! user holds in a campaign. With identity on, callers see their own coupons only.
 
 use std::sync::Arc;
 
@@ -6,14 +7,28 @@ use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
+use super::caller::Caller;
 use super::{Api, ApiError};
 use crate::user_id::UserId;
 
 pub async fn lookup(
     State(api): State<Arc<Api>>,
     Path((campaign, user_id)): Path<(String, String)>,
+    caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
-    let user = UserId::parse(user_id)?;
+    let user = caller.may_look_up(user_id)?;
+    holdings(&api, campaign, user).await
+}
+
+pub async fn mine(
+    State(api): State<Arc<Api>>,
+    Path(campaign): Path<String>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    holdings(&api, campaign, caller.me()?).await
+}
+
+async fn holdings(api: &Api, campaign: String, user: UserId) -> Result<Json<Value>, ApiError> {
     let held = api.issuer.lookup(&campaign, &user).await?;
     let status = if held.is_empty() {
         "not_applied"

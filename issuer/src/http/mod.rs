@@ -1,6 +1,7 @@
 //! The HTTP surface: the versioned campaign API and the operational endpoints.
 
 mod apply;
+mod caller;
 mod error;
 mod lookup;
 mod ops;
@@ -36,6 +37,10 @@ pub fn router(issuer: Option<Arc<Issuer>>, ops: OpsState) -> Router {
             .route("/v1/campaigns", get(summary::list))
             .route("/v1/campaigns/{campaign}", get(summary::one))
             .route("/v1/campaigns/{campaign}/applications", post(apply::apply))
+            .route(
+                "/v1/campaigns/{campaign}/applications/me",
+                get(lookup::mine),
+            )
             .route(
                 "/v1/campaigns/{campaign}/applications/{user_id}",
                 get(lookup::lookup),

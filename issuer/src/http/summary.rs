@@ -48,5 +48,6 @@ async fn summary(issuer: &Issuer, name: &str) -> Result<Value, ApiError> {
         "opensAt": config.opens_at,
         "closesAt": config.closes_at,
         "topic": config.topic,
+        "identity": config.identity.mode(),
     }))
 }

@@ -8,6 +8,7 @@ use anyhow::bail;
 use super::{FLUSH_TIMEOUT, load_campaigns};
 use crate::campaign::Campaign;
 use crate::cli::{Backends, Mode, ServeArgs};
+use crate::identity::Identity;
 use crate::kafka::producer::WinnerPublisher;
 use crate::metrics::Metrics;
 use crate::store::postgres::CouponStore;
@@ -34,7 +35,8 @@ pub async fn audit_once(args: ServeArgs) -> anyhow::Result<()> {
     let distributed =
         super::distributed::connect(&args, redis_url, &backends, parts, metrics.clone()).await?;
     for config in configs {
-        let campaign = Campaign::new(config, &metrics, true);
+        // The audit serves no request: nobody to authenticate.
+        let campaign = Campaign::new(config, Identity::None, &metrics, true);
         let drift = distributed.audit(&campaign, None).await?;
         println!("{}", serde_json::to_string(&drift)?);
     }

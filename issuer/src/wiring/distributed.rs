@@ -65,7 +65,7 @@ pub async fn wire(
             metrics,
         )
         .await?;
-        add_issuer(&mut wiring, args, Arc::new(distributed), configs);
+        add_issuer(&mut wiring, args, Arc::new(distributed), configs)?;
         tracing::info!("distributed: admission in Redis, winners to Kafka");
     }
     wiring.publisher = Some(publisher);
@@ -132,13 +132,13 @@ fn add_issuer(
     args: &ServeArgs,
     distributed: Arc<Distributed>,
     configs: &[CampaignConfig],
-) {
+) -> anyhow::Result<()> {
     wiring
         .readiness
         .add_ping("redis", distributed.clone(), |d| async move {
             d.redis.ping().await
         });
-    let campaigns = wiring.campaigns(configs, false);
+    let campaigns = wiring.campaigns(configs, false)?;
     for campaign in &campaigns {
         distributed.restore_in_background(campaign);
         let (brokers, config) = (distributed.kafka_brokers.clone(), campaign.config.clone());
@@ -158,6 +158,7 @@ fn add_issuer(
     wiring.run_in_background(|stop| audit_periodically(auditor, audited, interval, stop));
     let backend = Backend::Distributed(distributed);
     wiring.serve_issuer(Issuer::new(&campaigns, backend, wiring.metrics.clone()));
+    Ok(())
 }
 
 /// The distributed backend over an already created producer and PostgreSQL store.

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::campaign::Campaign;
 use crate::cli::{Mode, ServeArgs};
 use crate::http::{self, OpsState};
+use crate::identity::Identity;
 use crate::issuer::Issuer;
 use crate::kafka::producer::WinnerPublisher;
 use crate::metrics::Metrics;
@@ -102,10 +103,20 @@ impl Wiring {
         self.background.push(Box::pin(task(self.stop.clone())));
     }
 
-    fn campaigns(&self, configs: &[CampaignConfig], provisioned: bool) -> Vec<Arc<Campaign>> {
+    /// The campaigns this process serves applies of, each with its identity loaded.
+    fn campaigns(
+        &self,
+        configs: &[CampaignConfig],
+        provisioned: bool,
+    ) -> anyhow::Result<Vec<Arc<Campaign>>> {
         configs
             .iter()
-            .map(|config| Arc::new(Campaign::new(config.clone(), &self.metrics, provisioned)))
+            .map(|config| {
+                let identity = Identity::load(&config.name, &config.identity)
+                    .with_context(|| format!("campaign {}: identity", config.name))?;
+                let campaign = Campaign::new(config.clone(), identity, &self.metrics, provisioned);
+                Ok(Arc::new(campaign))
+            })
             .collect()
     }
 
@@ -195,7 +206,8 @@ async fn flush(publisher: WinnerPublisher) -> anyhow::Result<()> {
 }
 
 /// The campaigns to serve: the file's plus the `--campaign` ones; `demo:100` for a
-/// standalone issuer given none.
+/// standalone issuer given none. The `--campaign` ones (and `demo`) take the identity of
+/// the `--identity` flags; the file's say their own.
 pub fn load_campaigns(args: &ServeArgs, standalone: bool) -> anyhow::Result<Vec<CampaignConfig>> {
     let mut file = match &args.campaigns_file {
         Some(path) => {
@@ -206,13 +218,19 @@ pub fn load_campaigns(args: &ServeArgs, standalone: bool) -> anyhow::Result<Vec<
         }
         None => CampaignsFile::default(),
     };
-    file.campaigns.extend(args.campaigns.iter().cloned());
-    if file.campaigns.is_empty() {
+    let mut flagged = args.campaigns.clone();
+    if file.campaigns.is_empty() && flagged.is_empty() {
         if !standalone {
             bail!("no campaign configured: pass --campaigns-file or --campaign NAME:LIMIT");
         }
-        file.campaigns.push(CampaignConfig::new("demo", 100));
+        flagged.push(CampaignConfig::new("demo", 100));
     }
+    let identity = args.identity.config().map_err(anyhow::Error::msg)?;
+    file.campaigns
+        .extend(flagged.into_iter().map(|campaign| CampaignConfig {
+            identity: identity.clone(),
+            ..campaign
+        }));
     file.validate()?;
     Ok(file.campaigns)
 }

@@ -18,7 +18,7 @@ pub async fn wire(args: &ServeArgs, configs: &[CampaignConfig]) -> anyhow::Resul
     let embedded = EmbeddedAdmission::open(store, configs).await?;
     let mut wiring = Wiring::new(args);
     // The ledger is rebuilt from SQLite on open: every campaign is provisioned.
-    let campaigns = wiring.campaigns(configs, true);
+    let campaigns = wiring.campaigns(configs, true)?;
     let backend = Backend::Standalone(embedded);
     wiring.serve_issuer(Issuer::new(&campaigns, backend, wiring.metrics.clone()));
     tracing::info!(data_dir = %dir.display(), "standalone: admission in process, coupons in SQLite");
