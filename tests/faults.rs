@@ -117,6 +117,35 @@ fn testbed(action: &str, service: &str) {
     assert!(status.success(), "scripts/testbed {action} {service}");
 }
 
+/// A service taken down by a test, started again when dropped: a test that fails while
+/// the service is down must not leave it down for the tests after it.
+struct Down(&'static str);
+
+fn take_down(action: &str, service: &'static str) -> Down {
+    testbed(action, service);
+    Down(service)
+}
+
+impl Down {
+    /// Starts the service again now (what dropping the guard does).
+    fn restart(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/testbed");
+        let started = std::process::Command::new(script)
+            .args(["start", self.0])
+            .stdout(std::process::Stdio::null())
+            .status();
+        if !started.as_ref().is_ok_and(|s| s.success()) {
+            eprintln!("scripts/testbed start {} failed: {started:?}", self.0);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_api_issuer_mid_spike_loses_no_winner() {
     let _serial = ONE_AT_A_TIME.lock().await;
@@ -161,9 +190,9 @@ async fn postgres_down_mid_consumption_delays_coupons_but_loses_none() {
     let spike = bed.spike(progress.clone());
 
     wait_progress(&progress, 150).await;
-    testbed("stop", "postgres");
+    let postgres = take_down("stop", "postgres");
     tokio::time::sleep(Duration::from_secs(4)).await;
-    testbed("start", "postgres");
+    postgres.restart();
 
     bed.finish(spike).await;
 }
@@ -172,7 +201,7 @@ async fn postgres_down_mid_consumption_delays_coupons_but_loses_none() {
 async fn postgres_down_past_the_retry_budget_parks_batches_and_the_partition_moves_on() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let bed = Bed::new("pg-long");
-    let _api = bed.api().await;
+    let api = bed.api().await;
     let consumer = bed
         .start(
             "consumer",
@@ -180,12 +209,13 @@ async fn postgres_down_past_the_retry_budget_parks_batches_and_the_partition_mov
             &["--persist-retry-budget-ms", "1000"],
         )
         .await;
-    let progress = Arc::new(AtomicUsize::new(0));
-    let spike = bed.spike(progress.clone());
-
-    wait_progress(&progress, 100).await;
-    testbed("stop", "postgres");
-    let answers = spike.await.unwrap();
+    // Provisioned (which reads PostgreSQL) before PostgreSQL goes down for the whole spike.
+    wait_for("the API issuer ready", Duration::from_secs(30), || async {
+        (api.get("/readyz").await.0 == reqwest::StatusCode::OK).then_some(())
+    })
+    .await;
+    let postgres = take_down("stop", "postgres");
+    let answers = bed.spike(Arc::new(AtomicUsize::new(0))).await.unwrap();
     // With PostgreSQL still down, the main lane commits everything: it moved on.
     let lane = CampaignConfig::new(bed.campaign.as_str(), 1).primary_lane();
     wait_for(
@@ -210,7 +240,7 @@ async fn postgres_down_past_the_retry_budget_parks_batches_and_the_partition_mov
             .any(|l| l.starts_with("firstcome_dead_lettered_total") && !l.ends_with(" 0")),
         "batches were parked on the dead-letter topic:\n{metrics}"
     );
-    testbed("start", "postgres");
+    postgres.restart();
 
     println!("{:?}", tally(&answers));
     assert_invariants(&bed.services, &bed.campaign, LIMIT, &answers).await;
@@ -222,15 +252,14 @@ async fn kafka_crashing_mid_spike_never_answers_a_false_admitted() {
     let bed = Bed::new("kafka-down");
     let _api = bed.api().await;
     let _consumer = bed.consumer().await;
-    let progress = Arc::new(AtomicUsize::new(0));
-    let spike = bed.spike(progress.clone());
-
-    wait_progress(&progress, 100).await;
-    testbed("kill", "kafka");
+    // A first wave is admitted; the broker dies; the rest of the spike meets the outage.
+    let mut answers = bed.clients().run(users("early", 100)).await;
+    let kafka = take_down("kill", "kafka");
+    let rest = tokio::spawn(bed.clients().run(users("user", USERS - 100)));
     tokio::time::sleep(Duration::from_secs(4)).await;
-    testbed("start", "kafka");
+    kafka.restart();
 
-    let answers = spike.await.unwrap();
+    answers.extend(rest.await.unwrap());
     let tally = tally(&answers);
     println!("{tally:?}");
     // The outage hit admissions: some were answered 503 unconfirmed, or failed and were
