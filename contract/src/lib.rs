@@ -10,7 +10,8 @@ mod redis_keys;
 mod winner_event;
 
 pub use campaign::{
-    CampaignConfig, CampaignsFile, ConfigError, ConsumerLane, DEFAULT_PER_USER_LIMIT, Window,
+    Bucket, CampaignConfig, CampaignsFile, ConfigError, ConsumerLane, DEFAULT_PER_USER_LIMIT,
+    MAX_BUCKET_RATE, RateLimits, Window,
 };
 pub use redis_keys::{CampaignKeys, decode_held, encode_held};
 pub use winner_event::{ForeignEvent, WinnerEvent, WinnerEventError};

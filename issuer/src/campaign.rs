@@ -1,5 +1,6 @@
-//! A campaign as one issuer process serves it: its configuration and Redis keys, the
-//! sold-out board, its apply counters, and whether the backend holds its state.
+//! A campaign as one issuer process serves it: its configuration and Redis keys, its
+//! rate limits, the sold-out board, its apply counters, and whether the backend holds
+//! its state.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,11 +11,13 @@ use firstcome_contract::{CampaignConfig, CampaignKeys, Window};
 use crate::admission::Counts;
 use crate::admission::sold_out::SoldOutBoard;
 use crate::kafka::claims::Claims;
+use crate::limits::ApplyLimits;
 use crate::metrics::{ApplyCounters, Metrics};
 
 pub struct Campaign {
     pub config: CampaignConfig,
     pub keys: CampaignKeys,
+    pub limits: ApplyLimits,
     pub sold_out: SoldOutBoard,
     pub counters: ApplyCounters,
     /// Set while this process restores the campaign into Redis (single flight).
@@ -43,6 +46,10 @@ impl Campaign {
     pub fn new(config: CampaignConfig, metrics: &Metrics, provisioned: bool) -> Self {
         Self {
             keys: CampaignKeys::new(&config.name),
+            limits: ApplyLimits::new(
+                &config.rate_limits,
+                metrics.rate_limited_counters(&config.name),
+            ),
             sold_out: SoldOutBoard::default(),
             counters: metrics.apply_counters(&config.name),
             restoring: AtomicBool::new(false),

@@ -2,6 +2,8 @@
 //!
 //! The path of one apply, module by module:
 //! - [`http`] parses the request (`http::apply`) and answers with a status and a reason;
+//!   before any admission work, the apply passes its campaign's [`limits`]: a token
+//!   bucket per client address ([`client_addr`]) and one per user;
 //! - [`issuer`] checks the campaign's time window and its sold-out board, then asks the
 //!   [`backend`]: the standalone ledger ([`admission::embedded`], coupons in
 //!   [`store::sqlite`]) or the [`distributed`] one — the admission script in Redis
@@ -16,11 +18,13 @@ pub mod admission;
 pub mod backend;
 pub mod campaign;
 pub mod cli;
+pub mod client_addr;
 pub mod distributed;
 pub mod error;
 pub mod http;
 pub mod issuer;
 pub mod kafka;
+pub mod limits;
 pub mod metrics;
 pub mod readiness;
 pub mod store;

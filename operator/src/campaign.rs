@@ -31,6 +31,7 @@ pub fn campaign_config(campaign: &CouponCampaign) -> Result<CampaignConfig, Conf
         per_user_limit: spec.per_user_limit,
         opens_at: spec.opens_at,
         closes_at: spec.closes_at,
+        rate_limits: spec.rate_limits.into(),
     };
     config.validate()?;
     Ok(config)
@@ -45,6 +46,7 @@ pub fn issuer_name(campaign: &CouponCampaign) -> String {
 mod tests {
     use super::*;
     use crate::fixtures::campaign;
+    use firstcome_contract::{Bucket, RateLimits};
 
     #[test]
     fn config_carries_the_spec_under_a_cluster_unique_id() {
@@ -59,6 +61,25 @@ mod tests {
             "2026-11-27T09:00:00+00:00"
         );
         assert_eq!(issuer_name(&c), "black-friday-issuer");
+    }
+
+    #[test]
+    fn rate_limits_are_copied_and_default_when_absent() {
+        let c = campaign("limit: 5\nrateLimits: {perUser: {perSecond: 2, burst: 3}}\n");
+        let limits = campaign_config(&c).unwrap().rate_limits;
+        assert_eq!(
+            limits.per_user,
+            Bucket {
+                per_second: 2,
+                burst: 3
+            }
+        );
+        assert_eq!(limits.per_client, RateLimits::default_per_client());
+        let plain = campaign("limit: 5\n");
+        assert_eq!(
+            campaign_config(&plain).unwrap().rate_limits,
+            RateLimits::default()
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::client::ClientAddr;
 use super::{Api, ApiError};
 use crate::admission::Outcome;
 use crate::issuer::Issuer;
@@ -65,13 +66,19 @@ pub struct ApplyRequest {
     user_id: String,
 }
 
+/// Rate limits first (the client before the body is even looked at, then the user), so
+/// what they refuse costs no admission work.
 pub async fn apply(
     State(api): State<std::sync::Arc<Api>>,
+    ClientAddr(client): ClientAddr,
     Path(campaign): Path<String>,
     body: Result<Json<ApplyRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let limits = &api.issuer.campaign(&campaign)?.limits;
+    limits.check_client(client)?;
     let Json(request) = body?;
     let user = UserId::parse(request.user_id)?;
+    limits.check_user(&user)?;
     let outcome = api.issuer.apply(&campaign, &user).await?;
     Ok(match outcome {
         Outcome::SoldOut => api.sold_out.response(&campaign),

@@ -1,6 +1,7 @@
 //! The HTTP surface: the versioned campaign API and the operational endpoints.
 
 mod apply;
+mod client;
 mod error;
 mod lookup;
 mod ops;
@@ -20,16 +21,24 @@ pub use error::ApiError;
 pub struct Api {
     pub issuer: Arc<Issuer>,
     sold_out: apply::SoldOutBodies,
+    trusted_proxies: TrustedProxies,
 }
 pub use ops::OpsState;
 
+use crate::client_addr::TrustedProxies;
 use crate::issuer::Issuer;
 
 /// Largest apply body accepted: `{"userId": ...}` with a 128-character id fits many times.
 pub const MAX_BODY_BYTES: usize = 4096;
 
 /// The API routes (when this process serves applies) and the operational routes.
-pub fn router(issuer: Option<Arc<Issuer>>, ops: OpsState) -> Router {
+/// Applies are rate limited by client behind `trusted_proxies`: serve the router with
+/// connection info (`into_make_service_with_connect_info::<SocketAddr>`).
+pub fn router(
+    issuer: Option<Arc<Issuer>>,
+    trusted_proxies: TrustedProxies,
+    ops: OpsState,
+) -> Router {
     let mut router = ops::routes(ops);
     if let Some(issuer) = issuer {
         let api = Router::new()
@@ -43,6 +52,7 @@ pub fn router(issuer: Option<Arc<Issuer>>, ops: OpsState) -> Router {
             .with_state(Arc::new(Api {
                 sold_out: apply::SoldOutBodies::new(&issuer),
                 issuer,
+                trusted_proxies,
             }));
         router = router.merge(api);
     }

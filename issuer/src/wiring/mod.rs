@@ -11,6 +11,7 @@ pub mod distributed;
 pub mod standalone;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::campaign::Campaign;
 use crate::cli::{Mode, ServeArgs};
+use crate::client_addr::TrustedProxies;
 use crate::http::{self, OpsState};
 use crate::issuer::Issuer;
 use crate::kafka::producer::WinnerPublisher;
@@ -42,6 +44,8 @@ pub struct Wiring {
     pub readiness: Arc<Readiness>,
     /// How long readiness reads false before the listener stops, on shutdown.
     pub shutdown_delay: Duration,
+    /// Whose X-Forwarded-For names the client an apply is rate limited under.
+    trusted_proxies: TrustedProxies,
     /// Started by `serve_on`; each ends when `stop` is cancelled.
     background: Vec<BoxFuture<'static, ()>>,
     stop: CancellationToken,
@@ -56,6 +60,7 @@ impl Wiring {
             metrics: Arc::new(Metrics::default()),
             readiness: Arc::default(),
             shutdown_delay: args.shutdown_delay(),
+            trusted_proxies: args.trusted_proxies(),
             background: Vec::new(),
             stop: CancellationToken::new(),
             publisher: None,
@@ -69,7 +74,7 @@ impl Wiring {
             metrics: self.metrics.clone(),
             readiness: self.readiness.clone(),
         };
-        http::router(self.issuer.clone(), ops)
+        http::router(self.issuer.clone(), self.trusted_proxies.clone(), ops)
     }
 
     /// Adds a background task, given the token that stops it.
@@ -157,6 +162,7 @@ pub async fn serve_on(
         readiness.start_draining();
         tokio::time::sleep(delay).await;
     };
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(drain)
         .await
@@ -178,8 +184,8 @@ async fn flush(publisher: WinnerPublisher) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The campaigns to serve: the file's plus the `--campaign` ones; `demo:100` for a
-/// standalone issuer given none.
+/// The campaigns to serve: the file's plus the `--campaign` ones (rate limited as the
+/// `--rate-limit-*` flags say); `demo:100` for a standalone issuer given none.
 pub fn load_campaigns(args: &ServeArgs, standalone: bool) -> anyhow::Result<Vec<CampaignConfig>> {
     let mut file = match &args.campaigns_file {
         Some(path) => {
@@ -190,12 +196,17 @@ pub fn load_campaigns(args: &ServeArgs, standalone: bool) -> anyhow::Result<Vec<
         }
         None => CampaignsFile::default(),
     };
-    file.campaigns.extend(args.campaigns.iter().cloned());
+    let shorthand = |config: &CampaignConfig| CampaignConfig {
+        rate_limits: args.shorthand_rate_limits(),
+        ..config.clone()
+    };
+    file.campaigns.extend(args.campaigns.iter().map(shorthand));
     if file.campaigns.is_empty() {
         if !standalone {
             bail!("no campaign configured: pass --campaigns-file or --campaign NAME:LIMIT");
         }
-        file.campaigns.push(CampaignConfig::new("demo", 100));
+        file.campaigns
+            .push(shorthand(&CampaignConfig::new("demo", 100)));
     }
     file.validate()?;
     Ok(file.campaigns)
