@@ -21,7 +21,7 @@ use firstcome_issuer::backend::Backend;
 use firstcome_issuer::campaign::Campaign;
 use firstcome_issuer::client_addr::TrustedProxies;
 use firstcome_issuer::distributed::Distributed;
-use firstcome_issuer::http::{self, OpsState};
+use firstcome_issuer::http;
 use firstcome_issuer::issuer::Issuer;
 use firstcome_issuer::kafka::claims::tail;
 use firstcome_issuer::kafka::producer::WinnerPublisher;
@@ -53,14 +53,9 @@ async fn issuer_without_broker(services: &Services, campaign: &str) -> Router {
     let campaigns = [Arc::new(Campaign::new(config.clone(), &metrics, false))];
     read_claims(services, config, &campaigns[0]).await;
     let backend = Backend::Distributed(Arc::new(distributed));
-    let issuer = Issuer::new(&campaigns, backend, metrics.clone());
-    let ops = OpsState {
-        metrics,
-        readiness: Arc::default(),
-    };
+    let issuer = Issuer::new(&campaigns, backend, metrics);
     let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
-    http::router(Some(Arc::new(issuer)), TrustedProxies::default(), ops)
-        .layer(MockConnectInfo(peer))
+    http::api_router(Some(Arc::new(issuer)), TrustedProxies::default()).layer(MockConnectInfo(peer))
 }
 
 /// Tails the campaign's real topic into its claims until they are caught up.

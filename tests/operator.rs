@@ -112,6 +112,13 @@ async fn a_campaign_is_provisioned_and_opens() {
             .await
             .unwrap()
             .metadata,
+        // Probes and metrics are on their own port: Prometheus scrapes it through this
+        // Service, the customer-facing one above exposes only the API.
+        Api::<Service>::namespaced(client.clone(), &ns)
+            .get("launch-issuer-metrics")
+            .await
+            .unwrap()
+            .metadata,
         Api::<ConfigMap>::namespaced(client.clone(), &ns)
             .get("launch-issuer")
             .await

@@ -78,9 +78,14 @@ pub enum LogFormat {
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// Address the HTTP server listens on.
+    /// Address the public API listens on.
     #[arg(long, env = "FIRSTCOME_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// Address the operational endpoints (/healthz, /readyz, /metrics) listen on, apart
+    /// from the public API.
+    #[arg(long, env = "FIRSTCOME_OPS_LISTEN", default_value = "127.0.0.1:9090")]
+    pub ops_listen: SocketAddr,
 
     /// Parts of the issuer this process runs (distributed mode).
     #[arg(long, env = "FIRSTCOME_ROLE", value_enum, default_value_t = Role::All)]

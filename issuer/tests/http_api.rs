@@ -53,10 +53,10 @@ async fn issuer_with(dir: &tempfile::TempDir, extra: &[&str]) -> Wiring {
         .expect("a standalone issuer builds")
 }
 
-/// The router of `wiring`, every request from 127.0.0.1 unless it says otherwise.
+/// The API router of `wiring`, every request from 127.0.0.1 unless it says otherwise.
 fn app(wiring: &Wiring) -> Router {
     let loopback = SocketAddr::from(([127, 0, 0, 1], 40000));
-    wiring.router().layer(MockConnectInfo(loopback))
+    wiring.api_router().layer(MockConnectInfo(loopback))
 }
 
 /// `request` as if it came from `peer`.
@@ -111,8 +111,9 @@ fn apply_request(campaign: &str, user: &str) -> Request<Body> {
     post(&uri, "application/json", body)
 }
 
-async fn metrics(app: &Router) -> String {
-    let response = app.clone().oneshot(get("/metrics")).await.unwrap();
+/// What the operational router of `wiring` serves on /metrics.
+async fn metrics(wiring: &Wiring) -> String {
+    let response = wiring.ops_router().oneshot(get("/metrics")).await.unwrap();
     let text = to_bytes(response.into_body(), 1 << 20).await.unwrap();
     String::from_utf8(text.to_vec()).unwrap()
 }
@@ -271,26 +272,37 @@ async fn look_up_and_campaign_summaries() {
 }
 
 #[tokio::test]
-async fn operational_routes() {
+async fn operational_routes_apart_from_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let wiring = issuer(&dir).await;
-    let app = app(&wiring);
-    assert_eq!(send(&app, get("/healthz")).await.body["status"], "ok");
-    let ready = send(&app, get("/readyz")).await;
+    let (app, ops) = (app(&wiring), wiring.ops_router());
+    assert_eq!(send(&ops, get("/healthz")).await.body["status"], "ok");
+    let ready = send(&ops, get("/readyz")).await;
     assert_eq!(
         (ready.status, ready.body["status"].as_str()),
         (StatusCode::OK, Some("ready"))
     );
     apply(&app, "open", "alice").await;
-    let text = metrics(&app).await;
+    let text = metrics(&wiring).await;
     assert!(
         text.contains(r#"firstcome_applies_total{campaign="open",outcome="admitted"} 1"#),
         "{text}"
     );
     let openapi = app.clone().oneshot(get("/openapi.yaml")).await.unwrap();
     assert_eq!(openapi.headers()[header::CONTENT_TYPE], "application/yaml");
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let public = send(&app, get(path)).await;
+        assert_eq!(
+            (public.status, reason(&public)),
+            (StatusCode::NOT_FOUND, "not_found")
+        );
+    }
+    assert_eq!(
+        send(&ops, get("/openapi.yaml")).await.status,
+        StatusCode::NOT_FOUND
+    );
     wiring.readiness.start_draining();
-    let draining = send(&app, get("/readyz")).await;
+    let draining = send(&ops, get("/readyz")).await;
     assert_eq!(
         (draining.status, reason(&draining)),
         (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
@@ -300,7 +312,8 @@ async fn operational_routes() {
 #[tokio::test]
 async fn a_client_over_its_rate_gets_429_while_another_is_served() {
     let dir = tempfile::tempdir().unwrap();
-    let app = app(&issuer(&dir).await);
+    let wiring = issuer(&dir).await;
+    let app = app(&wiring);
     for user in ["u1", "u2"] {
         let answer = send(&app, from("10.0.0.1", apply_request("limited", user))).await;
         assert_eq!(answer.status, StatusCode::CREATED);
@@ -329,7 +342,7 @@ async fn a_client_over_its_rate_gets_429_while_another_is_served() {
         summary.body["admitted"], 3,
         "the limited apply admitted nobody"
     );
-    let text = metrics(&app).await;
+    let text = metrics(&wiring).await;
     for line in [
         r#"firstcome_rate_limited_total{campaign="limited",scope="client"} 1"#,
         r#"firstcome_rate_limited_total{campaign="limited",scope="user"} 0"#,
@@ -341,7 +354,8 @@ async fn a_client_over_its_rate_gets_429_while_another_is_served() {
 #[tokio::test]
 async fn a_user_over_its_rate_gets_429_from_any_address() {
     let dir = tempfile::tempdir().unwrap();
-    let app = app(&issuer(&dir).await);
+    let wiring = issuer(&dir).await;
+    let app = app(&wiring);
     let first = send(&app, from("10.0.0.1", apply_request("limited", "greedy"))).await;
     assert_eq!(first.status, StatusCode::CREATED);
     let second = send(&app, from("10.0.0.2", apply_request("limited", "greedy"))).await;
@@ -356,7 +370,7 @@ async fn a_user_over_its_rate_gets_429_from_any_address() {
         (StatusCode::TOO_MANY_REQUESTS, "rate_limited", Some("user"))
     );
     assert!(third.retry_after.is_some());
-    let text = metrics(&app).await;
+    let text = metrics(&wiring).await;
     let line = r#"firstcome_rate_limited_total{campaign="limited",scope="user"} 1"#;
     assert!(text.contains(line), "{text}");
 }

@@ -1,5 +1,7 @@
 //! The objects a campaign owns, built as pure functions of the campaign: the issuers'
-//! ConfigMap, Deployment and Service. Applied with server-side apply by the controller.
+//! ConfigMap, Deployment, the Service clients apply through (the API port only) and the
+//! metrics Service (the operational port, for Prometheus). Applied with server-side
+//! apply by the controller.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +31,10 @@ pub const SECRET_KEYS: [(&str, &str); 3] = [
 const CONFIG_FILE: &str = "campaigns.json";
 const CONFIG_DIR: &str = "/etc/firstcome";
 const HTTP_PORT: i32 = 8080;
+/// Probes and metrics: apart from the API, never behind the customer-facing Service.
+const OPS_PORT: i32 = 9090;
+/// Label of the metrics Service, for a ServiceMonitor to select.
+pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 /// Annotation on the pod template: changes when the issuers must restart.
 pub const CONFIG_HASH_ANNOTATION: &str = "firstcome.dev/config-hash";
 
@@ -89,7 +95,7 @@ fn http_probe(path: &str, period: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::String("http".into()),
+            port: IntOrString::String("ops".into()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -131,6 +137,8 @@ fn issuer_container(campaign: &CouponCampaign, defaults: &IssuerDefaults) -> Con
             "serve".into(),
             "--listen".into(),
             format!("0.0.0.0:{HTTP_PORT}"),
+            "--ops-listen".into(),
+            format!("0.0.0.0:{OPS_PORT}"),
             "--campaigns-file".into(),
             format!("{CONFIG_DIR}/{CONFIG_FILE}"),
             "--topic-partitions".into(),
@@ -141,11 +149,18 @@ fn issuer_container(campaign: &CouponCampaign, defaults: &IssuerDefaults) -> Con
             "5000".into(),
         ]),
         env: Some(issuer_env(defaults.backends_secret(campaign))),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: HTTP_PORT,
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: HTTP_PORT,
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("ops".into()),
+                container_port: OPS_PORT,
+                ..ContainerPort::default()
+            },
+        ]),
         readiness_probe: Some(http_probe("/readyz", 5)),
         liveness_probe: Some(http_probe("/healthz", 10)),
         resources: Some(defaults.resources(campaign)),
@@ -223,7 +238,34 @@ pub fn deployment(
     }
 }
 
-/// The Service clients apply through.
+/// Name of the metrics Service of a campaign.
+pub fn metrics_service_name(campaign: &CouponCampaign) -> String {
+    format!("{}-metrics", issuer_name(campaign))
+}
+
+/// The Service Prometheus scrapes the issuers through: the operational port only,
+/// labelled `app.kubernetes.io/component: metrics`.
+pub fn metrics_service(campaign: &CouponCampaign) -> Service {
+    let mut metadata = metadata(campaign);
+    metadata.name = Some(metrics_service_name(campaign));
+    (metadata.labels.get_or_insert_default()).insert(COMPONENT_LABEL.into(), "metrics".into());
+    Service {
+        metadata,
+        spec: Some(ServiceSpec {
+            selector: Some(labels(campaign)),
+            ports: Some(vec![ServicePort {
+                name: Some("ops".into()),
+                port: OPS_PORT,
+                target_port: Some(IntOrString::String("ops".into())),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// The Service clients apply through: the API port only.
 pub fn service(campaign: &CouponCampaign) -> Service {
     Service {
         metadata: metadata(campaign),
@@ -268,13 +310,14 @@ mod tests {
             config_map(&c, &config).metadata,
             deployment(&c, &config, &defaults("img")).metadata,
             service(&c).metadata,
+            metrics_service(&c).metadata,
         ] {
             let owner = &meta.owner_references.unwrap()[0];
             assert_eq!(owner.kind, "CouponCampaign");
             assert_eq!(owner.name, "black-friday");
             assert_eq!(owner.controller, Some(true));
             assert_eq!(meta.namespace.as_deref(), Some("shop"));
-            assert_eq!(meta.name.as_deref(), Some("black-friday-issuer"));
+            assert!(meta.name.unwrap().starts_with("black-friday-issuer"));
         }
     }
 
@@ -322,6 +365,41 @@ mod tests {
         let security = container.security_context.as_ref().unwrap();
         assert_eq!(security.read_only_root_filesystem, Some(true));
         assert_eq!(security.allow_privilege_escalation, Some(false));
+    }
+
+    #[test]
+    fn probes_and_metrics_are_on_the_ops_port_and_clients_see_only_the_api() {
+        let c = campaign("limit: 100\n");
+        let d = deployment(&c, &campaign_config(&c).unwrap(), &defaults("img"));
+        let container = &d.spec.template.spec.unwrap().containers[0];
+        let args = container.args.as_ref().unwrap();
+        let after = |flag: &str| &args[args.iter().position(|a| a == flag).unwrap() + 1];
+        assert_eq!(after("--listen"), "0.0.0.0:8080");
+        assert_eq!(after("--ops-listen"), "0.0.0.0:9090");
+        let ports: Vec<(&str, i32)> = (container.ports.as_ref().unwrap().iter())
+            .map(|p| (p.name.as_deref().unwrap(), p.container_port))
+            .collect();
+        assert_eq!(ports, [("http", 8080), ("ops", 9090)]);
+        for probe in [&container.readiness_probe, &container.liveness_probe] {
+            let port = &probe.as_ref().unwrap().http_get.as_ref().unwrap().port;
+            assert_eq!(port, &IntOrString::String("ops".into()));
+        }
+        let target = |s: Service| {
+            let ports = s.spec.unwrap().ports.unwrap();
+            assert_eq!(ports.len(), 1);
+            ports[0].target_port.clone().unwrap()
+        };
+        assert_eq!(target(service(&c)), IntOrString::String("http".into()));
+        let metrics = metrics_service(&c);
+        assert_eq!(
+            metrics.metadata.name.as_deref(),
+            Some("black-friday-issuer-metrics")
+        );
+        assert_eq!(
+            metrics.metadata.labels.as_ref().unwrap()[COMPONENT_LABEL],
+            "metrics"
+        );
+        assert_eq!(target(metrics), IntOrString::String("ops".into()));
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! whatever a flood of distinct keys does.
 //!
 //! governor's keyed limiter keeps one state per key it has seen. Here the keys are
-//! counted, and idle ones are dropped (`retain_recent`) at most every [`SWEEP_EVERY`],
-//! when a new key arrives. A new key that finds [`MAX_KEYS`] busy keys is refused
+//! counted, and idle ones are dropped (`retain_recent`) when a new key arrives and the
+//! last sweep is [`SWEEP_EVERY`] ago — [`SWEEP_WHEN_FULL`] when the set is full, so a
+//! sweep costs (a few ms over [`MAX_KEYS`]) at most 10 times a second. A new key that
+//! still finds [`MAX_KEYS`] busy keys is refused
 //! ([`Refusal::Full`]) rather than let in: known keys keep their buckets, and an attacker
 //! spraying addresses cannot evict the buckets of the clients it is already limited
 //! under. Busy keys empty out fast — a key is droppable once its bucket is full again,
@@ -30,6 +32,8 @@ pub const MAX_KEYS: usize = 100_000;
 /// Longest time idle keys stay counted against [`MAX_KEYS`], and how long a refused new
 /// key should wait.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Shortest time between sweeps of a full set.
+pub const SWEEP_WHEN_FULL: Duration = Duration::from_millis(100);
 
 /// Why a key may not go on now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,7 +62,7 @@ pub struct Buckets<K: Hash + Eq + Clone, C: Clock = DefaultClock> {
     /// Keys in the map: exact after a sweep, an upper bound between sweeps (up to the
     /// applies in flight during a sweep may be missed).
     counted: AtomicUsize,
-    next_sweep: Mutex<C::Instant>,
+    last_sweep: Mutex<C::Instant>,
 }
 
 impl<K: Hash + Eq + Clone> Buckets<K> {
@@ -70,13 +74,13 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
 impl<K: Hash + Eq + Clone, C: Clock> Buckets<K, C> {
     pub fn with_clock(bucket: Bucket, max_keys: usize, clock: C) -> Self {
         let keys = Arc::new(DashMapStateStore::default());
-        let next_sweep = Mutex::new(clock.now() + Nanos::from(SWEEP_EVERY));
+        let last_sweep = Mutex::new(clock.now());
         Self {
             limiter: RateLimiter::new(quota(bucket), SharedKeys(Arc::clone(&keys)), clock),
             keys,
             max_keys,
             counted: AtomicUsize::new(0),
-            next_sweep,
+            last_sweep,
         }
     }
 
@@ -104,7 +108,7 @@ impl<K: Hash + Eq + Clone, C: Clock> Buckets<K, C> {
     }
 
     fn make_room(&self) -> Result<(), Refusal> {
-        self.sweep_if_due();
+        self.sweep_if_due(self.counted.load(Ordering::Relaxed) >= self.max_keys);
         if self.counted.fetch_add(1, Ordering::Relaxed) < self.max_keys {
             return Ok(());
         }
@@ -112,16 +116,17 @@ impl<K: Hash + Eq + Clone, C: Clock> Buckets<K, C> {
         Err(Refusal::Full)
     }
 
-    /// Drops idle keys if the last sweep is [`SWEEP_EVERY`] ago; one caller at a time.
-    fn sweep_if_due(&self) {
-        let Ok(mut next) = self.next_sweep.try_lock() else {
+    /// Drops idle keys if the last sweep is long enough ago; one caller at a time.
+    fn sweep_if_due(&self, full: bool) {
+        let Ok(mut last) = self.last_sweep.try_lock() else {
             return;
         };
+        let gap = if full { SWEEP_WHEN_FULL } else { SWEEP_EVERY };
         let now = self.limiter.clock().now();
-        if now < *next {
+        if now < *last + Nanos::from(gap) {
             return;
         }
-        *next = now + Nanos::from(SWEEP_EVERY);
+        *last = now;
         self.limiter.retain_recent();
         self.keys.shrink_to_fit();
         self.counted.store(self.keys.len(), Ordering::Relaxed);
@@ -204,6 +209,19 @@ mod tests {
     }
 
     #[test]
+    fn idle_keys_are_swept_every_interval() {
+        let clock = FakeRelativeClock::default();
+        let buckets = Buckets::with_clock(bucket(10, 1), 100, clock.clone());
+        assert_eq!(buckets.check(&1), Ok(()));
+        clock.advance(SWEEP_EVERY / 2);
+        assert_eq!(buckets.check(&2), Ok(()));
+        assert_eq!(buckets.len(), 2, "not swept before the interval");
+        clock.advance(SWEEP_EVERY / 2);
+        assert_eq!(buckets.check(&3), Ok(()));
+        assert_eq!(buckets.len(), 1, "1 and 2 were idle: only 3 is left");
+    }
+
+    #[test]
     fn a_million_distinct_addresses_stay_under_the_cap() {
         let clock = FakeRelativeClock::default();
         let buckets = Buckets::with_clock(bucket(20, 40), MAX_KEYS, clock.clone());
@@ -237,17 +255,20 @@ mod tests {
     }
 
     #[test]
-    fn a_full_set_sweeps_at_most_once_per_interval() {
+    fn a_full_set_sweeps_sooner_but_not_on_every_new_key() {
         let clock = FakeRelativeClock::default();
         let buckets = Buckets::with_clock(bucket(10, 1), 2, clock.clone());
         assert_eq!(buckets.check(&1), Ok(()));
         assert_eq!(buckets.check(&2), Ok(()));
         assert_eq!(buckets.check(&3), Err(Refusal::Full));
         assert_eq!(Refusal::Full.retry_after(), SWEEP_EVERY);
-        // Idle, but not swept yet: still full until the interval is over.
-        clock.advance(SWEEP_EVERY / 2);
+        // 1 and 2 are idle from 200 ms on (a token is 100 ms); a full set sweeps
+        // every 100 ms: at 150 ms it finds them busy, and not again before 250 ms.
+        clock.advance(Duration::from_millis(150));
         assert_eq!(buckets.check(&3), Err(Refusal::Full));
-        clock.advance(SWEEP_EVERY / 2);
+        clock.advance(Duration::from_millis(60));
+        assert_eq!(buckets.check(&3), Err(Refusal::Full), "swept 60 ms ago");
+        clock.advance(Duration::from_millis(40));
         assert_eq!(buckets.check(&3), Ok(()));
         assert_eq!(buckets.len(), 1);
     }
