@@ -208,6 +208,11 @@ async fn bad_input_gets_its_4xx_and_admits_nobody() {
             "invalid_request",
         ),
         (
+            post(uri, "application/json", r#"["x"]"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
             post(uri, "application/json", oversized),
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",

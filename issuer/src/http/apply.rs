@@ -9,9 +9,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use serde::Deserialize;
 use serde_json::json;
 
+use super::apply_body::ApplyRequest;
 use super::client::ClientAddr;
 use super::{Api, ApiError};
 use crate::admission::Outcome;
@@ -58,12 +58,6 @@ fn sold_out(campaign: String) -> ApiError {
         "every coupon of this campaign is taken",
     )
     .with("campaign", campaign)
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ApplyRequest {
-    user_id: String,
 }
 
 /// Rate limits first (the client before the body is even looked at, then the user), so

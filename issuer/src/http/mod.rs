@@ -2,6 +2,7 @@
 //! (with its OpenAPI document) and the operational endpoints (probes, metrics).
 
 mod apply;
+pub mod apply_body;
 mod client;
 mod error;
 mod lookup;
