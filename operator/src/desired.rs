@@ -128,26 +128,36 @@ fn issuer_env(secret: &str) -> Vec<EnvVar> {
         .collect()
 }
 
+/// The issuer's arguments: where it listens, what it serves, whom it trusts.
+fn issuer_args(campaign: &CouponCampaign) -> Vec<String> {
+    let mut args = vec![
+        "serve".into(),
+        "--listen".into(),
+        format!("0.0.0.0:{HTTP_PORT}"),
+        "--ops-listen".into(),
+        format!("0.0.0.0:{OPS_PORT}"),
+        "--campaigns-file".into(),
+        format!("{CONFIG_DIR}/{CONFIG_FILE}"),
+        "--topic-partitions".into(),
+        campaign.spec.topic.partitions.to_string(),
+        "--topic-replication-factor".into(),
+        campaign.spec.topic.replication_factor.to_string(),
+        "--shutdown-delay-ms".into(),
+        "5000".into(),
+    ];
+    let proxies = &campaign.spec.issuer.trusted_proxies;
+    if !proxies.is_empty() {
+        args.extend(["--trusted-proxies".into(), proxies.join(",")]);
+    }
+    args
+}
+
 /// The issuer container: serves applies and consumes winners of the one campaign.
 fn issuer_container(campaign: &CouponCampaign, defaults: &IssuerDefaults) -> Container {
     Container {
         name: "issuer".into(),
         image: Some(defaults.image(campaign).into()),
-        args: Some(vec![
-            "serve".into(),
-            "--listen".into(),
-            format!("0.0.0.0:{HTTP_PORT}"),
-            "--ops-listen".into(),
-            format!("0.0.0.0:{OPS_PORT}"),
-            "--campaigns-file".into(),
-            format!("{CONFIG_DIR}/{CONFIG_FILE}"),
-            "--topic-partitions".into(),
-            campaign.spec.topic.partitions.to_string(),
-            "--topic-replication-factor".into(),
-            campaign.spec.topic.replication_factor.to_string(),
-            "--shutdown-delay-ms".into(),
-            "5000".into(),
-        ]),
+        args: Some(issuer_args(campaign)),
         env: Some(issuer_env(defaults.backends_secret(campaign))),
         ports: Some(vec![
             ContainerPort {
@@ -400,6 +410,15 @@ mod tests {
             "metrics"
         );
         assert_eq!(target(metrics), IntOrString::String("ops".into()));
+    }
+
+    #[test]
+    fn trusted_proxies_are_passed_only_when_set() {
+        let args = |yaml: &str| issuer_args(&campaign(yaml));
+        assert!(!args("limit: 1\n").contains(&"--trusted-proxies".to_string()));
+        let set = args("limit: 1\nissuer: {trustedProxies: [10.0.0.0/8, 'fd00::1']}\n");
+        let at = set.iter().position(|a| a == "--trusted-proxies").unwrap();
+        assert_eq!(set[at + 1], "10.0.0.0/8,fd00::1");
     }
 
     #[test]

@@ -186,6 +186,19 @@ pub struct IssuerSpec {
     /// `--default-issuer-resources`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+
+    /// Proxies in front of the issuers (CIDRs or addresses, e.g. the ingress
+    /// controller's pod network) whose `X-Forwarded-For` names the client. Without them
+    /// the client of an apply is the TCP peer: behind an ingress, or a Service that
+    /// rewrites source addresses, that is a proxy or a node, and every client behind it
+    /// shares one `rateLimits.perClient` bucket.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(p, isCIDR(p) || isIP(p))")
+        .message("each entry must be a CIDR (10.0.0.0/8) or an IP address"))]
+    // Bounded so the apiserver can bound the rule's cost: an IPv6 CIDR is at most 43
+    // characters.
+    #[schemars(length(max = 16), inner(length(max = 64)))]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// A Secret in the campaign's namespace with the keys `redis-url`, `kafka-brokers` and
