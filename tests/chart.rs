@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use firstcome_e2e::cluster::{apply_campaign, client, namespace, wait_status};
-use firstcome_e2e::process::{Process, free_port};
+use firstcome_e2e::process::{Ports, Process, free_port};
 use firstcome_e2e::{Services, required_env, unique_name};
 use firstcome_operator::resource::Phase;
 
@@ -97,6 +97,8 @@ fn the_chart_lints_and_renders_with_default_and_with_every_value_set() {
             "{kind} rendered: {kinds:?}"
         );
     }
+    let monitors = kinds.iter().filter(|k| *k == "ServiceMonitor").count();
+    assert_eq!(monitors, 2, "the operator's and the issuers'");
     for expected in [
         "--watch-namespace=shop",
         "--issuer-image=registry.example.com/firstcome-issuer:0.1.0",
@@ -106,6 +108,8 @@ fn the_chart_lints_and_renders_with_default_and_with_every_value_set() {
         "image: registry.example.com/firstcome:0.1.0",
         "minAvailable: 2",
         "replicas: 3",
+        "app.kubernetes.io/component: metrics",
+        "- port: ops",
     ] {
         assert!(everything.contains(expected), "{expected} rendered");
     }
@@ -227,7 +231,7 @@ async fn the_rendered_chart_is_accepted_and_its_rbac_is_enough_for_the_operator(
         "firstcome-operator",
         &args,
         &[("KUBECONFIG", kubeconfig.display().to_string())],
-        port,
+        Ports::one(port),
         "/healthz",
     )
     .await;

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use firstcome_contract::CampaignConfig;
 use firstcome_e2e::invariants::assert_invariants;
-use firstcome_e2e::process::{Process, free_port};
+use firstcome_e2e::issuer::listen_args;
+use firstcome_e2e::process::{Ports, Process};
 use firstcome_e2e::spike::{
     Answer, Outcome, Retry, Spike, admitted_users, tally, users, wait_progress,
 };
@@ -29,8 +30,8 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 struct Bed {
     services: Services,
     campaign: String,
-    api_port: u16,
-    consumer_port: u16,
+    api_ports: Ports,
+    consumer_ports: Ports,
 }
 
 impl Bed {
@@ -38,8 +39,8 @@ impl Bed {
         Self {
             services: Services::from_env(),
             campaign: unique_name(prefix),
-            api_port: free_port(),
-            consumer_port: free_port(),
+            api_ports: Ports::free(),
+            consumer_ports: Ports::free(),
         }
     }
 
@@ -47,10 +48,9 @@ impl Bed {
         CampaignConfig::default_topic(&self.campaign)
     }
 
-    fn args(&self, role: &str, port: u16) -> Vec<String> {
-        [
-            "--listen",
-            &format!("127.0.0.1:{port}"),
+    fn args(&self, role: &str, ports: Ports) -> Vec<String> {
+        let mut args = listen_args(ports).to_vec();
+        let rest = [
             "--role",
             role,
             "--redis-url",
@@ -63,29 +63,28 @@ impl Bed {
             &format!("{}:{LIMIT}", self.campaign),
             "--delivery-timeout-ms",
             "2000",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+        ];
+        args.extend(rest.iter().map(|s| s.to_string()));
+        args
     }
 
-    async fn start(&self, role: &str, port: u16, extra: &[&str]) -> Process {
-        let mut args = self.args(role, port);
+    async fn start(&self, role: &str, ports: Ports, extra: &[&str]) -> Process {
+        let mut args = self.args(role, ports);
         args.extend(extra.iter().map(|s| s.to_string()));
-        Process::start("firstcome-issuer", &args, &[], port, "/healthz").await
+        Process::start("firstcome-issuer", &args, &[], ports, "/healthz").await
     }
 
     async fn api(&self) -> Process {
-        self.start("api", self.api_port, &[]).await
+        self.start("api", self.api_ports, &[]).await
     }
 
     async fn consumer(&self) -> Process {
-        self.start("consumer", self.consumer_port, &[]).await
+        self.start("consumer", self.consumer_ports, &[]).await
     }
 
     /// Applies as real clients send them, to the API issuer: retried while it is down.
     fn clients(&self) -> Spike {
-        let base = format!("http://127.0.0.1:{}", self.api_port);
+        let base = format!("http://127.0.0.1:{}", self.api_ports.api);
         Spike::new(&[&base], &self.campaign)
             .in_flight(IN_FLIGHT)
             .retry(Retry::UNTIL_ANSWERED)
@@ -205,7 +204,7 @@ async fn postgres_down_past_the_retry_budget_parks_batches_and_the_partition_mov
     let consumer = bed
         .start(
             "consumer",
-            bed.consumer_port,
+            bed.consumer_ports,
             &["--persist-retry-budget-ms", "1000"],
         )
         .await;
@@ -323,7 +322,7 @@ async fn sigterm_turns_readiness_false_first_and_drains_in_flight_applies() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let bed = Bed::new("sigterm");
     let mut api = bed
-        .start("api", bed.api_port, &["--shutdown-delay-ms", "1500"])
+        .start("api", bed.api_ports, &["--shutdown-delay-ms", "1500"])
         .await;
     let _consumer = bed.consumer().await;
     let progress = Arc::new(AtomicUsize::new(0));
@@ -331,7 +330,7 @@ async fn sigterm_turns_readiness_false_first_and_drains_in_flight_applies() {
 
     wait_progress(&progress, 200).await;
     api.terminate();
-    let readyz = format!("{}/readyz", api.base);
+    let readyz = format!("{}/readyz", api.ops_base);
     wait_for(
         "readiness to turn false",
         Duration::from_secs(5),
@@ -386,7 +385,7 @@ async fn reconciliation_republishes_winners_missing_from_postgres() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let bed = Bed::new("reconcile");
     let api = bed
-        .start("api", bed.api_port, &["--reconcile-interval-ms", "1000"])
+        .start("api", bed.api_ports, &["--reconcile-interval-ms", "1000"])
         .await;
     let _consumer = bed.consumer().await;
     let answers = bed.spike(Arc::new(AtomicUsize::new(0))).await.unwrap();
@@ -411,7 +410,7 @@ async fn reconciliation_republishes_winners_missing_from_postgres() {
     let output =
         std::process::Command::new(firstcome_e2e::process::workspace_binary("firstcome-issuer"))
             .arg("reconcile")
-            .args(&bed.args("api", free_port())[2..])
+            .args(&bed.args("api", Ports::free())[4..])
             .output()
             .unwrap();
     assert!(

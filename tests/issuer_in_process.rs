@@ -5,11 +5,13 @@
 //! (`backend_unavailable`), and a winner whose event the broker never acks is told
 //! `admission_unconfirmed` while the admission stands, pending, in Redis.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
+use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Request, StatusCode, header};
 use firstcome_contract::{CampaignConfig, CampaignKeys};
 use firstcome_e2e::process::free_port;
@@ -17,8 +19,9 @@ use firstcome_e2e::{Services, unique_name, wait_for};
 use firstcome_issuer::admission::redis::RedisAdmission;
 use firstcome_issuer::backend::Backend;
 use firstcome_issuer::campaign::Campaign;
+use firstcome_issuer::client_addr::TrustedProxies;
 use firstcome_issuer::distributed::Distributed;
-use firstcome_issuer::http::{self, OpsState};
+use firstcome_issuer::http;
 use firstcome_issuer::identity::Identity;
 use firstcome_issuer::issuer::Issuer;
 use firstcome_issuer::kafka::claims::tail;
@@ -59,12 +62,9 @@ async fn issuer_without_broker(services: &Services, campaign: &str) -> Router {
     ))];
     read_claims(services, config, &campaigns[0]).await;
     let backend = Backend::Distributed(Arc::new(distributed));
-    let issuer = Issuer::new(&campaigns, backend, metrics.clone());
-    let ops = OpsState {
-        metrics,
-        readiness: Arc::default(),
-    };
-    http::router(Some(Arc::new(issuer)), ops)
+    let issuer = Issuer::new(&campaigns, backend, metrics);
+    let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
+    http::api_router(Some(Arc::new(issuer)), TrustedProxies::default()).layer(MockConnectInfo(peer))
 }
 
 /// Tails the campaign's real topic into its claims until they are caught up.

@@ -71,7 +71,14 @@ async fn thousand_users_limit_hundred_and_nothing_lost_across_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_user_applying_thousand_times_gets_one_coupon() {
     let dir = temp_dir("firstcome-standalone");
-    let issuer = start_standalone(&dir, &["--campaign", "solo:100"]).await;
+    // The admission rule under concurrency is under test, not the per-user rate limit
+    // (which would refuse most of these): it is set out of the way.
+    let unlimited = ["--rate-limit-per-user", "1000000:1000000"];
+    let issuer = start_standalone(
+        &dir,
+        &[&["--campaign", "solo:100"][..], &unlimited].concat(),
+    )
+    .await;
     let answers = Spike::new(&[&issuer.base], "solo")
         .in_flight(64)
         .run(vec!["same-user".to_string(); 1000])

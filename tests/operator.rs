@@ -112,6 +112,13 @@ async fn a_campaign_is_provisioned_and_opens() {
             .await
             .unwrap()
             .metadata,
+        // Probes and metrics are on their own port: Prometheus scrapes it through this
+        // Service, the customer-facing one above exposes only the API.
+        Api::<Service>::namespaced(client.clone(), &ns)
+            .get("launch-issuer-metrics")
+            .await
+            .unwrap()
+            .metadata,
         Api::<ConfigMap>::namespaced(client.clone(), &ns)
             .get("launch-issuer")
             .await
@@ -348,12 +355,29 @@ async fn invalid_campaigns_are_rejected_and_an_unreachable_redis_recovers() {
             "identity mode jwt needs identity.jwt",
         ),
         ("limit: 10\nidentity: {mode: basic}\n", "identity.mode"),
+        (
+            "limit: 10\nrateLimits: {perClient: {perSecond: 0, burst: 1}}\n",
+            "rateLimits.perClient.perSecond",
+        ),
+        (
+            "limit: 10\nrateLimits: {perUser: {perSecond: 1, burst: 1000001}}\n",
+            "rateLimits.perUser.burst",
+        ),
+        (
+            "limit: 10\nissuer: {trustedProxies: [10.0.0.0/8, ingress]}\n",
+            "each entry must be a CIDR",
+        ),
     ] {
         let error = apply_campaign(&client, &ns, "bad", spec)
             .await
             .expect_err(spec);
         assert!(error.to_string().contains(expect), "{spec}: {error}");
     }
+    let good = "limit: 10\nrateLimits: {perClient: {perSecond: 50, burst: 100}}\n\
+        issuer: {replicas: 0, trustedProxies: [10.0.0.0/8, 'fd00::1']}\n";
+    apply_campaign(&client, &ns, "limited", good)
+        .await
+        .expect("rate limits and trusted proxies within bounds are accepted");
 
     let _operator = start_operator(&ns, "only", &[]).await;
     apply_campaign(&client, &ns, "fragile", "limit: 10\n")

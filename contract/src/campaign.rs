@@ -17,6 +17,10 @@ const MAX_TOPIC_LEN: usize = 249;
 /// Coupons one user may win in a campaign that does not say.
 pub const DEFAULT_PER_USER_LIMIT: u32 = 1;
 
+/// Highest rate or burst a token bucket may be given: far above any one client's honest
+/// need, low enough that the arithmetic of a bucket never comes near overflowing.
+pub const MAX_BUCKET_RATE: u32 = 1_000_000;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CampaignConfig {
@@ -38,6 +42,74 @@ pub struct CampaignConfig {
     /// Who an apply comes from; absent means `none` (the body's `userId`).
     #[serde(default, skip_serializing_if = "IdentityConfig::is_none")]
     pub identity: IdentityConfig,
+    /// Abuse limits on applies, checked before any admission work. Left out when they
+    /// are the defaults, so a campaigns file (and the operator's config hash) without
+    /// them stays as it was.
+    #[serde(default, skip_serializing_if = "RateLimits::is_default")]
+    pub rate_limits: RateLimits,
+}
+
+/// Token buckets an apply must pass: one per client address, one per user.
+///
+/// The defaults are sized for a flash sale. A person applies a handful of times (a
+/// retry, a double click), so 5/s with a burst of 10 per user never gets in an honest
+/// user's way, while a script hammering one user id is cut off before it reaches Redis.
+/// A client address may hide several people (a household, an office, a carrier NAT), so
+/// it gets 4 users' worth: 20/s, burst 40. What is refused is cheaper than even the
+/// sold-out answer, so the limits keep a flood off the backends without making the
+/// sold-out tail cost more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimits {
+    #[serde(default = "RateLimits::default_per_client")]
+    pub per_client: Bucket,
+    #[serde(default = "RateLimits::default_per_user")]
+    pub per_user: Bucket,
+}
+
+/// A token bucket: `burst` applies at once, refilled at `per_second`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Bucket {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl RateLimits {
+    pub const fn default_per_client() -> Bucket {
+        Bucket {
+            per_second: 20,
+            burst: 40,
+        }
+    }
+
+    pub const fn default_per_user() -> Bucket {
+        Bucket {
+            per_second: 5,
+            burst: 10,
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            per_client: Self::default_per_client(),
+            per_user: Self::default_per_user(),
+        }
+    }
+}
+
+impl Bucket {
+    /// Whether rate and burst are both within 1..=[`MAX_BUCKET_RATE`].
+    pub fn is_valid(&self) -> bool {
+        let bounds = 1..=MAX_BUCKET_RATE;
+        bounds.contains(&self.per_second) && bounds.contains(&self.burst)
+    }
 }
 
 /// The file an issuer reads its campaigns from (`--campaigns-file`).
@@ -83,6 +155,13 @@ pub enum ConfigError {
         campaign: String,
         source: IdentityConfigError,
     },
+    #[error(
+        "campaign {campaign}: rateLimits.{scope} must have perSecond and burst in 1..={MAX_BUCKET_RATE}"
+    )]
+    InvalidBucket {
+        campaign: String,
+        scope: &'static str,
+    },
     #[error("campaign {0} is defined twice")]
     Duplicate(String),
     #[error(
@@ -112,6 +191,7 @@ impl CampaignConfig {
             opens_at: None,
             closes_at: None,
             identity: IdentityConfig::None,
+            rate_limits: RateLimits::default(),
         }
     }
 
@@ -168,7 +248,20 @@ impl CampaignConfig {
             .map_err(|source| ConfigError::Identity {
                 campaign: self.name.clone(),
                 source,
-            })
+            })?;
+        let limits = &self.rate_limits;
+        for (scope, bucket) in [
+            ("perClient", limits.per_client),
+            ("perUser", limits.per_user),
+        ] {
+            if !bucket.is_valid() {
+                return Err(ConfigError::InvalidBucket {
+                    campaign: self.name.clone(),
+                    scope,
+                });
+            }
+        }
+        Ok(())
     }
 
     pub fn window(&self, now: DateTime<Utc>) -> Window {
@@ -248,6 +341,74 @@ mod tests {
             written.get("identity").is_none(),
             "none is not written: {written}"
         );
+    }
+
+    #[test]
+    fn rate_limits_default_and_stay_out_of_the_file_when_default() {
+        let c: CampaignConfig =
+            serde_json::from_str(r#"{"name":"launch","limit":100,"topic":"t"}"#).unwrap();
+        assert_eq!(
+            c.rate_limits.per_client,
+            Bucket {
+                per_second: 20,
+                burst: 40
+            }
+        );
+        assert_eq!(
+            c.rate_limits.per_user,
+            Bucket {
+                per_second: 5,
+                burst: 10
+            }
+        );
+        assert!(!serde_json::to_string(&c).unwrap().contains("rateLimits"));
+        let partial: CampaignConfig = serde_json::from_str(
+            r#"{"name":"l","limit":1,"topic":"t","rateLimits":{"perUser":{"perSecond":1,"burst":2}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            partial.rate_limits.per_client,
+            RateLimits::default_per_client()
+        );
+        assert_eq!(
+            partial.rate_limits.per_user,
+            Bucket {
+                per_second: 1,
+                burst: 2
+            }
+        );
+        assert!(
+            serde_json::to_string(&partial)
+                .unwrap()
+                .contains("rateLimits")
+        );
+    }
+
+    #[test]
+    fn buckets_must_be_within_bounds() {
+        for (per_second, burst, ok) in [
+            (1, 1, true),
+            (MAX_BUCKET_RATE, MAX_BUCKET_RATE, true),
+            (0, 1, false),
+            (1, 0, false),
+            (MAX_BUCKET_RATE + 1, 1, false),
+        ] {
+            let c = CampaignConfig {
+                rate_limits: RateLimits {
+                    per_client: Bucket { per_second, burst },
+                    ..RateLimits::default()
+                },
+                ..CampaignConfig::new("c", 1)
+            };
+            let want = match ok {
+                true => Ok(()),
+                false => Err(ConfigError::InvalidBucket {
+                    campaign: "c".into(),
+                    scope: "perClient",
+                }),
+            };
+            assert_eq!(c.validate(), want, "{per_second}/{burst}");
+        }
     }
 
     #[test]

@@ -16,7 +16,8 @@ mod redis_target;
 mod winner_event;
 
 pub use campaign::{
-    CampaignConfig, CampaignsFile, ConfigError, ConsumerLane, DEFAULT_PER_USER_LIMIT, Window,
+    Bucket, CampaignConfig, CampaignsFile, ConfigError, ConsumerLane, DEFAULT_PER_USER_LIMIT,
+    MAX_BUCKET_RATE, RateLimits, Window,
 };
 pub use identity::{
     DEFAULT_LEEWAY_SECONDS, DEFAULT_USER_CLAIM, HeaderConfig, IdentityConfig, IdentityConfigError,

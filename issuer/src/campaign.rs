@@ -1,6 +1,6 @@
 //! A campaign as one issuer process serves it: its configuration and Redis keys, who may
-//! apply (its identity), the sold-out board, its apply counters, and whether the backend
-//! holds its state.
+//! apply (its identity) and how often (its rate limits), the sold-out board, its apply
+//! counters, and whether the backend holds its state.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,6 +12,7 @@ use crate::admission::Counts;
 use crate::admission::sold_out::SoldOutBoard;
 use crate::identity::Identity;
 use crate::kafka::claims::Claims;
+use crate::limits::ApplyLimits;
 use crate::metrics::{ApplyCounters, Metrics};
 
 pub struct Campaign {
@@ -19,6 +20,7 @@ pub struct Campaign {
     pub keys: CampaignKeys,
     /// How callers are authenticated, loaded from `config.identity`.
     pub identity: Identity,
+    pub limits: ApplyLimits,
     pub sold_out: SoldOutBoard,
     pub counters: ApplyCounters,
     /// Set while this process restores the campaign into Redis (single flight).
@@ -53,6 +55,10 @@ impl Campaign {
         Self {
             keys: CampaignKeys::new(&config.name),
             identity,
+            limits: ApplyLimits::new(
+                &config.rate_limits,
+                metrics.rate_limited_counters(&config.name),
+            ),
             sold_out: SoldOutBoard::default(),
             counters: metrics.apply_counters(&config.name),
             restoring: AtomicBool::new(false),

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use firstcome_contract::{
-    CampaignConfig, DEFAULT_LEEWAY_SECONDS, DEFAULT_USER_CLAIM, HeaderConfig, IdentityConfig,
-    JwtConfig, RedisTarget,
+    Bucket, CampaignConfig, DEFAULT_LEEWAY_SECONDS, DEFAULT_USER_CLAIM, HeaderConfig,
+    IdentityConfig, JwtConfig, RateLimits, RedisTarget,
 };
+
+use crate::client_addr::{ProxyNet, TrustedProxies};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -79,9 +81,14 @@ pub enum LogFormat {
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// Address the HTTP server listens on.
+    /// Address the public API listens on.
     #[arg(long, env = "FIRSTCOME_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// Address the operational endpoints (/healthz, /readyz, /metrics) listen on, apart
+    /// from the public API.
+    #[arg(long, env = "FIRSTCOME_OPS_LISTEN", default_value = "127.0.0.1:9090")]
+    pub ops_listen: SocketAddr,
 
     /// Parts of the issuer this process runs (distributed mode).
     #[arg(long, env = "FIRSTCOME_ROLE", value_enum, default_value_t = Role::All)]
@@ -119,6 +126,31 @@ pub struct ServeArgs {
         value_parser = parse_campaign_shorthand
     )]
     pub campaigns: Vec<CampaignConfig>,
+
+    /// Token bucket per client address of the --campaign campaigns, as PER_SECOND:BURST.
+    /// (A campaigns file sets each campaign's own `rateLimits`.)
+    #[arg(
+        long,
+        env = "FIRSTCOME_RATE_LIMIT_PER_CLIENT",
+        value_parser = parse_bucket,
+        default_value = "20:40"
+    )]
+    pub rate_limit_per_client: Bucket,
+
+    /// Token bucket per user of the --campaign campaigns, as PER_SECOND:BURST.
+    #[arg(
+        long,
+        env = "FIRSTCOME_RATE_LIMIT_PER_USER",
+        value_parser = parse_bucket,
+        default_value = "5:10"
+    )]
+    pub rate_limit_per_user: Bucket,
+
+    /// Proxies whose X-Forwarded-For names the client, as CIDRs or addresses, comma
+    /// separated (e.g. the ingress pods' network). X-Forwarded-For from any other peer is
+    /// ignored.
+    #[arg(long, env = "FIRSTCOME_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ProxyNet>,
 
     /// Longest wait for the broker to acknowledge a winner event before the apply is
     /// answered 503 (the admission stays and is re-published).
@@ -333,6 +365,18 @@ impl ServeArgs {
         Duration::from_millis(self.shutdown_delay_ms)
     }
 
+    /// The rate limits of the --campaign campaigns.
+    pub fn shorthand_rate_limits(&self) -> RateLimits {
+        RateLimits {
+            per_client: self.rate_limit_per_client,
+            per_user: self.rate_limit_per_user,
+        }
+    }
+
+    pub fn trusted_proxies(&self) -> TrustedProxies {
+        TrustedProxies::new(self.trusted_proxies.iter().copied())
+    }
+
     /// Standalone when no backend is configured; otherwise every backend the role needs
     /// must be.
     pub fn mode(&self) -> Result<Mode<'_>, String> {
@@ -386,6 +430,22 @@ fn parse_campaign_shorthand(value: &str) -> Result<CampaignConfig, String> {
     let campaign = CampaignConfig::new(name, limit);
     campaign.validate().map_err(|e| e.to_string())?;
     Ok(campaign)
+}
+
+fn parse_bucket(value: &str) -> Result<Bucket, String> {
+    let parsed = value.split_once(':').and_then(|(rate, burst)| {
+        Some(Bucket {
+            per_second: rate.parse().ok()?,
+            burst: burst.parse().ok()?,
+        })
+    });
+    match parsed {
+        Some(bucket) if bucket.is_valid() => Ok(bucket),
+        _ => Err(format!(
+            "expected PER_SECOND:BURST, each 1..={}, got {value:?}",
+            firstcome_contract::MAX_BUCKET_RATE
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -493,6 +553,34 @@ mod tests {
                 .unwrap_err()
                 .contains("--identity-secret-file")
         );
+    }
+
+    #[test]
+    fn rate_limit_flags_and_trusted_proxies() {
+        let plain = args(&[]);
+        assert_eq!(plain.shorthand_rate_limits(), RateLimits::default());
+        assert_eq!(plain.trusted_proxies(), TrustedProxies::default());
+        let set = args(&[
+            "--rate-limit-per-client",
+            "2:3",
+            "--trusted-proxies",
+            "10.0.0.0/8,fd00::1",
+        ]);
+        let limits = set.shorthand_rate_limits();
+        assert_eq!(
+            limits.per_client,
+            Bucket {
+                per_second: 2,
+                burst: 3
+            }
+        );
+        assert_eq!(limits.per_user, RateLimits::default_per_user());
+        assert_eq!(set.trusted_proxies.len(), 2);
+        for bad in ["2", "0:1", "1:0", "a:b", "1:2:3"] {
+            assert!(parse_bucket(bad).is_err(), "{bad}");
+        }
+        let argv = ["firstcome-issuer", "--trusted-proxies", "ingress"];
+        assert!(Cli::try_parse_from(argv).is_err());
     }
 
     #[test]

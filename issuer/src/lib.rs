@@ -3,6 +3,8 @@
 //! The path of one apply, module by module:
 //! - [`http`] parses the request (`http::apply`), learns who sends it (`http::caller`,
 //!   as the campaign's [`identity`] mode says) and answers with a status and a reason;
+//!   before any admission work, the apply passes its campaign's [`limits`]: a token
+//!   bucket per client address ([`client_addr`]) and one per user;
 //! - [`issuer`] checks the campaign's time window and its sold-out board, then asks the
 //!   [`backend`]: the standalone ledger ([`admission::embedded`], coupons in
 //!   [`store::sqlite`]) or the [`distributed`] one — the admission script in Redis
@@ -17,12 +19,14 @@ pub mod admission;
 pub mod backend;
 pub mod campaign;
 pub mod cli;
+pub mod client_addr;
 pub mod distributed;
 pub mod error;
 pub mod http;
 pub mod identity;
 pub mod issuer;
 pub mod kafka;
+pub mod limits;
 pub mod metrics;
 pub mod readiness;
 pub mod store;

@@ -12,6 +12,7 @@ use prometheus_client::registry::{Metric, Registry};
 
 use crate::admission::Outcome;
 use crate::error::IssuerError;
+use crate::limits::Scope;
 use crate::store::postgres::PersistReport;
 
 /// How an apply ended, as counted.
@@ -59,6 +60,12 @@ struct ApplyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RateLimitLabels {
+    campaign: String,
+    scope: Scope,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CampaignLabel {
     pub campaign: String,
 }
@@ -79,9 +86,26 @@ impl ApplyCounters {
     }
 }
 
+/// The rate-limit counters of one campaign, one per scope.
+#[derive(Clone, Debug)]
+pub struct RateLimitedCounters {
+    client: Counter,
+    user: Counter,
+}
+
+impl RateLimitedCounters {
+    pub fn count(&self, scope: Scope) {
+        match scope {
+            Scope::client => self.client.inc(),
+            Scope::user => self.user.inc(),
+        };
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     applies: Family<ApplyLabels, Counter>,
+    rate_limited: Family<RateLimitLabels, Counter>,
     pub admission_seconds: Histogram,
     published: Family<PublishLabels, Counter>,
     republished: Family<CampaignLabel, Counter>,
@@ -105,6 +129,12 @@ impl Default for Metrics {
                 "applies",
                 "Applies by campaign and outcome",
                 Family::<ApplyLabels, Counter>::default(),
+            ),
+            rate_limited: register(
+                &mut registry,
+                "rate_limited",
+                "Applies refused by a rate limit before any admission work, by the scope of the bucket",
+                Family::<RateLimitLabels, Counter>::default(),
             ),
             admission_seconds: register(
                 &mut registry,
@@ -205,6 +235,21 @@ impl Metrics {
                 })
                 .clone()
         }))
+    }
+
+    pub fn rate_limited_counters(&self, name: &str) -> RateLimitedCounters {
+        let counter = |scope| {
+            (self.rate_limited)
+                .get_or_create(&RateLimitLabels {
+                    campaign: name.to_string(),
+                    scope,
+                })
+                .clone()
+        };
+        RateLimitedCounters {
+            client: counter(Scope::client),
+            user: counter(Scope::user),
+        }
     }
 
     pub fn published(&self, name: &str, ok: bool) {

@@ -2,9 +2,16 @@
 //! issuer (its SQLite ledger in a temporary directory): one test per status and reason
 //! that docs/api.md lists, except the two 503s, which need the distributed backends
 //! (tests/issuer_in_process.rs).
+//!
+//! There is no socket, so the peer address comes from `MockConnectInfo` (127.0.0.1), or
+//! from a `ConnectInfo` a request carries itself ([`from`]).
+
+use std::net::SocketAddr;
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
+use axum::extract::ConnectInfo;
+use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Method, Request, StatusCode, header};
 use clap::Parser;
 use firstcome_issuer::cli::Cli;
@@ -12,29 +19,51 @@ use firstcome_issuer::wiring::{self, Wiring};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-/// A standalone issuer serving `open` (2 coupons, 2 per user), `later` (opens in an
-/// hour) and `over` (closed an hour ago).
+/// A standalone issuer serving `open` (3 coupons, 2 per user), `later` (opens in an
+/// hour), `over` (closed an hour ago) and `limited` (100 coupons; 1/s, burst 2 per
+/// client and per user).
 async fn issuer(dir: &tempfile::TempDir) -> Wiring {
+    issuer_with(dir, &[]).await
+}
+
+async fn issuer_with(dir: &tempfile::TempDir, extra: &[&str]) -> Wiring {
     let now = chrono::Utc::now();
     let hour = chrono::Duration::hours(1);
+    let bucket = json!({ "perSecond": 1, "burst": 2 });
     let campaigns = json!({ "campaigns": [
         { "name": "open", "limit": 3, "perUserLimit": 2, "topic": "t-open" },
         { "name": "later", "limit": 1, "opensAt": now + hour, "topic": "t-later" },
         { "name": "over", "limit": 1, "closesAt": now - hour, "topic": "t-over" },
+        { "name": "limited", "limit": 100, "topic": "t-limited",
+          "rateLimits": { "perClient": bucket, "perUser": bucket } },
     ]});
     let file = dir.path().join("campaigns.json");
     std::fs::write(&file, campaigns.to_string()).unwrap();
     let data = dir.path().join("data");
-    let argv = [
+    let mut argv = vec![
         "firstcome-issuer",
         "--campaigns-file",
         file.to_str().unwrap(),
         "--data-dir",
         data.to_str().unwrap(),
     ];
+    argv.extend_from_slice(extra);
     wiring::build(&Cli::try_parse_from(argv).unwrap().serve)
         .await
         .expect("a standalone issuer builds")
+}
+
+/// The API router of `wiring`, every request from 127.0.0.1 unless it says otherwise.
+fn app(wiring: &Wiring) -> Router {
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 40000));
+    wiring.api_router().layer(MockConnectInfo(loopback))
+}
+
+/// `request` as if it came from `peer`.
+fn from(peer: &str, mut request: Request<Body>) -> Request<Body> {
+    let peer: SocketAddr = format!("{peer}:40000").parse().unwrap();
+    request.extensions_mut().insert(ConnectInfo(peer));
+    request
 }
 
 struct Answer {
@@ -73,9 +102,20 @@ fn get(uri: &str) -> Request<Body> {
 }
 
 async fn apply(app: &Router, campaign: &str, user: &str) -> Answer {
+    send(app, apply_request(campaign, user)).await
+}
+
+fn apply_request(campaign: &str, user: &str) -> Request<Body> {
     let body = json!({ "userId": user }).to_string();
     let uri = format!("/v1/campaigns/{campaign}/applications");
-    send(app, post(&uri, "application/json", body)).await
+    post(&uri, "application/json", body)
+}
+
+/// What the operational router of `wiring` serves on /metrics.
+async fn metrics(wiring: &Wiring) -> String {
+    let response = wiring.ops_router().oneshot(get("/metrics")).await.unwrap();
+    let text = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    String::from_utf8(text.to_vec()).unwrap()
 }
 
 fn reason(answer: &Answer) -> &str {
@@ -85,7 +125,7 @@ fn reason(answer: &Answer) -> &str {
 #[tokio::test]
 async fn admitted_already_applied_and_sold_out() {
     let dir = tempfile::tempdir().unwrap();
-    let app = issuer(&dir).await.router();
+    let app = app(&issuer(&dir).await);
     let first = apply(&app, "open", "alice").await;
     assert_eq!(
         (first.status, reason(&first)),
@@ -116,7 +156,7 @@ async fn admitted_already_applied_and_sold_out() {
 #[tokio::test]
 async fn the_time_window_and_unknown_campaigns() {
     let dir = tempfile::tempdir().unwrap();
-    let app = issuer(&dir).await.router();
+    let app = app(&issuer(&dir).await);
     let early = apply(&app, "later", "alice").await;
     assert_eq!(
         (early.status, reason(&early)),
@@ -143,7 +183,7 @@ async fn the_time_window_and_unknown_campaigns() {
 #[tokio::test]
 async fn bad_input_gets_its_4xx_and_admits_nobody() {
     let dir = tempfile::tempdir().unwrap();
-    let app = issuer(&dir).await.router();
+    let app = app(&issuer(&dir).await);
     let uri = "/v1/campaigns/open/applications";
     let oversized = format!(r#"{{"userId":"{}"}}"#, "a".repeat(5000));
     let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
@@ -164,6 +204,11 @@ async fn bad_input_gets_its_4xx_and_admits_nobody() {
         ),
         (
             post(uri, "application/json", r#"{"user":"x"}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            post(uri, "application/json", r#"["x"]"#),
             StatusCode::BAD_REQUEST,
             "invalid_request",
         ),
@@ -196,7 +241,7 @@ async fn bad_input_gets_its_4xx_and_admits_nobody() {
 #[tokio::test]
 async fn look_up_and_campaign_summaries() {
     let dir = tempfile::tempdir().unwrap();
-    let app = issuer(&dir).await.router();
+    let app = app(&issuer(&dir).await);
     apply(&app, "open", "alice").await;
     let alice = send(&app, get("/v1/campaigns/open/applications/alice")).await;
     assert_eq!(
@@ -226,36 +271,143 @@ async fn look_up_and_campaign_summaries() {
         .collect();
     assert_eq!(
         states,
-        ["scheduled", "open", "closed"],
-        "sorted by name: later, open, over"
+        ["scheduled", "open", "open", "closed"],
+        "sorted by name: later, limited, open, over"
     );
 }
 
 #[tokio::test]
-async fn operational_routes() {
+async fn operational_routes_apart_from_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let wiring = issuer(&dir).await;
-    let app = wiring.router();
-    assert_eq!(send(&app, get("/healthz")).await.body["status"], "ok");
-    let ready = send(&app, get("/readyz")).await;
+    let (app, ops) = (app(&wiring), wiring.ops_router());
+    assert_eq!(send(&ops, get("/healthz")).await.body["status"], "ok");
+    let ready = send(&ops, get("/readyz")).await;
     assert_eq!(
         (ready.status, ready.body["status"].as_str()),
         (StatusCode::OK, Some("ready"))
     );
     apply(&app, "open", "alice").await;
-    let response = app.clone().oneshot(get("/metrics")).await.unwrap();
-    let text = to_bytes(response.into_body(), 1 << 20).await.unwrap();
-    let text = String::from_utf8(text.to_vec()).unwrap();
+    let text = metrics(&wiring).await;
     assert!(
         text.contains(r#"firstcome_applies_total{campaign="open",outcome="admitted"} 1"#),
         "{text}"
     );
     let openapi = app.clone().oneshot(get("/openapi.yaml")).await.unwrap();
     assert_eq!(openapi.headers()[header::CONTENT_TYPE], "application/yaml");
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let public = send(&app, get(path)).await;
+        assert_eq!(
+            (public.status, reason(&public)),
+            (StatusCode::NOT_FOUND, "not_found")
+        );
+    }
+    assert_eq!(
+        send(&ops, get("/openapi.yaml")).await.status,
+        StatusCode::NOT_FOUND
+    );
     wiring.readiness.start_draining();
-    let draining = send(&app, get("/readyz")).await;
+    let draining = send(&ops, get("/readyz")).await;
     assert_eq!(
         (draining.status, reason(&draining)),
         (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
+    );
+}
+
+#[tokio::test]
+async fn a_client_over_its_rate_gets_429_while_another_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let wiring = issuer(&dir).await;
+    let app = app(&wiring);
+    for user in ["u1", "u2"] {
+        let answer = send(&app, from("10.0.0.1", apply_request("limited", user))).await;
+        assert_eq!(answer.status, StatusCode::CREATED);
+    }
+    let limited = send(&app, from("10.0.0.1", apply_request("limited", "u3"))).await;
+    assert_eq!(
+        (limited.status, reason(&limited)),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+    );
+    assert_eq!(limited.body["scope"], "client");
+    assert!(limited.body["message"].is_string());
+    assert_eq!(
+        limited.retry_after.as_deref(),
+        Some("1"),
+        "one token per second"
+    );
+    let other = send(&app, from("10.0.0.2", apply_request("limited", "u3"))).await;
+    assert_eq!(
+        other.status,
+        StatusCode::CREATED,
+        "another address has its own bucket"
+    );
+
+    let summary = send(&app, get("/v1/campaigns/limited")).await;
+    assert_eq!(
+        summary.body["admitted"], 3,
+        "the limited apply admitted nobody"
+    );
+    let text = metrics(&wiring).await;
+    for line in [
+        r#"firstcome_rate_limited_total{campaign="limited",scope="client"} 1"#,
+        r#"firstcome_rate_limited_total{campaign="limited",scope="user"} 0"#,
+    ] {
+        assert!(text.contains(line), "{line}\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_user_over_its_rate_gets_429_from_any_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let wiring = issuer(&dir).await;
+    let app = app(&wiring);
+    let first = send(&app, from("10.0.0.1", apply_request("limited", "greedy"))).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let second = send(&app, from("10.0.0.2", apply_request("limited", "greedy"))).await;
+    assert_eq!(
+        reason(&second),
+        "already_applied",
+        "within the user's burst"
+    );
+    let third = send(&app, from("10.0.0.3", apply_request("limited", "greedy"))).await;
+    assert_eq!(
+        (third.status, reason(&third), third.body["scope"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited", Some("user"))
+    );
+    assert!(third.retry_after.is_some());
+    let text = metrics(&wiring).await;
+    let line = r#"firstcome_rate_limited_total{campaign="limited",scope="user"} 1"#;
+    assert!(text.contains(line), "{text}");
+}
+
+#[tokio::test]
+async fn forwarded_for_counts_only_from_trusted_proxies() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&issuer_with(&dir, &["--trusted-proxies", "10.0.0.0/8"]).await);
+    let behind = |peer: &str, client: &str, user: &str| {
+        let mut request = from(peer, apply_request("limited", user));
+        let forwarded = format!("{client}, 10.9.9.9").parse().unwrap();
+        request.headers_mut().insert("x-forwarded-for", forwarded);
+        request
+    };
+    // Through the proxy, each forwarded client has its own bucket.
+    for (client, user) in [
+        ("198.51.100.1", "a1"),
+        ("198.51.100.1", "a2"),
+        ("198.51.100.2", "b1"),
+    ] {
+        let answer = send(&app, behind("10.0.0.1", client, user)).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{client} {user}");
+    }
+    let over = send(&app, behind("10.0.0.1", "198.51.100.1", "a3")).await;
+    assert_eq!(over.status, StatusCode::TOO_MANY_REQUESTS);
+    // From an untrusted peer, a new X-Forwarded-For each time buys nothing.
+    let spoofer = |n: u8| behind("203.0.113.7", &format!("192.0.2.{n}"), &format!("s{n}"));
+    assert_eq!(send(&app, spoofer(1)).await.status, StatusCode::CREATED);
+    assert_eq!(send(&app, spoofer(2)).await.status, StatusCode::CREATED);
+    let refused = send(&app, spoofer(3)).await;
+    assert_eq!(
+        (refused.status, refused.body["scope"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("client"))
     );
 }

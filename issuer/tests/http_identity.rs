@@ -62,7 +62,9 @@ async fn issuer(dir: &tempfile::TempDir) -> Router {
     ];
     let argv = [&argv[..], &["--data-dir", data.to_str().unwrap()]].concat();
     let wiring = wiring::build(&Cli::try_parse_from(argv).unwrap().serve).await;
-    wiring.expect("a standalone issuer builds").router()
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
+    (wiring.expect("a standalone issuer builds").api_router())
+        .layer(axum::extract::connect_info::MockConnectInfo(loopback))
 }
 
 fn now() -> i64 {

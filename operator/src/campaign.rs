@@ -39,6 +39,7 @@ pub fn campaign_config(campaign: &CouponCampaign) -> Result<CampaignConfig, Conf
         opens_at: spec.opens_at,
         closes_at: spec.closes_at,
         identity,
+        rate_limits: spec.rate_limits.into(),
     };
     config.validate()?;
     Ok(config)
@@ -81,6 +82,7 @@ pub fn issuer_name(campaign: &CouponCampaign) -> String {
 mod tests {
     use super::*;
     use crate::fixtures::campaign;
+    use firstcome_contract::{Bucket, RateLimits};
 
     #[test]
     fn config_carries_the_spec_under_a_cluster_unique_id() {
@@ -119,6 +121,25 @@ mod tests {
         assert_eq!(
             campaign_config(&none).unwrap().identity,
             IdentityConfig::None
+        );
+    }
+
+    #[test]
+    fn rate_limits_are_copied_and_default_when_absent() {
+        let c = campaign("limit: 5\nrateLimits: {perUser: {perSecond: 2, burst: 3}}\n");
+        let limits = campaign_config(&c).unwrap().rate_limits;
+        assert_eq!(
+            limits.per_user,
+            Bucket {
+                per_second: 2,
+                burst: 3
+            }
+        );
+        assert_eq!(limits.per_client, RateLimits::default_per_client());
+        let plain = campaign("limit: 5\n");
+        assert_eq!(
+            campaign_config(&plain).unwrap().rate_limits,
+            RateLimits::default()
         );
     }
 

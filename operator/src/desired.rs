@@ -1,6 +1,7 @@
 //! The objects a campaign owns, built as pure functions of the campaign: the issuers'
-//! ConfigMap, Deployment (with the identity Secret mounted read-only) and Service.
-//! Applied with server-side apply by the controller.
+//! ConfigMap, Deployment (with the identity Secret mounted read-only), the Service
+//! clients apply through (the API port only) and the metrics Service (the operational
+//! port, for Prometheus). Applied with server-side apply by the controller.
 
 use std::collections::BTreeMap;
 
@@ -38,6 +39,10 @@ pub const IDENTITY_DIR: &str = "/etc/firstcome-identity";
 /// The key of a header-mode Secret that holds the gateway's shared secret.
 pub const HEADER_SECRET_KEY: &str = "secret";
 const IDENTITY_VOLUME: &str = "identity";
+/// Probes and metrics: apart from the API, never behind the customer-facing Service.
+const OPS_PORT: i32 = 9090;
+/// Label of the metrics Service, for a ServiceMonitor to select.
+pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 /// Annotation on the pod template: changes when the issuers must restart.
 pub const CONFIG_HASH_ANNOTATION: &str = "firstcome.dev/config-hash";
 
@@ -98,7 +103,7 @@ fn http_probe(path: &str, period: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::String("http".into()),
+            port: IntOrString::String("ops".into()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -131,30 +136,49 @@ fn issuer_env(secret: &str) -> Vec<EnvVar> {
         .collect()
 }
 
+/// The issuer's arguments: where it listens, what it serves, whom it trusts.
+fn issuer_args(campaign: &CouponCampaign) -> Vec<String> {
+    let mut args = vec![
+        "serve".into(),
+        "--listen".into(),
+        format!("0.0.0.0:{HTTP_PORT}"),
+        "--ops-listen".into(),
+        format!("0.0.0.0:{OPS_PORT}"),
+        "--campaigns-file".into(),
+        format!("{CONFIG_DIR}/{CONFIG_FILE}"),
+        "--topic-partitions".into(),
+        campaign.spec.topic.partitions.to_string(),
+        "--topic-replication-factor".into(),
+        campaign.spec.topic.replication_factor.to_string(),
+        "--shutdown-delay-ms".into(),
+        "5000".into(),
+    ];
+    let proxies = &campaign.spec.issuer.trusted_proxies;
+    if !proxies.is_empty() {
+        args.extend(["--trusted-proxies".into(), proxies.join(",")]);
+    }
+    args
+}
+
 /// The issuer container: serves applies and consumes winners of the one campaign.
 fn issuer_container(campaign: &CouponCampaign, defaults: &IssuerDefaults) -> Container {
     Container {
         name: "issuer".into(),
         image: Some(defaults.image(campaign).into()),
-        args: Some(vec![
-            "serve".into(),
-            "--listen".into(),
-            format!("0.0.0.0:{HTTP_PORT}"),
-            "--campaigns-file".into(),
-            format!("{CONFIG_DIR}/{CONFIG_FILE}"),
-            "--topic-partitions".into(),
-            campaign.spec.topic.partitions.to_string(),
-            "--topic-replication-factor".into(),
-            campaign.spec.topic.replication_factor.to_string(),
-            "--shutdown-delay-ms".into(),
-            "5000".into(),
-        ]),
+        args: Some(issuer_args(campaign)),
         env: Some(issuer_env(defaults.backends_secret(campaign))),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: HTTP_PORT,
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: HTTP_PORT,
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("ops".into()),
+                container_port: OPS_PORT,
+                ..ContainerPort::default()
+            },
+        ]),
         readiness_probe: Some(http_probe("/readyz", 5)),
         liveness_probe: Some(http_probe("/healthz", 10)),
         resources: Some(defaults.resources(campaign)),
@@ -266,7 +290,34 @@ pub fn deployment(
     }
 }
 
-/// The Service clients apply through.
+/// Name of the metrics Service of a campaign.
+pub fn metrics_service_name(campaign: &CouponCampaign) -> String {
+    format!("{}-metrics", issuer_name(campaign))
+}
+
+/// The Service Prometheus scrapes the issuers through: the operational port only,
+/// labelled `app.kubernetes.io/component: metrics`.
+pub fn metrics_service(campaign: &CouponCampaign) -> Service {
+    let mut metadata = metadata(campaign);
+    metadata.name = Some(metrics_service_name(campaign));
+    (metadata.labels.get_or_insert_default()).insert(COMPONENT_LABEL.into(), "metrics".into());
+    Service {
+        metadata,
+        spec: Some(ServiceSpec {
+            selector: Some(labels(campaign)),
+            ports: Some(vec![ServicePort {
+                name: Some("ops".into()),
+                port: OPS_PORT,
+                target_port: Some(IntOrString::String("ops".into())),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// The Service clients apply through: the API port only.
 pub fn service(campaign: &CouponCampaign) -> Service {
     Service {
         metadata: metadata(campaign),
@@ -311,13 +362,14 @@ mod tests {
             config_map(&c, &config).metadata,
             deployment(&c, &config, &defaults("img")).metadata,
             service(&c).metadata,
+            metrics_service(&c).metadata,
         ] {
             let owner = &meta.owner_references.unwrap()[0];
             assert_eq!(owner.kind, "CouponCampaign");
             assert_eq!(owner.name, "black-friday");
             assert_eq!(owner.controller, Some(true));
             assert_eq!(meta.namespace.as_deref(), Some("shop"));
-            assert_eq!(meta.name.as_deref(), Some("black-friday-issuer"));
+            assert!(meta.name.unwrap().starts_with("black-friday-issuer"));
         }
     }
 
@@ -395,6 +447,50 @@ mod tests {
         let d = deployment(&none, &campaign_config(&none).unwrap(), &defaults("img"));
         let volumes = d.spec.template.spec.unwrap().volumes.unwrap();
         assert_eq!(volumes.len(), 1, "identity none mounts no Secret");
+    }
+
+    #[test]
+    fn probes_and_metrics_are_on_the_ops_port_and_clients_see_only_the_api() {
+        let c = campaign("limit: 100\n");
+        let d = deployment(&c, &campaign_config(&c).unwrap(), &defaults("img"));
+        let container = &d.spec.template.spec.unwrap().containers[0];
+        let args = container.args.as_ref().unwrap();
+        let after = |flag: &str| &args[args.iter().position(|a| a == flag).unwrap() + 1];
+        assert_eq!(after("--listen"), "0.0.0.0:8080");
+        assert_eq!(after("--ops-listen"), "0.0.0.0:9090");
+        let ports: Vec<(&str, i32)> = (container.ports.as_ref().unwrap().iter())
+            .map(|p| (p.name.as_deref().unwrap(), p.container_port))
+            .collect();
+        assert_eq!(ports, [("http", 8080), ("ops", 9090)]);
+        for probe in [&container.readiness_probe, &container.liveness_probe] {
+            let port = &probe.as_ref().unwrap().http_get.as_ref().unwrap().port;
+            assert_eq!(port, &IntOrString::String("ops".into()));
+        }
+        let target = |s: Service| {
+            let ports = s.spec.unwrap().ports.unwrap();
+            assert_eq!(ports.len(), 1);
+            ports[0].target_port.clone().unwrap()
+        };
+        assert_eq!(target(service(&c)), IntOrString::String("http".into()));
+        let metrics = metrics_service(&c);
+        assert_eq!(
+            metrics.metadata.name.as_deref(),
+            Some("black-friday-issuer-metrics")
+        );
+        assert_eq!(
+            metrics.metadata.labels.as_ref().unwrap()[COMPONENT_LABEL],
+            "metrics"
+        );
+        assert_eq!(target(metrics), IntOrString::String("ops".into()));
+    }
+
+    #[test]
+    fn trusted_proxies_are_passed_only_when_set() {
+        let args = |yaml: &str| issuer_args(&campaign(yaml));
+        assert!(!args("limit: 1\n").contains(&"--trusted-proxies".to_string()));
+        let set = args("limit: 1\nissuer: {trustedProxies: [10.0.0.0/8, 'fd00::1']}\n");
+        let at = set.iter().position(|a| a == "--trusted-proxies").unwrap();
+        assert_eq!(set[at + 1], "10.0.0.0/8,fd00::1");
     }
 
     #[test]

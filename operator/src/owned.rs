@@ -1,5 +1,5 @@
-//! The objects a campaign owns, server-side applied: the issuers' ConfigMap, Deployment
-//! and Service, built by [`crate::desired`].
+//! The objects a campaign owns, server-side applied: the issuers' ConfigMap, Deployment,
+//! Service and metrics Service, built by [`crate::desired`].
 
 use std::fmt::Debug;
 
@@ -35,6 +35,9 @@ pub async fn apply(
     )
     .await?;
     apply_one(client, &namespace, &name, desired::service(campaign)).await?;
+    let metrics_name = desired::metrics_service_name(campaign);
+    let metrics = desired::metrics_service(campaign);
+    apply_one(client, &namespace, &metrics_name, metrics).await?;
     Ok(deployment
         .status
         .and_then(|s| s.ready_replicas)

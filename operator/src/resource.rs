@@ -8,6 +8,7 @@
 )]
 
 use chrono::{DateTime, Utc};
+use firstcome_contract::{Bucket, MAX_BUCKET_RATE, RateLimits};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -69,6 +70,10 @@ pub struct CouponCampaignSpec {
     /// The Kafka topic winners are published to.
     #[serde(default)]
     pub topic: TopicSpec,
+
+    /// Abuse limits on applies, checked by every issuer before any admission work.
+    #[serde(default)]
+    pub rate_limits: RateLimitsSpec,
 
     /// The issuer Deployment serving this campaign.
     #[serde(default)]
@@ -201,6 +206,54 @@ impl Default for TopicSpec {
     }
 }
 
+/// Token buckets an apply must pass in each issuer pod: one per client address (an IPv6
+/// client by its /64), one per user. Over either, the apply is answered 429 with
+/// `Retry-After`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitsSpec {
+    /// Per client address; default 20/s, burst 40.
+    #[serde(default = "RateLimits::default_per_client")]
+    #[schemars(with = "BucketSpec")]
+    pub per_client: Bucket,
+    /// Per user; default 5/s, burst 10.
+    #[serde(default = "RateLimits::default_per_user")]
+    #[schemars(with = "BucketSpec")]
+    pub per_user: Bucket,
+}
+
+/// The schema of a token bucket ([`Bucket`] is the contract's; this type only
+/// describes it, with the bounds the apiserver enforces).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BucketSpec {
+    /// Applies per second the bucket refills.
+    #[schemars(range(min = 1, max = MAX_BUCKET_RATE))]
+    pub per_second: u32,
+    /// Applies the bucket holds: how many may come at once.
+    #[schemars(range(min = 1, max = MAX_BUCKET_RATE))]
+    pub burst: u32,
+}
+
+impl Default for RateLimitsSpec {
+    fn default() -> Self {
+        let limits = RateLimits::default();
+        Self {
+            per_client: limits.per_client,
+            per_user: limits.per_user,
+        }
+    }
+}
+
+impl From<RateLimitsSpec> for RateLimits {
+    fn from(spec: RateLimitsSpec) -> Self {
+        Self {
+            per_client: spec.per_client,
+            per_user: spec.per_user,
+        }
+    }
+}
+
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IssuerSpec {
@@ -218,6 +271,19 @@ pub struct IssuerSpec {
     /// `--default-issuer-resources`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+
+    /// Proxies in front of the issuers (CIDRs or addresses, e.g. the ingress
+    /// controller's pod network) whose `X-Forwarded-For` names the client. Without them
+    /// the client of an apply is the TCP peer: behind an ingress, or a Service that
+    /// rewrites source addresses, that is a proxy or a node, and every client behind it
+    /// shares one `rateLimits.perClient` bucket.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(p, isCIDR(p) || isIP(p))")
+        .message("each entry must be a CIDR (10.0.0.0/8) or an IP address"))]
+    // Bounded so the apiserver can bound the rule's cost: an IPv6 CIDR is at most 43
+    // characters.
+    #[schemars(length(max = 16), inner(length(max = 64)))]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// A Secret in the campaign's namespace with the keys `redis-url`, `kafka-brokers` and

@@ -16,7 +16,8 @@ use kube::api::{
 use kube::{Api, Client};
 use serde_json::json;
 
-use crate::process::{Process, free_port};
+use crate::issuer::listen_args;
+use crate::process::{Ports, Process, free_port};
 use crate::{Services, wait_for};
 
 /// A client for the test control plane (KUBECONFIG from `scripts/controlplane env`).
@@ -139,7 +140,14 @@ pub async fn start_operator(namespace: &str, identity: &str, extra: &[&str]) -> 
     .map(|s| s.to_string())
     .collect();
     args.extend(extra.iter().map(|s| s.to_string()));
-    Process::start("firstcome-operator", &args, &[], port, "/healthz").await
+    Process::start(
+        "firstcome-operator",
+        &args,
+        &[],
+        Ports::one(port),
+        "/healthz",
+    )
+    .await
 }
 
 /// Waits until `operator` reports that it holds the leader lease. The sample's own line,
@@ -191,14 +199,10 @@ pub async fn start_issuer_like_the_deployment(
             Some((leak(&e.name), value))
         })
         .collect();
-    let port = free_port();
-    let args = vec![
-        "--listen".to_string(),
-        format!("127.0.0.1:{port}"),
-        "--campaigns-file".into(),
-        file.display().to_string(),
-    ];
-    Process::start("firstcome-issuer", &args, &env, port, "/readyz").await
+    let ports = Ports::free();
+    let mut args = listen_args(ports).to_vec();
+    args.extend(["--campaigns-file".into(), file.display().to_string()]);
+    Process::start("firstcome-issuer", &args, &env, ports, "/readyz").await
 }
 
 fn leak(s: &str) -> &'static str {

@@ -9,15 +9,26 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::Services;
-use crate::process::{Process, free_port};
+use crate::process::{Ports, Process};
 use crate::spike::{Retry, Spike};
 
-/// Starts `firstcome-issuer` with `args` on a free port and waits until it is ready.
+/// Starts `firstcome-issuer` with `args` on free ports (API and operations) and waits
+/// until it is ready.
 pub async fn start_issuer(args: &[String]) -> Process {
-    let port = free_port();
+    let ports = Ports::free();
     let mut full = args.to_vec();
-    full.extend(["--listen".into(), format!("127.0.0.1:{port}")]);
-    Process::start("firstcome-issuer", &full, &[], port, "/readyz").await
+    full.extend(listen_args(ports));
+    Process::start("firstcome-issuer", &full, &[], ports, "/readyz").await
+}
+
+/// The issuer's arguments that make it listen on `ports`.
+pub fn listen_args(ports: Ports) -> [String; 4] {
+    [
+        "--listen".into(),
+        format!("127.0.0.1:{}", ports.api),
+        "--ops-listen".into(),
+        format!("127.0.0.1:{}", ports.ops),
+    ]
 }
 
 /// A distributed issuer (API and consumer) against the test bed.

@@ -30,21 +30,48 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A child process serving HTTP on `base`.
+/// The ports a process serves on, as its arguments say: its API, and its operational
+/// endpoints (probes, metrics); the same port for a process that has one listener.
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    pub api: u16,
+    pub ops: u16,
+}
+
+impl Ports {
+    /// Two free ports.
+    pub fn free() -> Self {
+        Self {
+            api: free_port(),
+            ops: free_port(),
+        }
+    }
+
+    /// One port for everything.
+    pub fn one(port: u16) -> Self {
+        Self {
+            api: port,
+            ops: port,
+        }
+    }
+}
+
+/// A child process serving HTTP: its API on `base`, probes and metrics on `ops_base`.
 pub struct Process {
     child: Child,
     pub base: String,
+    pub ops_base: String,
     name: String,
 }
 
 impl Process {
-    /// Starts `binary` with `args` and `env`, then waits until `GET {base}{ready_path}`
-    /// answers 200. `port` is the one the arguments make it listen on.
+    /// Starts `binary` with `args` and `env`, then waits until `GET {ops_base}{ready_path}`
+    /// answers 200. `ports` are the ones the arguments make it listen on.
     pub async fn start(
         binary: &str,
         args: &[String],
         env: &[(&str, String)],
-        port: u16,
+        ports: Ports,
         ready_path: &str,
     ) -> Self {
         let mut command = Command::new(workspace_binary(binary));
@@ -63,7 +90,8 @@ impl Process {
             .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
         let mut process = Self {
             child,
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("http://127.0.0.1:{}", ports.api),
+            ops_base: format!("http://127.0.0.1:{}", ports.ops),
             name: binary.to_string(),
         };
         process.wait_http(ready_path).await;
@@ -76,7 +104,7 @@ impl Process {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("{} exited during start-up ({status})", self.name);
             }
-            if let Ok(response) = reqwest::get(format!("{}{path}", self.base)).await
+            if let Ok(response) = reqwest::get(format!("{}{path}", self.ops_base)).await
                 && response.status().is_success()
             {
                 return;
@@ -139,7 +167,7 @@ impl Process {
     }
 
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.base))
+        reqwest::get(format!("{}/metrics", self.ops_base))
             .await
             .unwrap()
             .text()

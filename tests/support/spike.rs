@@ -48,8 +48,9 @@ pub struct Answer {
 pub enum Retry {
     /// Every answer is final; a transport error fails the test.
     Never,
-    /// Like a real client: a transport error or a 503 `backend_unavailable` is tried
-    /// again, for up to `budget` per user; every other answer is final.
+    /// Like a real client: a transport error, a 503 `backend_unavailable` or a 429
+    /// `rate_limited` is tried again, for up to `budget` per user; every other answer is
+    /// final.
     Unavailable { budget: Duration },
 }
 
@@ -62,6 +63,12 @@ impl Retry {
 
 /// How long one try may take when tries are retried.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The `Retry-After` of a `rate_limited` answer, at least.
+const RATE_LIMITED_PAUSE: Duration = Duration::from_secs(1);
+
+/// The loopback addresses a spike comes from: 127.0.1.0 to 127.0.1.255. A spike is a
+/// crowd; 2000 applies from one address are what the per-client rate limit refuses.
+const CROWD: u8 = 255;
 
 /// One apply over HTTP: its status and JSON body (null when the body is not JSON).
 pub async fn try_apply(
@@ -122,6 +129,9 @@ async fn apply_under(
         match attempt {
             Ok((StatusCode::SERVICE_UNAVAILABLE, body))
                 if budget_left && body["reason"] == "backend_unavailable" => {}
+            Ok((StatusCode::TOO_MANY_REQUESTS, _)) if budget_left => {
+                tokio::time::sleep(RATE_LIMITED_PAUSE).await;
+            }
             Ok((status, body)) => {
                 let outcome = Outcome::of(status, &body);
                 return Answer {
@@ -147,7 +157,8 @@ async fn apply_under(
 }
 
 /// A spike: one apply per user, `in_flight` at a time, spread round-robin over the
-/// issuers at `bases`. By default 64 in flight, [`Retry::Never`], no progress counter.
+/// issuers at `bases` and over 256 client addresses. By default 64 in flight,
+/// [`Retry::Never`], no progress counter.
 #[derive(Clone, Debug)]
 pub struct Spike {
     bases: Vec<String>,
@@ -196,15 +207,11 @@ impl Spike {
 
     /// Fires one apply per entry of `users`; the answers, in no particular order.
     pub async fn run(self, users: Vec<String>) -> Vec<Answer> {
-        let mut client = reqwest::Client::builder().pool_max_idle_per_host(self.in_flight);
-        if matches!(self.retry, Retry::Unavailable { .. }) {
-            client = client.timeout(ATTEMPT_TIMEOUT);
-        }
-        let client = client.build().unwrap();
+        let crowd: Vec<reqwest::Client> = (0..=CROWD).map(|n| self.client_at(n)).collect();
         let this = &self;
         futures::stream::iter(users.into_iter().enumerate())
             .map(|(i, user)| {
-                let client = &client;
+                let client = &crowd[i % crowd.len()];
                 async move {
                     let base = &this.bases[i % this.bases.len()];
                     let token = (this.tokens.as_ref()).and_then(|t| t.get(&user)).cloned();
@@ -220,6 +227,17 @@ impl Spike {
             .buffer_unordered(self.in_flight)
             .collect()
             .await
+    }
+
+    /// A client sending from 127.0.1.`n`.
+    fn client_at(&self, n: u8) -> reqwest::Client {
+        let mut client = reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 1, n]))
+            .pool_max_idle_per_host(self.in_flight);
+        if matches!(self.retry, Retry::Unavailable { .. }) {
+            client = client.timeout(ATTEMPT_TIMEOUT);
+        }
+        client.build().unwrap()
     }
 }
 

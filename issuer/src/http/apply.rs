@@ -9,10 +9,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use serde::Deserialize;
 use serde_json::json;
 
+use super::apply_body::ApplyRequest;
 use super::caller::Caller;
+use super::client::ClientAddr;
 use super::{Api, ApiError};
 use crate::admission::Outcome;
 use crate::issuer::Issuer;
@@ -59,22 +60,20 @@ fn sold_out(campaign: String) -> ApiError {
     .with("campaign", campaign)
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ApplyRequest {
-    /// Required under identity `none`; otherwise optional, and if present it must name
-    /// the authenticated user.
-    user_id: Option<String>,
-}
-
+/// Rate limits first (the client before the body is even looked at, then the user), so
+/// what they refuse costs no admission work.
 pub async fn apply(
     State(api): State<std::sync::Arc<Api>>,
+    ClientAddr(client): ClientAddr,
     Path(campaign): Path<String>,
     caller: Caller,
     body: Result<Json<ApplyRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let limits = &api.issuer.campaign(&campaign)?.limits;
+    limits.check_client(client)?;
     let Json(request) = body?;
     let user = caller.applicant(request.user_id)?;
+    limits.check_user(&user)?;
     let outcome = api.issuer.apply(&campaign, &user).await?;
     Ok(match outcome {
         Outcome::SoldOut => api.sold_out.response(&campaign),

@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use crate::error::IssuerError;
 use crate::identity::header::GatewayError;
 use crate::identity::{Identity, IdentityError};
+use crate::limits::{Limited, Scope};
 use crate::user_id::InvalidUserId;
 
 /// Seconds a client should wait before retrying after a 503.
@@ -89,6 +90,15 @@ impl ApiError {
         }
     }
 
+    /// The server was started without connection info: a wiring bug, not the client's.
+    pub fn no_peer_address() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server does not know the address of this connection",
+        )
+    }
+
     pub fn status(&self) -> StatusCode {
         self.status
     }
@@ -123,6 +133,23 @@ impl From<InvalidUserId> for ApiError {
             "invalid_user_id",
             error.to_string(),
         )
+    }
+}
+
+impl From<Limited> for ApiError {
+    fn from(limited: Limited) -> Self {
+        let (scope, whom) = match limited.scope {
+            Scope::client => ("client", "your address"),
+            Scope::user => ("user", "this user"),
+        };
+        let seconds = limited.retry_after.as_millis().div_ceil(1000).max(1);
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many applies from {whom}; retry after the Retry-After seconds"),
+        )
+        .with("scope", scope)
+        .retry_after(u64::try_from(seconds).unwrap_or(u64::MAX))
     }
 }
 

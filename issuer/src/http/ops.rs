@@ -1,4 +1,5 @@
-//! Operational endpoints: liveness, readiness, Prometheus metrics and the OpenAPI document.
+//! Operational endpoints: liveness, readiness and Prometheus metrics, served on their
+//! own listener (`--ops-listen`), apart from the public API.
 
 use std::sync::Arc;
 
@@ -11,9 +12,6 @@ use serde_json::json;
 
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
-
-/// The OpenAPI document of this API, served as written.
-pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
 
 #[derive(Clone)]
 pub struct OpsState {
@@ -29,10 +27,6 @@ pub fn routes(state: OpsState) -> Router {
         )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route(
-            "/openapi.yaml",
-            get(|| async { ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML) }),
-        )
         .with_state(state)
 }
 

@@ -3,14 +3,15 @@
 //! [`build`] turns the command line into a [`Wiring`] — the issuer (if this process
 //! serves applies), its readiness checks, and the background tasks of its mode
 //! ([`standalone`], [`distributed`]) — without starting anything that serves. [`serve_on`]
-//! runs a wiring on a bound listener until a shutdown future resolves, then stops it in
-//! order, so a test can run an issuer in process.
+//! runs a wiring on bound [`Listeners`] (the public API, operations) until a shutdown
+//! future resolves, then stops it in order, so a test can run an issuer in process.
 
 pub mod commands;
 pub mod distributed;
 pub mod standalone;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::campaign::Campaign;
 use crate::cli::{Mode, ServeArgs};
+use crate::client_addr::TrustedProxies;
 use crate::http::{self, OpsState};
 use crate::identity::Identity;
 use crate::issuer::Issuer;
@@ -43,6 +45,8 @@ pub struct Wiring {
     pub readiness: Arc<Readiness>,
     /// How long readiness reads false before the listener stops, on shutdown.
     pub shutdown_delay: Duration,
+    /// Whose X-Forwarded-For names the client an apply is rate limited under.
+    trusted_proxies: TrustedProxies,
     /// Started by `serve_on`; each ends when `stop` is cancelled.
     background: Vec<BoxFuture<'static, ()>>,
     stop: CancellationToken,
@@ -57,20 +61,25 @@ impl Wiring {
             metrics: Arc::new(Metrics::default()),
             readiness: Arc::default(),
             shutdown_delay: args.shutdown_delay(),
+            trusted_proxies: args.trusted_proxies(),
             background: Vec::new(),
             stop: CancellationToken::new(),
             publisher: None,
         }
     }
 
-    /// The HTTP routes of this process: the API when it serves applies, and the
-    /// operational routes.
-    pub fn router(&self) -> axum::Router {
-        let ops = OpsState {
+    /// The public routes of this process: the API when it serves applies, and its
+    /// OpenAPI document.
+    pub fn api_router(&self) -> axum::Router {
+        http::api_router(self.issuer.clone(), self.trusted_proxies.clone())
+    }
+
+    /// The operational routes: probes and metrics.
+    pub fn ops_router(&self) -> axum::Router {
+        http::ops_router(OpsState {
             metrics: self.metrics.clone(),
             readiness: self.readiness.clone(),
-        };
-        http::router(self.issuer.clone(), ops)
+        })
     }
 
     /// Adds a readiness check that fails, naming them, while any of `campaigns` is not
@@ -147,13 +156,29 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<Wiring> {
     }
 }
 
+/// Where a process serves: the public API, and apart from it the operational endpoints.
+pub struct Listeners {
+    pub api: TcpListener,
+    pub ops: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(api: SocketAddr, ops: SocketAddr) -> anyhow::Result<Self> {
+        let bind = |address| async move {
+            (TcpListener::bind(address).await).with_context(|| format!("binding {address}"))
+        };
+        Ok(Self {
+            api: bind(api).await?,
+            ops: bind(ops).await?,
+        })
+    }
+}
+
 /// Runs the process until SIGTERM or Ctrl-C.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
+    let listeners = Listeners::bind(args.listen, args.ops_listen).await?;
     let wiring = build(&args).await?;
-    tracing::info!(address = %args.listen, role = ?args.role, "listening");
+    tracing::info!(address = %args.listen, ops = %args.ops_listen, role = ?args.role, "listening");
     if let Some(campaign) = wiring.issuer.as_ref().and_then(|i| i.campaigns().next()) {
         tracing::info!(
             "try: curl -s -X POST http://{}/v1/campaigns/{}/applications -H 'content-type: application/json' -d '{{\"userId\":\"alice\"}}'",
@@ -161,33 +186,44 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             campaign.name()
         );
     }
-    serve_on(listener, wiring, shutdown_signal()).await
+    serve_on(listeners, wiring, shutdown_signal()).await
 }
 
-/// Serves `wiring` on `listener` until `shutdown` resolves. Then readiness turns false
-/// for the wiring's shutdown delay, in-flight requests are answered, background tasks
-/// (consumers finish and commit their batch) stop, and the producer is flushed.
+/// Serves `wiring` on `listeners` until `shutdown` resolves. Then readiness turns false
+/// for the wiring's shutdown delay (both listeners still serving), in-flight requests are
+/// answered, background tasks (consumers finish and commit their batch) stop, and the
+/// producer is flushed.
 pub async fn serve_on(
-    listener: TcpListener,
+    listeners: Listeners,
     wiring: Wiring,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = wiring.router();
+    let (api, ops) = (wiring.api_router(), wiring.ops_router());
     let mut tasks = JoinSet::new();
     for task in wiring.background {
         tasks.spawn(task);
     }
     let (readiness, delay) = (wiring.readiness, wiring.shutdown_delay);
-    let drain = async move {
-        shutdown.await;
-        tracing::info!(?delay, "shutting down: readiness is false, draining");
-        readiness.start_draining();
-        tokio::time::sleep(delay).await;
+    let drained = CancellationToken::new();
+    let drain = {
+        let drained = drained.clone();
+        async move {
+            shutdown.await;
+            tracing::info!(?delay, "shutting down: readiness is false, draining");
+            readiness.start_draining();
+            tokio::time::sleep(delay).await;
+            drained.cancel();
+        }
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(drain)
-        .await
-        .context("serving HTTP")?;
+    let api = axum::serve(
+        listeners.api,
+        api.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(drained.clone().cancelled_owned());
+    let ops = axum::serve(listeners.ops, ops).with_graceful_shutdown(drained.cancelled_owned());
+    let (_, api, ops) = tokio::join!(drain, api.into_future(), ops.into_future());
+    api.context("serving the API")?;
+    ops.context("serving the operational endpoints")?;
     wiring.stop.cancel();
     while tasks.join_next().await.is_some() {}
     if let Some(publisher) = wiring.publisher {
@@ -207,7 +243,8 @@ async fn flush(publisher: WinnerPublisher) -> anyhow::Result<()> {
 
 /// The campaigns to serve: the file's plus the `--campaign` ones; `demo:100` for a
 /// standalone issuer given none. The `--campaign` ones (and `demo`) take the identity of
-/// the `--identity` flags; the file's say their own.
+/// the `--identity` flags and the rate limits of the `--rate-limit-*` flags; the file's
+/// say their own.
 pub fn load_campaigns(args: &ServeArgs, standalone: bool) -> anyhow::Result<Vec<CampaignConfig>> {
     let mut file = match &args.campaigns_file {
         Some(path) => {
@@ -229,6 +266,7 @@ pub fn load_campaigns(args: &ServeArgs, standalone: bool) -> anyhow::Result<Vec<
     file.campaigns
         .extend(flagged.into_iter().map(|campaign| CampaignConfig {
             identity: identity.clone(),
+            rate_limits: args.shorthand_rate_limits(),
             ..campaign
         }));
     file.validate()?;

@@ -1,0 +1,69 @@
+//! Abuse limits on applies, checked before any admission work: a token bucket per
+//! client address and one per user, sized by the campaign's `rateLimits`. What they
+//! refuse is answered 429 `rate_limited` and counted by scope.
+
+pub mod buckets;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use firstcome_contract::RateLimits;
+
+use crate::client_addr::bucket_key;
+use crate::metrics::RateLimitedCounters;
+use crate::user_id::UserId;
+use buckets::Buckets;
+
+/// Whose bucket refused an apply.
+#[derive(
+    Clone, Copy, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelValue,
+)]
+#[allow(non_camel_case_types)]
+pub enum Scope {
+    client,
+    user,
+}
+
+/// An apply refused by a bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limited {
+    pub scope: Scope,
+    pub retry_after: Duration,
+}
+
+/// The buckets of one campaign.
+pub struct ApplyLimits {
+    clients: Buckets<IpAddr>,
+    users: Buckets<UserId>,
+    counters: RateLimitedCounters,
+}
+
+impl ApplyLimits {
+    pub fn new(limits: &RateLimits, counters: RateLimitedCounters) -> Self {
+        Self {
+            clients: Buckets::new(limits.per_client),
+            users: Buckets::new(limits.per_user),
+            counters,
+        }
+    }
+
+    /// One apply from `client` (IPv6 clients by their /64).
+    pub fn check_client(&self, client: IpAddr) -> Result<(), Limited> {
+        self.refused(Scope::client, self.clients.check(&bucket_key(client)))
+    }
+
+    /// One apply by `user`.
+    pub fn check_user(&self, user: &UserId) -> Result<(), Limited> {
+        self.refused(Scope::user, self.users.check(user))
+    }
+
+    fn refused(&self, scope: Scope, checked: Result<(), buckets::Refusal>) -> Result<(), Limited> {
+        checked.map_err(|refusal| {
+            self.counters.count(scope);
+            Limited {
+                scope,
+                retry_after: refusal.retry_after(),
+            }
+        })
+    }
+}
