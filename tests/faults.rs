@@ -210,7 +210,10 @@ async fn postgres_down_past_the_retry_budget_parks_batches_and_the_partition_mov
         .await;
     // Provisioned (which reads PostgreSQL) before PostgreSQL goes down for the whole spike.
     wait_for("the API issuer ready", Duration::from_secs(30), || async {
-        (api.get("/readyz").await.0 == reqwest::StatusCode::OK).then_some(())
+        let ready = reqwest::get(format!("{}/readyz", api.ops_base))
+            .await
+            .ok()?;
+        (ready.status() == reqwest::StatusCode::OK).then_some(())
     })
     .await;
     let postgres = take_down("stop", "postgres");
