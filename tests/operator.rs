@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use firstcome_contract::CampaignKeys;
+use firstcome_contract::{CampaignConfig, CampaignKeys};
 use firstcome_e2e::cluster::*;
 use firstcome_e2e::process::Process;
 use firstcome_e2e::{Services, wait_for};
@@ -94,7 +94,7 @@ async fn a_campaign_is_provisioned_and_opens() {
         redis_get(&services, &CampaignKeys::new(&id).limit).await,
         Some(100)
     );
-    assert!(topic_exists(&services, &format!("firstcome.{id}.winners")));
+    assert!(topic_exists(&services, &CampaignConfig::default_topic(&id)));
 
     let campaign = Api::<CouponCampaign>::namespaced(client.clone(), &ns)
         .get("launch")
@@ -278,7 +278,7 @@ async fn a_spike_sells_out_the_limit_can_grow_not_shrink_and_delete_keeps_coupon
         "coupons are kept"
     );
     assert!(
-        topic_exists(&services, &format!("firstcome.{id}.winners")),
+        topic_exists(&services, &CampaignConfig::default_topic(&id)),
         "Retain keeps the topic"
     );
 }
