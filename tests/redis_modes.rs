@@ -644,3 +644,30 @@ async fn killing_a_cluster_primary_mid_spike_loses_no_winner_and_spares_other_sl
         "the campaign on another primary kept admitting throughout"
     );
 }
+
+/// `--redis-wait-replicas`' building block on real replicas: WAIT counts the replica that
+/// has the admission, and none while the replica is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_counts_the_replicas_that_have_an_admission() {
+    let _serial = ONE_FAILOVER_AT_A_TIME.lock().await;
+    let _heal = HealSentinelBed;
+    let target = sentinel_target();
+    let admission = RedisAdmission::connect(&target, TIMEOUT).await.unwrap();
+    let mut conn = RedisConnection::connect(&target, TIMEOUT).await.unwrap();
+    let campaign = CampaignConfig::new(unique_name("wait"), 5);
+    let keys = CampaignKeys::new(&campaign.name);
+    provision(&mut conn, &keys, campaign.limit).await;
+    let wait = Duration::from_millis(500);
+
+    let first = admission.run_admission_script(&campaign, &keys, "a").await;
+    assert!(matches!(first, Ok(Outcome::Admitted(_))), "{first:?}");
+    assert_eq!(admission.wait_for_replicas(1, wait).await.unwrap(), 1);
+
+    let replica = sentinel_replica_port(&target).await;
+    redis_node("stop", replica);
+    let second = admission.run_admission_script(&campaign, &keys, "b").await;
+    assert!(matches!(second, Ok(Outcome::Admitted(_))), "{second:?}");
+    let acked = admission.wait_for_replicas(1, wait).await;
+    redis_node("cont", replica);
+    assert_eq!(acked.unwrap(), 0, "a stopped replica acknowledges nothing");
+}
