@@ -41,26 +41,24 @@ pub fn cluster_target() -> RedisTarget {
 /// instead of panicking: it runs from `Drop`, maybe while a failed test unwinds, and the
 /// next `up-sentinel` heals the bed anyway.
 pub fn heal_sentinel_bed() {
-    match Command::new(TESTBED)
-        .arg("up-sentinel")
-        .stdout(Stdio::null())
-        .status()
-    {
-        Ok(status) if status.success() => {}
-        other => eprintln!("scripts/testbed up-sentinel could not heal the bed: {other:?}"),
-    }
+    heal("up-sentinel");
 }
 
 /// Brings the Cluster bed back to six nodes in a healthy cluster (see
 /// [`heal_sentinel_bed`]).
 pub fn heal_cluster_bed() {
+    heal("up-cluster");
+}
+
+/// Runs `scripts/testbed <up_command>`, reporting a failure instead of panicking.
+fn heal(up_command: &str) {
     match Command::new(TESTBED)
-        .arg("up-cluster")
+        .arg(up_command)
         .stdout(Stdio::null())
         .status()
     {
         Ok(status) if status.success() => {}
-        other => eprintln!("scripts/testbed up-cluster could not heal the bed: {other:?}"),
+        other => eprintln!("scripts/testbed {up_command} could not heal the bed: {other:?}"),
     }
 }
 
