@@ -12,7 +12,7 @@ use firstcome_contract::RedisConnection;
 use firstcome_contract::{CampaignConfig, CampaignKeys, RedisTarget};
 use firstcome_e2e::invariants::assert_invariants;
 use firstcome_e2e::issuer::start_distributed;
-use firstcome_e2e::process::Process;
+use firstcome_e2e::process::{Process, sample};
 use firstcome_e2e::redis_beds::{
     cluster_target, cluster_url, heal_cluster_bed, heal_sentinel_bed, redis_node, sentinel_target,
     sentinel_url,
@@ -468,13 +468,8 @@ fn spike(api: &Process, campaign: &str, progress: Arc<AtomicUsize>) -> JoinHandl
 
 /// The value of one apply-outcome counter of an issuer.
 async fn applies(issuer: &Process, campaign: &str, outcome: &str) -> u64 {
-    let sample =
-        format!("firstcome_applies_total{{campaign=\"{campaign}\",outcome=\"{outcome}\"}} ");
-    let metrics = issuer.metrics().await;
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(&sample)?.trim().parse().ok())
-        .unwrap_or(0)
+    let name = format!("firstcome_applies_total{{campaign=\"{campaign}\",outcome=\"{outcome}\"}}");
+    sample(&issuer.metrics().await, &name)
 }
 
 /// The port of a replica the first answering Sentinel names.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use firstcome_contract::{CampaignConfig, CampaignKeys, WinnerEvent, decode_held};
 use firstcome_e2e::invariants::assert_invariants;
 use firstcome_e2e::issuer::{coupons, postgres, start_distributed};
+use firstcome_e2e::process::{Process, sample};
 use firstcome_e2e::spike::{Answer, Outcome, Retry, Spike, tally, users};
 use firstcome_e2e::{Services, unique_name, wait_for};
 use rdkafka::ClientConfig;
@@ -116,6 +117,19 @@ fn admitted(answers: &[Answer]) -> usize {
         .count()
 }
 
+/// 95 users apply through `issuer`; returns once their coupons are persisted.
+async fn admit_95(services: &Services, issuer: &Process, campaign: &str) -> Vec<Answer> {
+    let answers = until_answered(&issuer.base, campaign, 16)
+        .run(users("early", 95))
+        .await;
+    let pool = postgres(services).await;
+    wait_for("95 coupons", Duration::from_secs(30), || async {
+        (coupons(&pool, campaign).await.len() == 95).then_some(())
+    })
+    .await;
+    answers
+}
+
 /// The scenario of issue 9: a campaign of 100, 95 winners persisted, then Redis forgets
 /// the admissions after sequence 85 while two API issuers keep running; 30 new users
 /// apply through the issuer that admitted none of the lost ones. Nobody is told
@@ -127,15 +141,8 @@ async fn a_counter_rolled_back_under_running_issuers_never_gives_a_sequence_twic
     let spec = format!("{campaign}:100");
     let first = start_distributed(&services, &["--campaign", &spec]).await;
     let second = start_distributed(&services, &["--campaign", &spec, "--role", "api"]).await;
-    let mut answers = until_answered(&first.base, &campaign, 16)
-        .run(users("early", 95))
-        .await;
+    let mut answers = admit_95(&services, &first, &campaign).await;
     assert_eq!(admitted(&answers), 95, "{:?}", tally(&answers));
-    let pool = postgres(&services).await;
-    wait_for("95 coupons", Duration::from_secs(30), || async {
-        (coupons(&pool, &campaign).await.len() == 95).then_some(())
-    })
-    .await;
 
     assert_eq!(roll_back(&services, &campaign, 85).await, 10);
     let late = until_answered(&second.base, &campaign, 8)
@@ -149,7 +156,7 @@ async fn a_counter_rolled_back_under_running_issuers_never_gives_a_sequence_twic
     assert!(metrics.contains(&fenced), "a fence was raised:\n{metrics}");
     println!(
         "refused twice-given admissions: {}",
-        counter(
+        sample(
             &metrics,
             &format!("firstcome_refused_twice_given_total{{campaign=\"{campaign}\"}}")
         )
@@ -164,14 +171,7 @@ async fn an_issuer_started_on_a_rolled_back_redis_restores_before_admitting() {
     let campaign = unique_name("restart");
     let spec = format!("{campaign}:100");
     let mut issuer = start_distributed(&services, &["--campaign", &spec]).await;
-    let mut answers = until_answered(&issuer.base, &campaign, 16)
-        .run(users("early", 95))
-        .await;
-    let pool = postgres(&services).await;
-    wait_for("95 coupons", Duration::from_secs(30), || async {
-        (coupons(&pool, &campaign).await.len() == 95).then_some(())
-    })
-    .await;
+    let mut answers = admit_95(&services, &issuer, &campaign).await;
     issuer.stop().await;
 
     roll_back(&services, &campaign, 85).await;
@@ -189,12 +189,4 @@ async fn an_issuer_started_on_a_rolled_back_redis_restores_before_admitting() {
         )),
         "{metrics}"
     );
-}
-
-/// The value of one counter sample in Prometheus text, summed over the texts given.
-fn counter(metrics: &str, sample: &str) -> u64 {
-    metrics
-        .lines()
-        .filter_map(|line| line.strip_prefix(sample)?.trim().parse::<u64>().ok())
-        .sum()
 }

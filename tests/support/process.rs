@@ -181,3 +181,12 @@ impl Drop for Process {
         self.kill();
     }
 }
+
+/// The value of one sample (`name{labels}`) in Prometheus text, summed over every line
+/// that carries it (texts of several processes may be joined); 0 when absent.
+pub fn sample(metrics: &str, sample: &str) -> u64 {
+    metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix(sample)?.trim().parse::<u64>().ok())
+        .sum()
+}
