@@ -83,6 +83,9 @@ impl Distributed {
         campaign: &Arc<Campaign>,
     ) -> Result<(), IssuerError> {
         let highest = campaign.claims.highest();
+        if highest == 0 {
+            return Ok(()); // the topic names no winner yet: no Redis read needed
+        }
         let Some(admitted) = self.redis.admitted(&campaign.keys).await? else {
             return Ok(()); // not provisioned: nothing to fence
         };
