@@ -1,6 +1,6 @@
 //! A campaign as one issuer process serves it: its configuration and Redis keys, who may
 //! apply (its identity) and how often (its rate limits), the sold-out board, its apply
-//! counters, and whether the backend holds its state.
+//! counters, its waiting room, and whether the backend holds its state.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,6 +14,7 @@ use crate::identity::Identity;
 use crate::kafka::claims::Claims;
 use crate::limits::ApplyLimits;
 use crate::metrics::{ApplyCounters, Metrics};
+use crate::waiting_room::Room;
 
 pub struct Campaign {
     pub config: CampaignConfig,
@@ -31,6 +32,8 @@ pub struct Campaign {
     pub drift: AtomicU64,
     /// Who holds each sequence, as the campaign topic says (distributed issuers).
     pub claims: Arc<Claims>,
+    /// The waiting room applies must pass first, if the campaign has one.
+    pub room: Option<Room>,
 }
 
 /// Where a campaign stands.
@@ -65,8 +68,14 @@ impl Campaign {
             provisioned: AtomicBool::new(provisioned),
             drift: AtomicU64::new(0),
             claims: Arc::default(),
+            room: None,
             config,
         }
+    }
+
+    /// The campaign behind `room`.
+    pub fn with_room(self, room: Option<Room>) -> Self {
+        Self { room, ..self }
     }
 
     pub fn name(&self) -> &str {

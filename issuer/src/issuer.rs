@@ -15,6 +15,7 @@ use crate::campaign::{Campaign, CampaignState};
 use crate::error::IssuerError;
 use crate::metrics::{ApplyOutcome, Metrics};
 use crate::user_id::UserId;
+use crate::waiting_room::queue::RoomQueue;
 
 /// What `GET /v1/campaigns/{campaign}` shows of the counts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +30,8 @@ pub struct Issuer {
     campaigns: HashMap<String, Arc<Campaign>>,
     backend: Backend,
     metrics: Arc<Metrics>,
+    /// The waiting rooms' queues, in the distributed backend's Redis.
+    rooms: Option<RoomQueue>,
 }
 
 impl Issuer {
@@ -37,11 +40,22 @@ impl Issuer {
             .iter()
             .map(|c| (c.config.name.clone(), Arc::clone(c)))
             .collect();
+        let rooms = match &backend {
+            Backend::Distributed(d) => Some(RoomQueue::new(d.redis.connection())),
+            Backend::Standalone(_) => None,
+        };
         Self {
             campaigns,
             backend,
             metrics,
+            rooms,
         }
+    }
+
+    /// The queues of the waiting rooms; `None` for the standalone backend, which serves
+    /// no campaign with a waiting room.
+    pub fn rooms(&self) -> Option<&RoomQueue> {
+        self.rooms.as_ref()
     }
 
     pub fn campaigns(&self) -> impl Iterator<Item = &Arc<Campaign>> {

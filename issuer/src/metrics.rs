@@ -118,6 +118,7 @@ pub struct Metrics {
     fenced: Family<CampaignLabel, Counter>,
     refused_twice_given: Family<CampaignLabel, Counter>,
     replica_wait_missed: Counter,
+    pub waiting_room: crate::waiting_room::metrics::RoomFamilies,
 }
 
 impl Default for Metrics {
@@ -208,6 +209,7 @@ impl Default for Metrics {
                 "Admissions handed off before enough replicas acknowledged them (--redis-wait-replicas)",
                 Counter::default(),
             ),
+            waiting_room: crate::waiting_room::metrics::RoomFamilies::register(&mut registry),
             registry,
         }
     }

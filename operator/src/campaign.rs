@@ -40,6 +40,7 @@ pub fn campaign_config(campaign: &CouponCampaign) -> Result<CampaignConfig, Conf
         closes_at: spec.closes_at,
         identity,
         rate_limits: spec.rate_limits.into(),
+        waiting_room: None,
     };
     config.validate()?;
     Ok(config)

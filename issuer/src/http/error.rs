@@ -12,6 +12,9 @@ use crate::identity::header::GatewayError;
 use crate::identity::{Identity, IdentityError};
 use crate::limits::{Limited, Scope};
 use crate::user_id::InvalidUserId;
+use crate::waiting_room::PassRefused;
+use crate::waiting_room::pass::PassError;
+use crate::waiting_room::queue::QueueError;
 
 /// Seconds a client should wait before retrying after a 503.
 const RETRY_AFTER_SECONDS: u64 = 1;
@@ -150,6 +153,32 @@ impl From<Limited> for ApiError {
         )
         .with("scope", scope)
         .retry_after(u64::try_from(seconds).unwrap_or(u64::MAX))
+    }
+}
+
+impl From<PassRefused> for ApiError {
+    fn from(refused: PassRefused) -> Self {
+        let reason = match refused {
+            PassRefused::Missing => "pass_missing",
+            PassRefused::Pass(PassError::Invalid) => "pass_invalid",
+            PassRefused::Pass(PassError::OtherUser) => "pass_other_user",
+            PassRefused::Pass(PassError::Expired) => "pass_expired",
+        };
+        Self::new(
+            StatusCode::FORBIDDEN,
+            reason,
+            format!(
+                "this campaign has a waiting room: apply with the pass it gave you in the {} header ({refused})",
+                super::apply::PASS_HEADER
+            ),
+        )
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(error: QueueError) -> Self {
+        tracing::warn!(%error, "waiting room unavailable");
+        IssuerError::Unavailable(error.into()).into()
     }
 }
 
