@@ -70,8 +70,7 @@ fn parse(pass: &[u8]) -> Option<(u64, String, Vec<u8>)> {
     let text = std::str::from_utf8(pass).ok()?;
     let mut parts = text.split('.');
     let (expires, user, tag) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || expires.is_empty() || !expires.bytes().all(|b| b.is_ascii_digit())
-    {
+    if parts.next().is_some() || !is_canonical_number(expires) {
         return None;
     }
     let user = String::from_utf8(URL_SAFE_NO_PAD.decode(user).ok()?).ok()?;
@@ -80,6 +79,13 @@ fn parse(pass: &[u8]) -> Option<(u64, String, Vec<u8>)> {
         user,
         URL_SAFE_NO_PAD.decode(tag).ok()?,
     ))
+}
+
+/// Digits without a leading zero: one text per expiry, so only the text `sign` wrote
+/// verifies.
+fn is_canonical_number(text: &str) -> bool {
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    digits && (text == "0" || !text.starts_with('0'))
 }
 
 fn mac(secret: &[u8], campaign: &str, user: &str, expires_ms: u64) -> Hmac<Sha256> {
@@ -144,7 +150,8 @@ mod tests {
         let later = format!("{}.{rest}", expires.parse::<u64>().unwrap() + 1);
         let bob = URL_SAFE_NO_PAD.encode("bob");
         let renamed = pass.replacen(&URL_SAFE_NO_PAD.encode("alice"), &bob, 1);
-        for forged in [later, renamed] {
+        let padded = format!("0{pass}");
+        for forged in [later, renamed, padded] {
             assert_eq!(
                 verify(SECRET, "launch", forged.as_bytes(), "bob", NOW),
                 Err(PassError::Invalid),
@@ -179,6 +186,15 @@ mod tests {
             verify(SECRET, "launch", &[0xff, b'.', b'.'], "alice", NOW),
             Err(PassError::Invalid)
         );
+    }
+
+    #[test]
+    fn the_format_is_pinned() {
+        // fuzz/seeds/pass/alice, signed independently (Python's hmac) from the format the
+        // module comment describes.
+        let seed = "1764000600000.YWxpY2U.y54uTdyRVhYDIToKsVzhtE0zrPVDpTorH_p6py7ywcA";
+        let secret = b"fuzzing-secret-fuzzing-secret-32";
+        assert_eq!(sign(secret, "launch", "alice", 1_764_000_600_000), seed);
     }
 
     #[test]
