@@ -164,7 +164,8 @@ pub async fn wait_leader(operator: &Process, what: &str) {
 }
 
 /// Starts an issuer the way the operator's Deployment would run it: the campaigns file
-/// from the owned ConfigMap, the backends from the Secret (as environment variables).
+/// from the owned ConfigMap, the backends from the Secret (as environment variables), and
+/// the waiting room's Secret (a file) if the pod mounts one.
 pub async fn start_issuer_like_the_deployment(
     client: &Client,
     namespace: &str,
@@ -186,7 +187,8 @@ pub async fn start_issuer_like_the_deployment(
         .get(&name)
         .await
         .unwrap();
-    let container = &deployment.spec.template.spec.unwrap().containers[0];
+    let pod = deployment.spec.template.spec.unwrap();
+    let container = &pod.containers[0];
     let data = secret.data.unwrap();
     let env: Vec<(&str, String)> = container
         .env
@@ -202,7 +204,30 @@ pub async fn start_issuer_like_the_deployment(
     let ports = Ports::free();
     let mut args = listen_args(ports).to_vec();
     args.extend(["--campaigns-file".into(), file.display().to_string()]);
+    if let Some(room) = waiting_room_secret(client, namespace, &pod).await {
+        let path = std::env::temp_dir().join(format!("{namespace}-{campaign}-room-secret"));
+        std::fs::write(&path, room).unwrap();
+        args.extend([
+            "--waiting-room-secret-file".into(),
+            path.display().to_string(),
+        ]);
+    }
     Process::start("firstcome-issuer", &args, &env, ports, "/readyz").await
+}
+
+/// The key `secret` of the Secret a pod mounts as its `waiting-room` volume.
+async fn waiting_room_secret(
+    client: &Client,
+    namespace: &str,
+    pod: &k8s_openapi::api::core::v1::PodSpec,
+) -> Option<Vec<u8>> {
+    let volume = (pod.volumes.as_ref()?.iter()).find(|v| v.name == "waiting-room")?;
+    let name = volume.secret.as_ref()?.secret_name.clone()?;
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get(&name)
+        .await
+        .expect("the waiting room's Secret");
+    Some(secret.data?.get("secret")?.0.clone())
 }
 
 fn leak(s: &str) -> &'static str {
