@@ -1,6 +1,7 @@
 //! The waiting room end to end: distributed issuers (real Redis, Kafka, PostgreSQL)
 //! serving a campaign with a waiting room, driven over HTTP. A pre-queue of 5000 users
-//! is let in shuffled and at the configured rate across three issuers; abandoned tickets
+//! is let in shuffled and at the configured rate across three issuers, one of which is
+//! killed while they admit; abandoned tickets
 //! and expired passes lapse; forged, expired and other users' passes are refused.
 
 use std::collections::{BTreeMap, HashSet};
@@ -117,7 +118,7 @@ const RATE: u64 = 250;
 const PASS_TTL: i64 = 600;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_prequeue_of_5000_is_let_in_shuffled_at_the_rate_across_three_issuers() {
+async fn a_prequeue_of_5000_is_let_in_shuffled_at_the_rate_across_issuers_one_of_which_dies() {
     let services = Services::from_env();
     let campaign = unique_name("room");
     // Late enough for three issuers to start and 5000 users to join before it.
@@ -167,7 +168,15 @@ async fn a_prequeue_of_5000_is_let_in_shuffled_at_the_rate_across_three_issuers(
     for user in &late {
         late_tickets.push(join(&client, bases[0], &campaign, user).await["ticket"].clone());
     }
-    wait_for_empty_queue(&issuers[2], &campaign).await;
+    // Every issuer admits; then one dies mid-sale (SIGKILL). The queue and the pace are
+    // in Redis and each admission run is one atomic script: the others carry on, nobody
+    // is lost or let in twice, and the rate holds.
+    every_issuer_admits(&issuers, &campaign).await;
+    let [mut dead, b, c] = issuers;
+    dead.kill();
+    let survivors = [b, c];
+    let bases: Vec<&str> = survivors.iter().map(|p| p.base.as_str()).collect();
+    wait_for_empty_queue(&survivors[1], &campaign).await;
 
     let all_tickets: Vec<Value> = tickets.iter().chain(&late_tickets).cloned().collect();
     let states = poll_all(&client, &bases, &campaign, &all_tickets).await;
@@ -188,7 +197,6 @@ async fn a_prequeue_of_5000_is_let_in_shuffled_at_the_rate_across_three_issuers(
 
     the_prequeue_is_shuffled_and_late_arrivals_queue_fifo_behind_it(&numbers);
     the_rate_holds_in_every_second(&states);
-    every_issuer_took_part(&issuers, &campaign, total).await;
     passes_admit_up_to_the_limit(&services, &client, &bases, &campaign, &users, &states).await;
     waiting_tickets_read_sold_out(&client, &bases, &campaign).await;
 }
@@ -282,20 +290,28 @@ fn the_rate_holds_in_every_second(states: &[Value]) {
     );
 }
 
-/// Every issuer ran admissions, and together exactly everyone was let in.
-async fn every_issuer_took_part(issuers: &[Process; 3], campaign: &str, total: u64) {
+/// Waits (at most 10 s) until every issuer has let users in: they share the work.
+async fn every_issuer_admits(issuers: &[Process; 3], campaign: &str) {
     let name = format!("firstcome_waiting_room_admissions_total{{campaign=\"{campaign}\"}}");
-    let mut sum = 0;
     for issuer in issuers {
-        let admitted = sample(&issuer.metrics().await, &name);
-        println!("{} admitted {admitted}", issuer.base);
-        assert!(admitted > 0, "{} let nobody in", issuer.base);
-        sum += admitted;
+        wait_until(
+            "admissions by every issuer",
+            Duration::from_secs(10),
+            || async {
+                match sample(&issuer.metrics().await, &name) {
+                    0 => Err(format!("{} let nobody in", issuer.base)),
+                    admitted => {
+                        println!("{} admitted {admitted} so far", issuer.base);
+                        Ok(())
+                    }
+                }
+            },
+        )
+        .await;
     }
-    assert_eq!(sum, total);
 }
 
-/// 400 admitted users apply with their passes over the three issuers: exactly 300
+/// 400 admitted users apply with their passes over the issuers: exactly 300
 /// coupons (the limit), and the end-to-end invariants hold.
 async fn passes_admit_up_to_the_limit(
     services: &Services,
@@ -309,7 +325,8 @@ async fn passes_admit_up_to_the_limit(
         futures::stream::iter(users.iter().zip(states).take(400).enumerate())
             .map(|(i, (user, state))| async move {
                 let pass = state["pass"].as_str();
-                let (status, body) = apply_with(client, bases[i % 3], campaign, user, pass).await;
+                let (status, body) =
+                    apply_with(client, bases[i % bases.len()], campaign, user, pass).await;
                 Answer::new(user.clone(), status, body)
             })
             .buffer_unordered(IN_FLIGHT)
