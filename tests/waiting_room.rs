@@ -2,7 +2,8 @@
 //! serving a campaign with a waiting room, driven over HTTP. A pre-queue of 5000 users
 //! is let in shuffled and at the configured rate across three issuers, one of which is
 //! killed while they admit; abandoned tickets
-//! and expired passes lapse; forged, expired and other users' passes are refused.
+//! and expired passes lapse; forged, expired and other users' passes are refused; with
+//! identity on, users join, poll and apply as themselves only.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -25,7 +26,23 @@ const IN_FLIGHT: usize = 64;
 /// A campaigns file serving `campaign` with `room`, rate limits out of the way (the test
 /// sends thousands of requests from one address), and a fresh room secret.
 fn room_files(campaign: &str, opens_at: Option<DateTime<Utc>>, room: Value) -> [PathBuf; 2] {
-    let dir = temp_dir("waiting-room");
+    room_files_in(
+        &temp_dir("waiting-room"),
+        campaign,
+        opens_at,
+        room,
+        json!({}),
+    )
+}
+
+/// [`room_files`] in `dir`, the campaign also carrying the fields of `extra`.
+fn room_files_in(
+    dir: &std::path::Path,
+    campaign: &str,
+    opens_at: Option<DateTime<Utc>>,
+    room: Value,
+    extra: Value,
+) -> [PathBuf; 2] {
     let unlimited = json!({ "perSecond": 1_000_000, "burst": 1_000_000 });
     let mut config = json!({
         "name": campaign,
@@ -36,6 +53,9 @@ fn room_files(campaign: &str, opens_at: Option<DateTime<Utc>>, room: Value) -> [
     });
     if let Some(opens_at) = opens_at {
         config["opensAt"] = json!(opens_at);
+    }
+    for (field, value) in extra.as_object().into_iter().flatten() {
+        config[field] = value.clone();
     }
     let campaigns = dir.join("campaigns.json");
     let file = json!({ "campaigns": [config] });
@@ -481,4 +501,79 @@ async fn wait_for_state(
         },
     )
     .await
+}
+
+const GATEWAY_SECRET: &str = "the gateway's shared secret";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_identity_on_users_join_poll_and_apply_as_themselves_only() {
+    let services = Services::from_env();
+    let campaign = unique_name("room-identity");
+    let dir = temp_dir("waiting-room-identity");
+    let gateway_secret = dir.join("gateway-secret");
+    std::fs::write(&gateway_secret, GATEWAY_SECRET).unwrap();
+    let identity = json!({ "identity": { "mode": "header", "header": {
+        "userHeader": "x-user", "secretHeader": "x-gateway-secret", "secretFile": gateway_secret,
+    } } });
+    let room = json!({ "admissionRate": 50 });
+    let files = room_files_in(&dir, &campaign, None, room, identity);
+    let issuer = start_issuer(&services, &files).await;
+    let (base, client) = (issuer.base.as_str(), reqwest::Client::new());
+    let as_user = |request: reqwest::RequestBuilder, user: &str| {
+        request
+            .header("x-user", user)
+            .header("x-gateway-secret", GATEWAY_SECRET)
+    };
+    let queue = format!("{base}/v1/campaigns/{campaign}/queue");
+
+    let anonymous = client.post(&queue).json(&json!({})).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let posing = as_user(client.post(&queue), "mallory").json(&json!({ "userId": "alice" }));
+    let posing = posing.send().await.unwrap();
+    assert_eq!(
+        posing.status(),
+        StatusCode::FORBIDDEN,
+        "nobody joins as someone else"
+    );
+    let joined = as_user(client.post(&queue), "alice")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(joined.status(), StatusCode::CREATED);
+    let joined: Value = joined.json().await.unwrap();
+    assert_eq!(joined["userId"], "alice");
+    let ticket_url = format!("{queue}/{}", joined["ticket"].as_str().unwrap());
+
+    let peeked = as_user(client.get(&ticket_url), "mallory")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        peeked.status(),
+        StatusCode::FORBIDDEN,
+        "only alice reads her ticket"
+    );
+    let pass = wait_until("alice admitted", Duration::from_secs(30), || async {
+        let polled = as_user(client.get(&ticket_url), "alice")
+            .send()
+            .await
+            .unwrap();
+        let polled: Value = polled.json().await.unwrap();
+        polled["pass"].as_str().map(str::to_string).ok_or(polled)
+    })
+    .await;
+
+    let apply = format!("{base}/v1/campaigns/{campaign}/applications");
+    let stolen = as_user(client.post(&apply), "mallory").header(PASS_HEADER, &pass);
+    let stolen = stolen.json(&json!({})).send().await.unwrap();
+    assert_eq!(stolen.status(), StatusCode::FORBIDDEN);
+    let stolen: Value = stolen.json().await.unwrap();
+    assert_eq!(
+        stolen["reason"], "pass_other_user",
+        "a pass is worthless to anyone else"
+    );
+    let own = as_user(client.post(&apply), "alice").header(PASS_HEADER, &pass);
+    let own = own.json(&json!({})).send().await.unwrap();
+    assert_eq!(own.status(), StatusCode::CREATED);
 }

@@ -411,3 +411,53 @@ async fn forwarded_for_counts_only_from_trusted_proxies() {
         (StatusCode::TOO_MANY_REQUESTS, Some("client"))
     );
 }
+
+#[tokio::test]
+async fn a_waiting_room_needs_the_distributed_issuer() {
+    let dir = tempfile::tempdir().unwrap();
+    let campaigns = json!({ "campaigns": [
+        { "name": "room", "limit": 1, "topic": "t-room", "waitingRoom": { "admissionRate": 5 } },
+    ]});
+    let file = dir.path().join("campaigns.json");
+    std::fs::write(&file, campaigns.to_string()).unwrap();
+    let data = dir.path().join("data");
+    let argv = [
+        "firstcome-issuer",
+        "--campaigns-file",
+        file.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let built = wiring::build(&Cli::try_parse_from(argv).unwrap().serve).await;
+    let error = built
+        .err()
+        .expect("a standalone issuer refuses a waiting room");
+    assert!(
+        error.to_string().contains("needs the distributed issuer"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_campaign_without_a_waiting_room_has_no_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&issuer(&dir).await);
+    let body = json!({ "userId": "alice" }).to_string();
+    let joined = send(
+        &app,
+        post("/v1/campaigns/open/queue", "application/json", body),
+    )
+    .await;
+    let ticket = "A".repeat(22);
+    let polled = send(&app, get(&format!("/v1/campaigns/open/queue/{ticket}"))).await;
+    for answer in [joined, polled] {
+        assert_eq!(
+            (answer.status, answer.body["reason"].as_str()),
+            (StatusCode::NOT_FOUND, Some("no_waiting_room"))
+        );
+    }
+    let unknown = send(&app, get(&format!("/v1/campaigns/nope/queue/{ticket}"))).await;
+    assert_eq!(unknown.body["reason"], "unknown_campaign");
+    let plain = apply(&app, "open", "alice").await;
+    assert_eq!(plain.status, StatusCode::CREATED, "no room, no pass needed");
+}
