@@ -577,3 +577,37 @@ async fn with_identity_on_users_join_poll_and_apply_as_themselves_only() {
     let own = own.json(&json!({})).send().await.unwrap();
     assert_eq!(own.status(), StatusCode::CREATED);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_tickets_outlive_a_gap_in_the_admission_runs() {
+    let services = Services::from_env();
+    let campaign = unique_name("room-gap");
+    // One pass at a time, held for a minute: "kept" waits behind it.
+    let room = json!({
+        "admissionRate": 10,
+        "maxActive": 1,
+        "passTtlSeconds": 60,
+        "ticketTimeoutSeconds": 5,
+    });
+    let files = room_files(&campaign, None, room);
+    let mut issuer = start_issuer(&services, &files).await;
+    let client = reqwest::Client::new();
+    let first = join(&client, &issuer.base, &campaign, "first").await;
+    let first = first["ticket"].as_str().unwrap().to_string();
+    wait_for_state(&client, &issuer.base, &campaign, &first, "admitted").await;
+    let kept = join(&client, &issuer.base, &campaign, "kept").await;
+    assert_eq!(kept["position"], 1, "{kept}");
+
+    // No issuer runs for longer than the ticket timeout: nobody can poll, so nobody
+    // abandoned anything. The next issuer's runs keep "kept" in line.
+    issuer.kill();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let issuer = start_issuer(&services, &files).await;
+    let ticket = kept["ticket"].as_str().unwrap();
+    let after = poll(&client, &issuer.base, &campaign, ticket).await;
+    assert_eq!(
+        (after["state"].as_str(), after["position"].as_u64()),
+        (Some("waiting"), Some(1)),
+        "{after}"
+    );
+}

@@ -36,7 +36,8 @@ pub struct CampaignKeys {
     /// <user id>` (0 for what has not happened), every ticket ever handed out.
     pub room_tickets: String,
     /// Waiting room: hash of the admission pace: `second` (Redis time) and `used` (users
-    /// admitted in it), `admitted` (admissions so far), `fifo` (arrivals after opening).
+    /// admitted in it), `admitted` (admissions so far), `fifo` (arrivals after opening),
+    /// `ran` and `resumed` (the last admission run, the end of the last gap in them; ms).
     pub room_pace: String,
 }
 

@@ -1,7 +1,8 @@
 -- Lets users of a campaign's waiting room in: the twin of waiting_room/pace.rs, run by
 -- every issuer several times a second. Atomic, and paced by Redis time, so however many
 -- issuers run it nobody is admitted twice and no second admits more than the rate.
--- First drops tickets nobody polled within the timeout, and passes that expired.
+-- First drops tickets nobody polled within the timeout (not counting a gap in the runs),
+-- and passes that expired.
 --
 -- KEYS[1] room queue    KEYS[2] room seen    KEYS[3] room passes   KEYS[4] room tickets
 -- KEYS[5] room pace     KEYS[6] limit        KEYS[7] admitted (the coupon counter)
@@ -15,8 +16,23 @@ local now = second * 1000 + math.floor(micros / 1000)
 local rate, max_active = tonumber(ARGV[1]), tonumber(ARGV[2])
 local pass_ms, timeout_ms, opens = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local function text(n) return string.format('%.0f', n) end
+-- Runs come every 50 ms from each issuer; a second without one is a gap.
+local RUN_GAP_MS = 1000
 
-local stale_before = now - timeout_ms
+-- A gap in the runs (Redis unreachable, or no issuer running) is no one's abandonment:
+-- polls failed meanwhile, so tickets are dropped again only a whole timeout after the
+-- runs resumed. Until then nothing is stale (-1: below every poll time).
+local last_run = tonumber(redis.call('HGET', KEYS[5], 'ran') or '0')
+local resumed = tonumber(redis.call('HGET', KEYS[5], 'resumed') or '0')
+if now - last_run > RUN_GAP_MS then
+  resumed = now
+  redis.call('HSET', KEYS[5], 'resumed', text(now))
+end
+redis.call('HSET', KEYS[5], 'ran', text(now))
+local stale_before = -1
+if now - resumed >= timeout_ms then
+  stale_before = now - timeout_ms
+end
 local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. text(stale_before),
   'LIMIT', 0, tonumber(ARGV[6]))
 for _, ticket in ipairs(stale) do
