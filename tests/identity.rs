@@ -3,48 +3,20 @@
 //! test-only RSA key of issuer/tests/fixtures/identity.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 
 use firstcome_e2e::Services;
-use firstcome_e2e::issuer::{postgres, start_distributed, temp_dir, wait_for_coupons};
+use firstcome_e2e::issuer::{postgres, start_distributed, wait_for_coupons};
 use firstcome_e2e::spike::{Outcome, Spike, admitted_users, tally, try_apply_as};
+use firstcome_e2e::tokens::{AUDIENCE, FORGER, ISSUER, SIGNER, in_five_minutes, keys_dir, token};
 use firstcome_e2e::unique_name;
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
-
-const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../issuer/tests/fixtures/identity"
-);
-const ISSUER: &str = "https://login.test";
-const AUDIENCE: &str = "coupons";
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(Path::new(FIXTURES).join(name)).unwrap()
-}
-
-/// An RS256 token for `user` signed with the fixture key `private`, expiring at `exp`.
-fn token(private: &str, user: &str, exp: i64) -> String {
-    let claims = json!({ "sub": user, "iss": ISSUER, "aud": AUDIENCE, "exp": exp });
-    let header = Header {
-        kid: Some("rsa-1".into()),
-        ..Header::new(Algorithm::RS256)
-    };
-    let key = EncodingKey::from_rsa_pem(&fixture(private)).unwrap();
-    encode(&header, &claims, &key).unwrap()
-}
-
-fn in_five_minutes() -> i64 {
-    chrono::Utc::now().timestamp() + 300
-}
+use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_signed_applies_of_300_users_give_exactly_100_coupons_one_each() {
     let services = Services::from_env();
     let campaign = unique_name("identity");
-    let keys = temp_dir("identity-keys");
-    std::fs::write(keys.join("rsa-1"), fixture("test-only-rsa.pub.pem")).unwrap();
+    let keys = keys_dir();
     let limit = format!("{campaign}:100");
     let keys_dir = keys.display().to_string();
     let flags = [
@@ -66,7 +38,7 @@ async fn thousand_signed_applies_of_300_users_give_exactly_100_coupons_one_each(
 
     let users: Vec<String> = (0..300).map(|i| format!("user-{i}")).collect();
     let tokens: HashMap<String, String> = (users.iter())
-        .map(|u| (u.clone(), token("test-only-rsa.key", u, in_five_minutes())))
+        .map(|u| (u.clone(), token(SIGNER, u, in_five_minutes())))
         .collect();
     let applies: Vec<String> = (0..1000).map(|i| users[i % 300].clone()).collect();
     let answers = Spike::new(&[&issuer.base], &campaign)
@@ -105,9 +77,9 @@ async fn refused_tokens_admit_nobody(base: &str, campaign: &str) {
     let expired_at = chrono::Utc::now().timestamp() - 120;
     for i in 0..50 {
         let forger = format!("forger-{i}");
-        let forged = token("test-only-rsa-forger.key", &forger, in_five_minutes());
+        let forged = token(FORGER, &forger, in_five_minutes());
         let late = format!("late-{i}");
-        let expired = token("test-only-rsa.key", &late, expired_at);
+        let expired = token(SIGNER, &late, expired_at);
         for (user, token) in [(forger, forged), (late, expired)] {
             let (status, body) = try_apply_as(&client, base, campaign, &user, Some(&token))
                 .await

@@ -8,6 +8,7 @@ pub mod issuer;
 pub mod process;
 pub mod redis_beds;
 pub mod spike;
+pub mod tokens;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
