@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod invariants;
 pub mod issuer;
+pub mod kubelet;
 pub mod process;
 pub mod redis_beds;
 pub mod spike;
