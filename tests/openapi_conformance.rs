@@ -15,7 +15,11 @@ use firstcome_e2e::tokens::{AUDIENCE, FORGER, ISSUER, SIGNER, in_five_minutes, k
 use firstcome_e2e::{Services, unique_name};
 use serde_json::Value;
 
-const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance";
+/// No 5xx; status codes, content types, bodies and headers (`Retry-After`,
+/// `WWW-Authenticate`) as documented; and a request the document rules out is refused
+/// (this found `{"userId": null}` admitted under identity jwt).
+const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,\
+                      response_schema_conformance,response_headers_conformance,negative_data_rejection";
 /// The operations the document serves on the operational listener (`--ops-listen`).
 const OPS_PATHS: &str = "^/(healthz|readyz|metrics)$";
 /// Test cases per operation and phase.
