@@ -127,16 +127,38 @@ fn reason(answer: &Answer) -> &str {
             documented_reasons().contains(&reason.to_string()),
             "{reason} is not in the OpenAPI document's Error.reason"
         );
+        assert_documented(&answer.body, "Error");
     }
     reason
 }
 
-/// The reasons the OpenAPI document's `Error` schema lists.
-fn documented_reasons() -> Vec<String> {
+/// The OpenAPI document's schema `name` (under `components.schemas`).
+fn schema(name: &str) -> serde_yaml_ng::Value {
     let document: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(OPENAPI_YAML).expect("the OpenAPI document is YAML");
-    let reasons = &document["components"]["schemas"]["Error"]["properties"]["reason"]["enum"];
+    document["components"]["schemas"][name].clone()
+}
+
+/// The reasons the OpenAPI document's `Error` schema lists.
+fn documented_reasons() -> Vec<String> {
+    let reasons = &schema("Error")["properties"]["reason"]["enum"];
     serde_yaml_ng::from_value(reasons.clone()).expect("Error.reason is a list of strings")
+}
+
+/// Every field of `body` is a property of the document's schema `name`, which allows no
+/// others. (The summary's `drift` once was not.)
+fn assert_documented(body: &Value, name: &str) {
+    let schema = schema(name);
+    assert_eq!(
+        schema["additionalProperties"],
+        serde_yaml_ng::Value::Bool(false)
+    );
+    for field in body.as_object().expect("a JSON object").keys() {
+        assert!(
+            !schema["properties"][field.as_str()].is_null(),
+            "{field} is not a property of {name}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -279,6 +301,8 @@ async fn look_up_and_campaign_summaries() {
         (Some(1), Some(2))
     );
     assert_eq!(one.body["state"], "open");
+    assert_documented(&one.body, "Summary");
+    assert_documented(&alice.body, "Application");
     let all = send(&app, get("/v1/campaigns")).await;
     let states: Vec<&str> = all.body["campaigns"]
         .as_array()
