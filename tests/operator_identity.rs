@@ -141,8 +141,8 @@ rateLimits: {{perClient: {{perSecond: 1, burst: {CLIENT_BURST}}}}}
     );
     let (_operator, issuer, campaign) = provisioned("jwt", ("shop-keys", keys), &spec).await;
 
-    // Refused from another address, so the bucket of the applies below stays whole
-    // whichever of the two checks comes first.
+    // Refused from another address: refused credentials count against a client's bucket
+    // too (tests/rate_limits.rs), and the applies below need theirs whole.
     let elsewhere = client_from([127, 0, 0, 2]);
     let anonymous = apply(&elsewhere, &issuer, &campaign, &[]).await;
     assert_eq!(
@@ -167,14 +167,18 @@ rateLimits: {{perClient: {{perSecond: 1, burst: {CLIENT_BURST}}}}}
     // Eight users with valid tokens from one address: the first CLIENT_BURST admitted,
     // then the address is over its rate.
     let here = client_from([127, 0, 0, 1]);
+    // Signed up front: the applies follow each other well within a refill (1 s).
+    let users: Vec<(String, String)> = (0..CLIENT_BURST + 3)
+        .map(|i| format!("user-{i}"))
+        .map(|user| {
+            let bearer = format!("Bearer {}", token(SIGNER, &user, in_five_minutes()));
+            (user, bearer)
+        })
+        .collect();
     let mut answers = Vec::new();
-    for i in 0..CLIENT_BURST + 3 {
-        let user = format!("user-{i}");
-        let bearer = format!("Bearer {}", token(SIGNER, &user, in_five_minutes()));
-        answers.push((
-            user,
-            apply(&here, &issuer, &campaign, &[("authorization", &bearer)]).await,
-        ));
+    for (user, bearer) in &users {
+        let answer = apply(&here, &issuer, &campaign, &[("authorization", bearer)]).await;
+        answers.push((user, answer));
     }
     for (user, answer) in &answers[..CLIENT_BURST] {
         assert_eq!(
