@@ -223,7 +223,8 @@ fn assert_refused(exchanges: &[Exchange], reasons: &[&str]) {
     let mut refused = 0;
     for e in exchanges {
         let apply = e.method == "POST" && e.path.ends_with("/applications");
-        if !apply && !(e.method == "GET" && e.path.contains("/applications/")) {
+        let look_up = e.method == "GET" && e.path.contains("/applications/");
+        if !(apply || look_up) {
             continue;
         }
         let reason = e.reason.as_deref().unwrap_or_default();
