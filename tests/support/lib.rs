@@ -5,9 +5,11 @@
 pub mod cluster;
 pub mod invariants;
 pub mod issuer;
+pub mod kubelet;
 pub mod process;
 pub mod redis_beds;
 pub mod spike;
+pub mod tokens;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

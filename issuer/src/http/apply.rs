@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::apply_body::ApplyRequest;
 use super::caller::Caller;
-use super::client::ClientAddr;
+use super::client::WithinClientRate;
 use super::{Api, ApiError};
 use crate::admission::Outcome;
 use crate::issuer::Issuer;
@@ -60,17 +60,16 @@ fn sold_out(campaign: String) -> ApiError {
     .with("campaign", campaign)
 }
 
-/// Rate limits first (the client before the body is even looked at, then the user), so
-/// what they refuse costs no admission work.
+/// Rate limits first (the client before its credentials or the body are even looked at,
+/// then the user), so what they refuse costs no authentication or admission work.
 pub async fn apply(
     State(api): State<std::sync::Arc<Api>>,
-    ClientAddr(client): ClientAddr,
+    _within_rate: WithinClientRate,
     Path(campaign): Path<String>,
     caller: Caller,
     body: Result<Json<ApplyRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let limits = &api.issuer.campaign(&campaign)?.limits;
-    limits.check_client(client)?;
     let Json(request) = body?;
     let user = caller.applicant(request.user_id)?;
     limits.check_user(&user)?;
