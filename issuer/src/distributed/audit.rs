@@ -82,7 +82,10 @@ impl Distributed {
         campaign: &Campaign,
     ) -> Result<HashMap<Winner, u32>, IssuerError> {
         let counts = self.redis.counts(&campaign.keys).await?;
-        if counts.admitted == self.coupons.issued_count(campaign.name()).await? {
+        let issued = self.coupons.issued_count(campaign.name()).await?;
+        self.metrics
+            .pending_persistence(campaign.name(), counts.admitted.saturating_sub(issued));
+        if counts.admitted == issued {
             return Ok(HashMap::new());
         }
         let holders = self.redis.holders(&campaign.keys).await?;
