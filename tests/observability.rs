@@ -270,10 +270,15 @@ async fn spike_over_time() {
     std::fs::write(&file, config.to_string()).unwrap();
     let issuer = start_distributed(&services, &["--campaigns-file", file.to_str().unwrap()]).await;
     let _targets = prometheus.scrape(&campaign, &[address(&issuer)]);
-    let applies = format!("sum(firstcome_applies_total{{campaign=\"{campaign}\"}})");
+    let c = format!("campaign=\"{campaign}\"");
+    let applies = format!("sum(firstcome_applies_total{{{c}}})");
     wait_reading(prometheus, &applies, 0.0).await;
+    // A few quiet scrapes first, so the plot starts from zero.
+    let scrapes =
+        format!("count_over_time(firstcome_applies_total{{{c}, outcome=\"admitted\"}}[4s])");
+    wait_reading(prometheus, &scrapes, 4.0).await;
 
-    let start = now() - 3.0;
+    let start = (now() - 2.0).floor();
     let answers = Spike::new(&[&issuer.base], &campaign)
         .run(users("p", 40_000))
         .await;
@@ -287,7 +292,6 @@ async fn spike_over_time() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let end = now();
 
-    let c = format!("campaign=\"{campaign}\"");
     let series = [
         format!("sum(irate(firstcome_applies_total{{{c}, outcome=\"admitted\"}}[3s]))"),
         format!("sum(irate(firstcome_applies_total{{{c}, outcome=\"sold_out\"}}[3s]))"),
@@ -300,29 +304,28 @@ async fn spike_over_time() {
         let result = prometheus
             .query_range(query, start, end, Duration::from_secs(1))
             .await;
-        columns.push(
-            result
-                .into_iter()
-                .next()
-                .map(|(_, points)| points)
-                .unwrap_or_default(),
-        );
+        let points = result.into_iter().next().map(|(_, points)| points);
+        columns.push(points.unwrap_or_default());
     }
-    let mut out = String::from("seconds,admitted_per_second,sold_out_per_second,p99_seconds\n");
-    for (at, admitted) in &columns[0] {
-        let at_second = |column: &Vec<(f64, f64)>| {
-            column
-                .iter()
-                .find(|(t, _)| t == at)
-                .map_or(String::new(), |(_, v)| v.to_string())
-        };
-        out.push_str(&format!(
-            "{},{admitted},{},{}\n",
-            at - start,
-            at_second(&columns[1]),
-            at_second(&columns[2])
-        ));
-    }
-    std::fs::write(&csv, out).unwrap();
+    std::fs::write(&csv, spike_csv(start, &columns)).unwrap();
     eprintln!("spike of 40000 users, limit 5000: {outcomes:?}; written to {csv}");
+}
+
+/// One line a second: seconds since `start`, then each column's value at that second
+/// (empty where Prometheus has none, e.g. no latency while nothing is admitted).
+fn spike_csv(start: f64, columns: &[Vec<(f64, f64)>]) -> String {
+    let mut out = String::from("seconds,admitted_per_second,sold_out_per_second,p99_seconds\n");
+    for (at, _) in &columns[0] {
+        let values: Vec<String> = columns
+            .iter()
+            .map(|column| {
+                let value = column.iter().find(|(t, _)| t == at).map(|(_, v)| *v);
+                value
+                    .filter(|v| v.is_finite())
+                    .map_or(String::new(), |v| format!("{v:.3}"))
+            })
+            .collect();
+        out.push_str(&format!("{:.0},{}\n", at - start, values.join(",")));
+    }
+    out
 }
