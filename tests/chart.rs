@@ -214,6 +214,25 @@ fn the_alerts_are_the_rule_file_promtool_tests_and_the_dashboard_is_its_file() {
     );
     let parsed: serde_json::Value = serde_json::from_str(json).unwrap();
     assert_eq!(parsed["uid"], "firstcome");
+    // What Grafana needs to lay it out and query it: unique panel ids, every chart on the
+    // data source the user picks, unique query ids per chart.
+    let panels = parsed["panels"].as_array().unwrap();
+    let ids: std::collections::BTreeSet<u64> =
+        panels.iter().map(|p| p["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len(), panels.len(), "unique panel ids");
+    for panel in panels.iter().filter(|p| p["type"] == "timeseries") {
+        assert_eq!(
+            panel["datasource"]["uid"], "${datasource}",
+            "{}",
+            panel["title"]
+        );
+        let targets = panel["targets"].as_array().unwrap();
+        let refs: std::collections::BTreeSet<&str> = targets
+            .iter()
+            .map(|t| t["refId"].as_str().unwrap())
+            .collect();
+        assert_eq!(refs.len(), targets.len(), "{}", panel["title"]);
+    }
 }
 
 /// A kubeconfig that authenticates with `token` to the test control plane.
