@@ -127,6 +127,10 @@ async fn prometheus_reads_exact_counts_raises_drift_and_parses_the_dashboard() {
     wait_reading(prometheus, &persisted, 100.0).await;
     let pending = format!("firstcome_pending_persistence{{campaign=\"{id}\"}}");
     wait_reading(prometheus, &pending, 0.0).await;
+    let provisioned = format!("firstcome_campaign_provisioned{{campaign=\"{id}\"}}");
+    assert_eq!(prometheus.value(&provisioned).await, Some(1.0));
+    let unconfirmed = format!("firstcome_unconfirmed_winners{{campaign=\"{id}\"}}");
+    wait_reading(prometheus, &unconfirmed, 0.0).await;
 
     // Drift: three winners' coupons vanish from PostgreSQL.
     let deleted = sqlx::query("DELETE FROM coupons WHERE campaign = $1 AND sequence > 97")
