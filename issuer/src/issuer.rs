@@ -13,7 +13,7 @@ use crate::admission::Outcome;
 use crate::backend::{Backend, HeldAdmission};
 use crate::campaign::{Campaign, CampaignState};
 use crate::error::IssuerError;
-use crate::metrics::{ApplyOutcome, Metrics};
+use crate::metrics::ApplyOutcome;
 use crate::user_id::UserId;
 
 /// What `GET /v1/campaigns/{campaign}` shows of the counts.
@@ -28,20 +28,15 @@ pub struct Summary {
 pub struct Issuer {
     campaigns: HashMap<String, Arc<Campaign>>,
     backend: Backend,
-    metrics: Arc<Metrics>,
 }
 
 impl Issuer {
-    pub fn new(campaigns: &[Arc<Campaign>], backend: Backend, metrics: Arc<Metrics>) -> Self {
+    pub fn new(campaigns: &[Arc<Campaign>], backend: Backend) -> Self {
         let campaigns = campaigns
             .iter()
             .map(|c| (c.config.name.clone(), Arc::clone(c)))
             .collect();
-        Self {
-            campaigns,
-            backend,
-            metrics,
-        }
+        Self { campaigns, backend }
     }
 
     pub fn campaigns(&self) -> impl Iterator<Item = &Arc<Campaign>> {
@@ -112,9 +107,9 @@ impl Issuer {
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "apply not decided"),
         }
-        self.metrics
-            .admission_seconds
-            .observe(started.elapsed().as_secs_f64());
+        campaign
+            .counters
+            .admission_took(started.elapsed().as_secs_f64());
         result
     }
 
