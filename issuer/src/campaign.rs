@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use firstcome_contract::{CampaignConfig, CampaignKeys, Window};
+use prometheus_client::metrics::gauge::Gauge;
 
 use crate::admission::Counts;
 use crate::admission::sold_out::SoldOutBoard;
@@ -28,6 +29,8 @@ pub struct Campaign {
     restoring: AtomicBool,
     /// Whether the backend holds the campaign's admission state; readiness needs it.
     provisioned: AtomicBool,
+    /// `provisioned` as a metric, for the alert on a campaign Redis does not hold.
+    provisioned_gauge: Gauge,
     /// Winners without a coupon at the last drift audit.
     pub drift: AtomicU64,
     /// Who holds each sequence, as the campaign topic says (distributed issuers).
@@ -66,6 +69,11 @@ impl Campaign {
             counters: metrics.apply_counters(&config.name),
             restoring: AtomicBool::new(false),
             provisioned: AtomicBool::new(provisioned),
+            provisioned_gauge: {
+                let gauge = metrics.provisioned(&config.name);
+                gauge.set(i64::from(provisioned));
+                gauge
+            },
             drift: AtomicU64::new(0),
             claims: Arc::default(),
             room: None,
@@ -88,6 +96,7 @@ impl Campaign {
 
     pub fn set_provisioned(&self, provisioned: bool) {
         self.provisioned.store(provisioned, Ordering::Release);
+        self.provisioned_gauge.set(i64::from(provisioned));
     }
 
     /// Claims the restore of this campaign; only one caller at a time gets `true`.

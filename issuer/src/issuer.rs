@@ -13,7 +13,7 @@ use crate::admission::Outcome;
 use crate::backend::{Backend, HeldAdmission};
 use crate::campaign::{Campaign, CampaignState};
 use crate::error::IssuerError;
-use crate::metrics::{ApplyOutcome, Metrics};
+use crate::metrics::ApplyOutcome;
 use crate::user_id::UserId;
 use crate::waiting_room::queue::RoomQueue;
 
@@ -29,13 +29,12 @@ pub struct Summary {
 pub struct Issuer {
     campaigns: HashMap<String, Arc<Campaign>>,
     backend: Backend,
-    metrics: Arc<Metrics>,
     /// The waiting rooms' queues, in the distributed backend's Redis.
     rooms: Option<RoomQueue>,
 }
 
 impl Issuer {
-    pub fn new(campaigns: &[Arc<Campaign>], backend: Backend, metrics: Arc<Metrics>) -> Self {
+    pub fn new(campaigns: &[Arc<Campaign>], backend: Backend) -> Self {
         let campaigns = campaigns
             .iter()
             .map(|c| (c.config.name.clone(), Arc::clone(c)))
@@ -47,7 +46,6 @@ impl Issuer {
         Self {
             campaigns,
             backend,
-            metrics,
             rooms,
         }
     }
@@ -126,9 +124,9 @@ impl Issuer {
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "apply not decided"),
         }
-        self.metrics
-            .admission_seconds
-            .observe(started.elapsed().as_secs_f64());
+        campaign
+            .counters
+            .admission_took(started.elapsed().as_secs_f64());
         result
     }
 

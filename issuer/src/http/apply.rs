@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::apply_body::ApplyRequest;
 use super::caller::Caller;
-use super::client::ClientAddr;
+use super::client::WithinClientRate;
 use super::{Api, ApiError};
 use crate::admission::Outcome;
 use crate::issuer::Issuer;
@@ -63,19 +63,18 @@ fn sold_out(campaign: String) -> ApiError {
 /// The header an apply to a campaign with a waiting room carries its pass in.
 pub const PASS_HEADER: &str = "firstcome-pass";
 
-/// Rate limits first (the client before the body is even looked at, then the user), so
-/// what they refuse costs no admission work; then the waiting room's pass, if the
-/// campaign has one.
+/// Rate limits first (the client before its credentials or the body are even looked at,
+/// then the user), so what they refuse costs no authentication or admission work; then
+/// the waiting room's pass, if the campaign has one.
 pub async fn apply(
     State(api): State<std::sync::Arc<Api>>,
-    ClientAddr(client): ClientAddr,
+    _within_rate: WithinClientRate,
     Path(campaign): Path<String>,
     caller: Caller,
     headers: HeaderMap,
     body: Result<Json<ApplyRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let served = api.issuer.campaign(&campaign)?;
-    served.limits.check_client(client)?;
     let Json(request) = body?;
     let user = caller.applicant(request.user_id)?;
     served.limits.check_user(&user)?;

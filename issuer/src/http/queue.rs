@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::apply_body::ApplyRequest;
 use super::caller::Caller;
-use super::client::ClientAddr;
+use super::client::WithinClientRate;
 use super::{Api, ApiError};
 use crate::campaign::Campaign;
 use crate::waiting_room::Room;
@@ -23,18 +23,17 @@ use crate::waiting_room::order::is_ticket;
 use crate::waiting_room::place::{Held, TicketState, estimated_wait_seconds, state};
 use crate::waiting_room::queue::{Joined, Polled, RoomQueue};
 
-/// Joins the caller to the room: rate limited like an apply, from the pre-queue's
-/// opening until the campaign closes.
+/// Joins the caller to the room: rate limited like an apply (the client before its
+/// credentials), from the pre-queue's opening until the campaign closes.
 pub async fn join(
     State(api): State<Arc<Api>>,
-    ClientAddr(client): ClientAddr,
+    _within_rate: WithinClientRate,
     Path(name): Path<String>,
     caller: Caller,
     body: Result<Json<ApplyRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let campaign = api.issuer.campaign(&name)?;
     let (room, queue) = room_of(&api, campaign)?;
-    campaign.limits.check_client(client)?;
     let Json(request) = body?;
     let user = caller.applicant(request.user_id)?;
     campaign.limits.check_user(&user)?;
