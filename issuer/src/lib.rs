@@ -13,7 +13,8 @@
 //! - [`kafka::consumer`] persists winner events into PostgreSQL ([`store::postgres`]).
 //!
 //! [`wiring`] builds a process from its command line ([`cli`]) and runs it; [`campaign`]
-//! is a campaign as a process serves it; [`error`] the errors of the apply flow.
+//! is a campaign as a process serves it; [`error`] the errors of the apply flow;
+//! [`traces`] exports the spans of all this over OTLP when asked to.
 
 pub mod admission;
 pub mod backend;
@@ -30,5 +31,6 @@ pub mod limits;
 pub mod metrics;
 pub mod readiness;
 pub mod store;
+pub mod traces;
 pub mod user_id;
 pub mod wiring;
