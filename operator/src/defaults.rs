@@ -16,6 +16,8 @@ pub struct IssuerDefaults {
     pub replicas: i32,
     pub resources: ResourceRequirements,
     pub backends_secret: String,
+    /// Where the issuers export their traces (OTLP/HTTP), if anywhere.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for IssuerDefaults {
@@ -35,6 +37,7 @@ impl Default for IssuerDefaults {
                 ..ResourceRequirements::default()
             },
             backends_secret: "firstcome-backends".to_string(),
+            otlp_endpoint: None,
         }
     }
 }

@@ -117,8 +117,14 @@ fn http_probe(path: &str, period: i32) -> Probe {
     }
 }
 
-/// The issuer's environment: each backend setting from the Secret, never inline.
-fn issuer_env(secret: &str) -> Vec<EnvVar> {
+/// The issuer's environment: each backend setting from the Secret, never inline; the
+/// traces collector, when the operator names one.
+fn issuer_env(secret: &str, otlp_endpoint: Option<&str>) -> Vec<EnvVar> {
+    let value = |name: &str, value: &str| EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    };
     SECRET_KEYS
         .iter()
         .map(|(key, var)| EnvVar {
@@ -133,11 +139,8 @@ fn issuer_env(secret: &str) -> Vec<EnvVar> {
             }),
             ..EnvVar::default()
         })
-        .chain([EnvVar {
-            name: "FIRSTCOME_LOG_FORMAT".into(),
-            value: Some("json".into()),
-            ..EnvVar::default()
-        }])
+        .chain([value("FIRSTCOME_LOG_FORMAT", "json")])
+        .chain(otlp_endpoint.map(|url| value("OTEL_EXPORTER_OTLP_ENDPOINT", url)))
         .collect()
 }
 
@@ -171,7 +174,10 @@ fn issuer_container(campaign: &CouponCampaign, defaults: &IssuerDefaults) -> Con
         name: "issuer".into(),
         image: Some(defaults.image(campaign).into()),
         args: Some(issuer_args(campaign)),
-        env: Some(issuer_env(defaults.backends_secret(campaign))),
+        env: Some(issuer_env(
+            defaults.backends_secret(campaign),
+            defaults.otlp_endpoint.as_deref(),
+        )),
         ports: Some(vec![
             ContainerPort {
                 name: Some("http".into()),
@@ -496,6 +502,31 @@ mod tests {
         let security = container.security_context.as_ref().unwrap();
         assert_eq!(security.read_only_root_filesystem, Some(true));
         assert_eq!(security.allow_privilege_escalation, Some(false));
+    }
+
+    #[test]
+    fn issuers_export_traces_only_where_the_operator_says() {
+        let c = campaign("limit: 100\n");
+        let env_of = |defaults: &IssuerDefaults| {
+            let d = deployment(&c, &campaign_config(&c).unwrap(), defaults, Some(2));
+            d.spec.template.spec.unwrap().containers[0]
+                .env
+                .clone()
+                .unwrap()
+        };
+        let otlp = |env: &[EnvVar]| {
+            (env.iter().find(|e| e.name == "OTEL_EXPORTER_OTLP_ENDPOINT"))
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(otlp(&env_of(&defaults("img"))), None);
+        let traced = IssuerDefaults {
+            otlp_endpoint: Some("http://otel-collector:4318".into()),
+            ..defaults("img")
+        };
+        assert_eq!(
+            otlp(&env_of(&traced)).as_deref(),
+            Some("http://otel-collector:4318")
+        );
     }
 
     #[test]
