@@ -1,16 +1,17 @@
 //! `issuer.scaling` against a real kube-apiserver: the operator (a local process) scales
 //! the issuer Deployment to peak at the lead instant before `opensAt` and back to base
-//! at `closesAt`; the autoscaler it owns comes and goes with the spec and never has the
-//! Deployment's replicas pulled from under it; the API server refuses plans that
-//! contradict themselves.
+//! at `closesAt` or once sold out; the autoscaler it owns comes and goes with the spec
+//! and never has the Deployment's replicas pulled from under it; the API server refuses
+//! plans that contradict themselves.
 
 use std::time::{Duration, SystemTime};
 
 use firstcome_e2e::cluster::*;
+use firstcome_e2e::spike::apply;
 use firstcome_e2e::{Services, wait_for};
 use firstcome_operator::controller::MANAGER;
 use firstcome_operator::owned::HANDOVER_MANAGER;
-use firstcome_operator::resource::CouponCampaign;
+use firstcome_operator::resource::{CouponCampaign, Phase};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::{Api, Client};
@@ -114,7 +115,40 @@ async fn the_issuers_go_to_peak_at_the_lead_instant_and_back_to_base_at_closing(
         s.issuer_replicas == 1
     })
     .await;
-    assert_eq!(status.phase, firstcome_operator::resource::Phase::Closed);
+    assert_eq!(status.phase, Phase::Closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sold_out_campaign_goes_back_to_base() {
+    let services = Services::from_env();
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = namespace(&client, "soldout", &services, &services.redis_url).await;
+    let _operator = start_operator(&ns, "only", &[]).await;
+    // No opensAt: open, so at peak from the start.
+    let spec = "limit: 2\nissuer: {scaling: {baseReplicas: 1, peakReplicas: 3}}\n";
+    apply_campaign(&client, &ns, "sale", spec).await.unwrap();
+    let status = wait_status(&client, &ns, "sale", "open at peak", |s| {
+        s.phase == Phase::Open && s.issuer_replicas == 3
+    })
+    .await;
+    assert_eq!(replicas(&client, &ns).await, Some(3));
+
+    let issuer = start_issuer_like_the_deployment(&client, &ns, "sale").await;
+    let id = status.campaign_id.unwrap();
+    let http = reqwest::Client::new();
+    for user in ["alice", "bob"] {
+        let (code, body) = apply(&http, &issuer.base, &id, user).await;
+        assert_eq!(code, reqwest::StatusCode::CREATED, "{body}");
+    }
+    wait_status(&client, &ns, "sale", "sold out at base", |s| {
+        s.phase == Phase::SoldOut && s.issuer_replicas == 1
+    })
+    .await;
+    wait_for("the Deployment back at base", TIMEOUT, || async {
+        (replicas(&client, &ns).await == Some(1)).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
