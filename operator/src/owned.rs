@@ -38,7 +38,8 @@ pub async fn apply(
     let config_map = desired::config_map(campaign, config);
     apply_one(client, &namespace, &name, config_map).await?;
     let autoscaler = desired::autoscaler(campaign, plan.replicas);
-    let replicas = deployment_replicas(client, &namespace, &name, &autoscaler, plan).await?;
+    let autoscaled = autoscaler.is_some();
+    let replicas = deployment_replicas(client, &namespace, &name, autoscaled, plan).await?;
     let deployment = desired::deployment(campaign, config, defaults, replicas);
     let deployment = apply_one(client, &namespace, &name, deployment).await?;
     match autoscaler {
@@ -66,10 +67,10 @@ async fn deployment_replicas(
     client: &Client,
     namespace: &str,
     name: &str,
-    autoscaler: &Option<HorizontalPodAutoscaler>,
+    autoscaled: bool,
     plan: Plan,
 ) -> Result<Option<i32>, Error> {
-    if autoscaler.is_none() {
+    if !autoscaled {
         return Ok(Some(plan.replicas));
     }
     let api = Api::<Deployment>::namespaced(client.clone(), namespace);
