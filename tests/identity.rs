@@ -1,14 +1,22 @@
 //! Only the real user applies, end to end: a distributed issuer (real Redis, Kafka and
 //! PostgreSQL) serving a campaign with identity jwt, its keys directory holding the
-//! test-only RSA key of issuer/tests/fixtures/identity.
+//! test-only RSA key of issuer/tests/fixtures/identity; and a standalone issuer taking
+//! its keys from an identity provider's JWKS, served by the test on 127.0.0.1.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
+use axum::extract::State;
 use firstcome_e2e::Services;
-use firstcome_e2e::issuer::{postgres, start_distributed, temp_dir, wait_for_coupons};
+use firstcome_e2e::issuer::{
+    postgres, start_distributed, start_standalone, temp_dir, wait_for_coupons,
+};
 use firstcome_e2e::spike::{Outcome, Spike, admitted_users, tally, try_apply_as};
 use firstcome_e2e::unique_name;
+use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -26,13 +34,27 @@ fn fixture(name: &str) -> Vec<u8> {
 
 /// An RS256 token for `user` signed with the fixture key `private`, expiring at `exp`.
 fn token(private: &str, user: &str, exp: i64) -> String {
+    signed(private, "rsa-1", user, exp)
+}
+
+/// A token for `user` naming key `kid`, signed with the fixture key `private` (RS256,
+/// or ES256 for the EC key).
+fn signed(private: &str, kid: &str, user: &str, exp: i64) -> String {
     let claims = json!({ "sub": user, "iss": ISSUER, "aud": AUDIENCE, "exp": exp });
+    let (alg, key) = encoding_key(private);
     let header = Header {
-        kid: Some("rsa-1".into()),
-        ..Header::new(Algorithm::RS256)
+        kid: Some(kid.into()),
+        ..Header::new(alg)
     };
-    let key = EncodingKey::from_rsa_pem(&fixture(private)).unwrap();
     encode(&header, &claims, &key).unwrap()
+}
+
+fn encoding_key(private: &str) -> (Algorithm, EncodingKey) {
+    let pem = fixture(private);
+    match private.contains("-ec") {
+        true => (Algorithm::ES256, EncodingKey::from_ec_pem(&pem).unwrap()),
+        false => (Algorithm::RS256, EncodingKey::from_rsa_pem(&pem).unwrap()),
+    }
 }
 
 fn in_five_minutes() -> i64 {
@@ -134,4 +156,152 @@ async fn refused_tokens_admit_nobody(base: &str, campaign: &str) {
 
 fn reason(body: &Value) -> &str {
     body["reason"].as_str().unwrap_or_default()
+}
+
+/// An identity provider as far as the issuer sees one: a JWKS document on 127.0.0.1
+/// whose keys the test changes, counting how often it is fetched.
+struct Provider {
+    keys: RwLock<Vec<Jwk>>,
+    fetches: AtomicUsize,
+}
+
+impl Provider {
+    /// Serves the set at `http://127.0.0.1:<port>/jwks` until the task is aborted.
+    async fn serve(self: &Arc<Self>) -> (String, tokio::task::JoinHandle<()>) {
+        async fn jwks(State(provider): State<Arc<Provider>>) -> axum::Json<JwkSet> {
+            provider.fetches.fetch_add(1, Ordering::SeqCst);
+            let keys = provider.keys.read().unwrap().clone();
+            axum::Json(JwkSet { keys })
+        }
+        let app = axum::Router::new()
+            .route("/jwks", axum::routing::get(jwks))
+            .with_state(Arc::clone(self));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, server)
+    }
+
+    fn publish(&self, private: &str, kid: &str) {
+        let (alg, key) = encoding_key(private);
+        let mut jwk = Jwk::from_encoding_key(&key, alg).unwrap();
+        jwk.common.key_id = Some(kid.into());
+        self.keys.write().unwrap().push(jwk);
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
+
+/// A key set's keys are fetched when first needed, a key the provider adds is used
+/// without a restart, a flood of unknown `kid`s causes no flood of fetches, and a
+/// provider gone keeps the keys fetched while answering unknown ones 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_come_from_the_providers_key_set_fetched_at_a_bounded_rate() {
+    let provider = Arc::new(Provider {
+        keys: RwLock::new(Vec::new()),
+        fetches: AtomicUsize::new(0),
+    });
+    provider.publish("test-only-rsa.key", "rsa-1");
+    let (url, server) = provider.serve().await;
+    let campaign = unique_name("jwks");
+    let limit = format!("{campaign}:1000");
+    let data = temp_dir("jwks-ledger");
+    let flags = [
+        "--campaign",
+        &limit,
+        "--identity",
+        "jwt",
+        "--jwt-jwks-url",
+        &url,
+        "--jwt-issuer",
+        ISSUER,
+        "--jwt-audience",
+        AUDIENCE,
+    ];
+    let issuer = start_standalone(&data, &flags).await;
+    let client = reqwest::Client::new();
+    let apply = |user: &str, token: String| {
+        let (client, base, campaign) = (client.clone(), issuer.base.clone(), campaign.clone());
+        let user = user.to_string();
+        async move {
+            let (status, body) = try_apply_as(&client, &base, &campaign, &user, Some(&token))
+                .await
+                .expect("apply request");
+            (status, reason(&body).to_string())
+        }
+    };
+    let admitted = (StatusCode::CREATED, "admitted".to_string());
+    let refused = (StatusCode::UNAUTHORIZED, "invalid_token".to_string());
+
+    assert_eq!(
+        provider.fetches(),
+        0,
+        "nothing is fetched before a token needs it"
+    );
+    let exp = in_five_minutes();
+    assert_eq!(
+        apply("ann", signed("test-only-rsa.key", "rsa-1", "ann", exp)).await,
+        admitted
+    );
+    assert_eq!(provider.fetches(), 1);
+    let forged = signed("test-only-rsa-forger.key", "rsa-1", "eve", exp);
+    assert_eq!(apply("eve", forged).await, refused);
+
+    // 200 tokens naming keys nobody published, at once: refused, and no fetch, the last
+    // one being less than 10 s old.
+    let unknown = (0..200).map(|i| {
+        let user = format!("probe-{i}");
+        apply(
+            &user.clone(),
+            signed("test-only-rsa.key", &format!("kid-{i}"), &user, exp),
+        )
+    });
+    let answers = futures::future::join_all(unknown).await;
+    assert!(answers.iter().all(|a| *a == refused), "{:?}", &answers[..3]);
+    assert_eq!(
+        provider.fetches(),
+        1,
+        "unknown kids within 10 s fetch nothing"
+    );
+
+    // A key the provider rotates in is used once the set may be fetched again.
+    provider.publish("test-only-ec.key", "ec-2");
+    tokio::time::sleep(Duration::from_millis(10_500)).await;
+    assert_eq!(
+        apply("bob", signed("test-only-ec.key", "ec-2", "bob", exp)).await,
+        admitted
+    );
+    assert_eq!(provider.fetches(), 2);
+
+    // The provider goes away: the keys fetched still verify; a key not fetched cannot be
+    // told from a forged one, so it is answered 503, not 401.
+    server.abort();
+    tokio::time::sleep(Duration::from_millis(10_500)).await;
+    let unknown = signed("test-only-rsa.key", "rsa-9", "cid", exp);
+    assert_eq!(
+        apply("cid", unknown).await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "identity_unavailable".to_string()
+        )
+    );
+    assert_eq!(
+        apply("dee", signed("test-only-rsa.key", "rsa-1", "dee", exp)).await,
+        admitted
+    );
+    let summary: Value = (client
+        .get(format!("{}/v1/campaigns/{campaign}", issuer.base))
+        .send()
+        .await)
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        summary["admitted"].as_u64(),
+        Some(3),
+        "ann, bob and dee only"
+    );
 }

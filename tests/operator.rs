@@ -356,6 +356,14 @@ async fn invalid_campaigns_are_rejected_and_an_unreachable_redis_recovers() {
         ),
         ("limit: 10\nidentity: {mode: basic}\n", "identity.mode"),
         (
+            "limit: 10\nidentity: {jwt: {issuer: i, audience: a, secretRef: {name: k}, jwksUrl: 'https://idp/jwks'}}\n",
+            "exactly one of secretRef and jwksUrl",
+        ),
+        (
+            "limit: 10\nidentity: {jwt: {issuer: i, audience: a, jwksUrl: 'http://idp.example/jwks'}}\n",
+            "jwksUrl must be an https URL",
+        ),
+        (
             "limit: 10\nrateLimits: {perClient: {perSecond: 0, burst: 1}}\n",
             "rateLimits.perClient.perSecond",
         ),
@@ -378,6 +386,11 @@ async fn invalid_campaigns_are_rejected_and_an_unreachable_redis_recovers() {
     apply_campaign(&client, &ns, "limited", good)
         .await
         .expect("rate limits and trusted proxies within bounds are accepted");
+    let provider = "limit: 10\nissuer: {replicas: 0}\n\
+        identity: {jwt: {issuer: i, audience: a, jwksUrl: 'https://login.example/jwks'}}\n";
+    apply_campaign(&client, &ns, "provider-keys", provider)
+        .await
+        .expect("an https JWKS URL is accepted");
 
     let _operator = start_operator(&ns, "only", &[]).await;
     apply_campaign(&client, &ns, "fragile", "limit: 10\n")
@@ -432,7 +445,7 @@ async fn the_example_campaign_is_accepted_by_the_api_server() {
         .identity
         .jwt
         .expect("the example names its keys");
-    assert_eq!(jwt.secret_ref.name, "black-friday-jwt-keys");
+    assert_eq!(jwt.secret_ref.unwrap().name, "black-friday-jwt-keys");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

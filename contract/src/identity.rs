@@ -1,11 +1,11 @@
 //! Who a campaign's issuer believes an apply comes from: its identity configuration.
 //!
 //! `none` trusts the `userId` of the body (the standalone demo); `jwt` verifies a bearer
-//! token against keys in a directory; `header` trusts a user header set by an
+//! token against keys in a directory or an identity provider's JWKS; `header` trusts a user header set by an
 //! authenticating gateway, together with a shared secret header. The configuration holds
 //! paths, never key material.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +23,8 @@ pub enum IdentityConfig {
     /// The body's `userId` is believed: anyone may apply as anyone.
     #[default]
     None,
-    /// `Authorization: Bearer <JWT>`, verified with the keys of `jwt.keysDir`.
+    /// `Authorization: Bearer <JWT>`, verified with the keys of `jwt.keysDir` or
+    /// `jwt.jwksUrl`.
     Jwt { jwt: JwtConfig },
     /// A user header from an authenticating gateway, with its shared secret.
     Header { header: HeaderConfig },
@@ -44,7 +45,20 @@ pub struct JwtConfig {
     pub leeway_seconds: u64,
     /// A directory of key files, one key each (a mounted Secret): PEM public keys
     /// (RSA, EC P-256, Ed25519) or an HMAC secret; the file name is the key's `kid`.
-    pub keys_dir: PathBuf,
+    /// Exactly one of `keysDir` and `jwksUrl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_dir: Option<PathBuf>,
+    /// The identity provider's JSON Web Key Set (public keys only): `https`, or `http`
+    /// to a loopback host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+}
+
+/// Where a campaign's token verification keys come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JwtKeys<'a> {
+    Dir(&'a Path),
+    Jwks(&'a str),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +79,10 @@ pub enum IdentityConfigError {
     MissingSettings(&'static str),
     #[error("identity jwt: {0} must not be empty")]
     Empty(&'static str),
+    #[error("identity jwt: give exactly one of keysDir and jwksUrl")]
+    KeySource,
+    #[error("identity jwt: jwksUrl must be an https URL (http only to a loopback host)")]
+    JwksUrl,
     #[error("identity jwt: leewaySeconds must be at most {MAX_LEEWAY_SECONDS}")]
     LeewayTooLong,
     #[error("identity header: {0:?} is not a header name (use letters, digits and '-')")]
@@ -115,14 +133,44 @@ impl JwtConfig {
                 return Err(IdentityConfigError::Empty(field));
             }
         }
-        if self.keys_dir.as_os_str().is_empty() {
-            return Err(IdentityConfigError::Empty("keysDir"));
-        }
+        self.keys()?;
         if self.leeway_seconds > MAX_LEEWAY_SECONDS {
             return Err(IdentityConfigError::LeewayTooLong);
         }
         Ok(())
     }
+}
+
+impl JwtConfig {
+    /// Where the keys come from; an error unless exactly one source is given and usable.
+    pub fn keys(&self) -> Result<JwtKeys<'_>, IdentityConfigError> {
+        match (&self.keys_dir, &self.jwks_url) {
+            (Some(dir), None) if dir.as_os_str().is_empty() => {
+                Err(IdentityConfigError::Empty("keysDir"))
+            }
+            (Some(dir), None) => Ok(JwtKeys::Dir(dir)),
+            (None, Some(url)) if is_jwks_url(url) => Ok(JwtKeys::Jwks(url)),
+            (None, Some(_)) => Err(IdentityConfigError::JwksUrl),
+            _ => Err(IdentityConfigError::KeySource),
+        }
+    }
+}
+
+/// An `https` URL, or an `http` one to a loopback host (a sidecar, a test's provider):
+/// keys fetched in clear text from anywhere else could be swapped on the way.
+fn is_jwks_url(url: &str) -> bool {
+    let Ok(url) = url::Url::parse(url) else {
+        return false;
+    };
+    let loopback = match url.host() {
+        Some(url::Host::Domain(domain)) => domain == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => return false,
+    };
+    url.username().is_empty()
+        && url.password().is_none()
+        && (url.scheme() == "https" || (url.scheme() == "http" && loopback))
 }
 
 impl HeaderConfig {
@@ -158,7 +206,8 @@ mod tests {
             audience: "coupons".into(),
             user_claim: DEFAULT_USER_CLAIM.into(),
             leeway_seconds: DEFAULT_LEEWAY_SECONDS,
-            keys_dir: "/keys".into(),
+            keys_dir: Some("/keys".into()),
+            jwks_url: None,
         }
     }
 
@@ -178,8 +227,8 @@ mod tests {
         assert!(no_jwt.to_string().contains("jwt"), "{no_jwt}");
         let no_header = parse(r#"{"mode":"header"}"#).unwrap_err();
         assert!(no_header.to_string().contains("header"), "{no_header}");
-        let no_keys = parse(r#"{"mode":"jwt","jwt":{"issuer":"i","audience":"a"}}"#).unwrap_err();
-        assert!(no_keys.to_string().contains("keysDir"), "{no_keys}");
+        let no_keys = parse(r#"{"mode":"jwt","jwt":{"issuer":"i","audience":"a"}}"#).unwrap();
+        assert_eq!(no_keys.validate(), Err(IdentityConfigError::KeySource));
         assert!(parse(r#"{"mode":"basic"}"#).is_err());
         assert_eq!(parse(r#"{"mode":"none"}"#).unwrap(), IdentityConfig::None);
     }
@@ -213,5 +262,53 @@ mod tests {
             header("X-User", "x-user").validate(),
             Err(IdentityConfigError::SameHeader)
         );
+    }
+
+    #[test]
+    fn keys_come_from_exactly_one_source() {
+        let jwks = |url: &str| JwtConfig {
+            keys_dir: None,
+            jwks_url: Some(url.into()),
+            ..jwt()
+        };
+        assert_eq!(jwt().keys(), Ok(JwtKeys::Dir(Path::new("/keys"))));
+        let url = "https://login.example/.well-known/jwks.json";
+        assert_eq!(jwks(url).keys(), Ok(JwtKeys::Jwks(url)));
+        let both = JwtConfig {
+            jwks_url: Some(url.into()),
+            ..jwt()
+        };
+        assert_eq!(both.validate(), Err(IdentityConfigError::KeySource));
+        let empty_dir = JwtConfig {
+            keys_dir: Some(PathBuf::new()),
+            ..jwt()
+        };
+        assert_eq!(
+            empty_dir.validate(),
+            Err(IdentityConfigError::Empty("keysDir"))
+        );
+    }
+
+    #[test]
+    fn a_jwks_url_is_https_or_loopback_http() {
+        for good in [
+            "https://login.example/jwks",
+            "https://login.example:8443/jwks?x=1",
+            "http://127.0.0.1:8080/jwks",
+            "http://localhost/jwks",
+            "http://[::1]:9000/jwks",
+        ] {
+            assert!(is_jwks_url(good), "{good}");
+        }
+        for bad in [
+            "http://login.example/jwks",
+            "http://127.0.0.1.evil.example/jwks",
+            "http://localhost@evil.example/jwks",
+            "ftp://login.example/jwks",
+            "https://",
+            "login.example/jwks",
+        ] {
+            assert!(!is_jwks_url(bad), "{bad}");
+        }
     }
 }

@@ -21,7 +21,7 @@ pub use campaign::{
 };
 pub use identity::{
     DEFAULT_LEEWAY_SECONDS, DEFAULT_USER_CLAIM, HeaderConfig, IdentityConfig, IdentityConfigError,
-    JwtConfig, MAX_LEEWAY_SECONDS,
+    JwtConfig, JwtKeys, MAX_LEEWAY_SECONDS,
 };
 pub use redis_connection::{RedisConnection, SentinelConnection};
 pub use redis_keys::{CampaignKeys, decode_held, encode_held};

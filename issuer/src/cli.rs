@@ -228,7 +228,7 @@ pub struct ServeArgs {
 pub enum IdentityMode {
     /// The body's userId is believed: anyone can apply as anyone (a demo only).
     None,
-    /// A bearer JWT verified with the keys of --jwt-keys-dir.
+    /// A bearer JWT verified with the keys of --jwt-keys-dir or --jwt-jwks-url.
     Jwt,
     /// A user header from an authenticating gateway, with its shared secret.
     Header,
@@ -241,8 +241,12 @@ pub struct IdentityArgs {
     #[arg(long = "identity", env = "FIRSTCOME_IDENTITY", value_enum, default_value_t = IdentityMode::None)]
     pub mode: IdentityMode,
     /// Directory of the JWT verification keys, one file each, named by kid (--identity jwt).
-    #[arg(long, env = "FIRSTCOME_JWT_KEYS_DIR")]
+    #[arg(long, env = "FIRSTCOME_JWT_KEYS_DIR", conflicts_with = "jwt_jwks_url")]
     pub jwt_keys_dir: Option<PathBuf>,
+    /// The identity provider's JSON Web Key Set, instead of --jwt-keys-dir (https, or
+    /// http to a loopback host).
+    #[arg(long, env = "FIRSTCOME_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
     /// The iss every token must carry (--identity jwt).
     #[arg(long, env = "FIRSTCOME_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
@@ -267,6 +271,10 @@ pub struct IdentityArgs {
 }
 
 impl IdentityArgs {
+    fn has_jwt_keys(&self) -> bool {
+        self.jwt_keys_dir.is_some() || self.jwt_jwks_url.is_some()
+    }
+
     /// The identity these flags describe; names the flags a mode lacks.
     pub fn config(&self) -> Result<IdentityConfig, String> {
         let missing = |mode: &str, flags: &[(&str, bool)]| {
@@ -275,20 +283,21 @@ impl IdentityArgs {
         };
         match self.mode {
             IdentityMode::None => Ok(IdentityConfig::None),
-            IdentityMode::Jwt => match (&self.jwt_keys_dir, &self.jwt_issuer, &self.jwt_audience) {
-                (Some(keys_dir), Some(issuer), Some(audience)) => Ok(IdentityConfig::Jwt {
+            IdentityMode::Jwt => match (&self.jwt_issuer, &self.jwt_audience) {
+                (Some(issuer), Some(audience)) if self.has_jwt_keys() => Ok(IdentityConfig::Jwt {
                     jwt: JwtConfig {
                         issuer: issuer.clone(),
                         audience: audience.clone(),
                         user_claim: self.jwt_user_claim.clone(),
                         leeway_seconds: self.jwt_leeway_seconds,
-                        keys_dir: keys_dir.clone(),
+                        keys_dir: self.jwt_keys_dir.clone(),
+                        jwks_url: self.jwt_jwks_url.clone(),
                     },
                 }),
-                (keys, issuer, audience) => Err(missing(
+                (issuer, audience) => Err(missing(
                     "jwt",
                     &[
-                        ("--jwt-keys-dir", keys.is_some()),
+                        ("--jwt-keys-dir or --jwt-jwks-url", self.has_jwt_keys()),
                         ("--jwt-issuer", issuer.is_some()),
                         ("--jwt-audience", audience.is_some()),
                     ],
@@ -549,7 +558,9 @@ mod tests {
             .config();
         assert_eq!(
             lacking,
-            Err("--identity jwt also needs --jwt-keys-dir, --jwt-audience".into())
+            Err(
+                "--identity jwt also needs --jwt-keys-dir or --jwt-jwks-url, --jwt-audience".into()
+            )
         );
         let header = args(&["--identity", "header", "--identity-user-header", "x-user"]);
         assert!(

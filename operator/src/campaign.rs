@@ -56,7 +56,8 @@ fn identity_config(spec: &IdentitySpec) -> Result<IdentityConfig, IdentityConfig
                 audience: jwt.audience.clone(),
                 user_claim: jwt.user_claim.clone(),
                 leeway_seconds: jwt.leeway_seconds,
-                keys_dir: IDENTITY_DIR.into(),
+                keys_dir: jwt.secret_ref.as_ref().map(|_| IDENTITY_DIR.into()),
+                jwks_url: jwt.jwks_url.clone(),
             },
         },
         (IdentityMode::Header, _, Some(header)) => IdentityConfig::Header {
@@ -82,7 +83,7 @@ pub fn issuer_name(campaign: &CouponCampaign) -> String {
 mod tests {
     use super::*;
     use crate::fixtures::campaign;
-    use firstcome_contract::{Bucket, RateLimits};
+    use firstcome_contract::{Bucket, JwtKeys, RateLimits};
 
     #[test]
     fn config_carries_the_spec_under_a_cluster_unique_id() {
@@ -107,8 +108,28 @@ mod tests {
         let IdentityConfig::Jwt { jwt } = campaign_config(&c).unwrap().identity else {
             panic!("the default mode is jwt");
         };
-        assert_eq!(jwt.keys_dir, std::path::Path::new(IDENTITY_DIR));
+        assert_eq!(
+            jwt.keys(),
+            Ok(JwtKeys::Dir(std::path::Path::new(IDENTITY_DIR)))
+        );
         assert_eq!((jwt.user_claim.as_str(), jwt.leeway_seconds), ("sub", 30));
+        let provider = campaign(
+            "limit: 5\nidentity: {jwt: {issuer: i, audience: a, jwksUrl: 'https://login.example/jwks'}}\n",
+        );
+        let IdentityConfig::Jwt { jwt } = campaign_config(&provider).unwrap().identity else {
+            panic!("the default mode is jwt");
+        };
+        assert_eq!(jwt.keys(), Ok(JwtKeys::Jwks("https://login.example/jwks")));
+        let both = campaign(
+            "limit: 5\nidentity: {jwt: {issuer: i, audience: a, jwksUrl: 'https://x/j', secretRef: {name: k}}}\n",
+        );
+        assert!(matches!(
+            campaign_config(&both),
+            Err(ConfigError::Identity {
+                source: IdentityConfigError::KeySource,
+                ..
+            })
+        ));
         let bare = campaign("limit: 5\nidentity: {mode: jwt}\n");
         assert!(matches!(
             campaign_config(&bare),

@@ -213,7 +213,9 @@ fn identity_secret(campaign: &CouponCampaign) -> Option<&str> {
     let identity = &campaign.spec.identity;
     match identity.mode {
         IdentityMode::None => None,
-        IdentityMode::Jwt => identity.jwt.as_ref().map(|j| j.secret_ref.name.as_str()),
+        IdentityMode::Jwt => (identity.jwt.as_ref())
+            .and_then(|j| j.secret_ref.as_ref())
+            .map(|s| s.name.as_str()),
         IdentityMode::Header => identity.header.as_ref().map(|h| h.secret_ref.name.as_str()),
     }
 }
@@ -562,6 +564,16 @@ mod tests {
         );
         let volumes = d.spec.template.spec.unwrap().volumes.unwrap();
         assert_eq!(volumes.len(), 1, "identity none mounts no Secret");
+        let provider = campaign(
+            "limit: 100\nidentity: {jwt: {issuer: i, audience: a, jwksUrl: 'https://idp/jwks'}}\n",
+        );
+        let d = deployment(
+            &provider,
+            &campaign_config(&provider).unwrap(),
+            &defaults("img"),
+        );
+        let volumes = d.spec.template.spec.unwrap().volumes.unwrap();
+        assert_eq!(volumes.len(), 1, "keys from a JWKS URL mount no Secret");
     }
 
     #[test]

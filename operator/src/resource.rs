@@ -128,6 +128,11 @@ pub enum IdentityMode {
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.secretRef) != has(self.jwksUrl)")
+    .message("identity.jwt needs exactly one of secretRef and jwksUrl"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.jwksUrl) || (isURL(self.jwksUrl) && (url(self.jwksUrl).getScheme() == 'https' || (url(self.jwksUrl).getScheme() == 'http' && url(self.jwksUrl).getHostname() in ['localhost', '127.0.0.1', '::1'])))"
+).message("identity.jwt.jwksUrl must be an https URL (http only to a loopback host)"))]
 #[serde(rename_all = "camelCase")]
 pub struct JwtSpec {
     /// The `iss` every token must carry.
@@ -150,8 +155,17 @@ pub struct JwtSpec {
 
     /// The Secret of verification keys: each key of the Secret is one key file, named
     /// by its `kid` — a PEM public key (RSA, EC, Ed25519) or an HMAC secret. Keys added
-    /// to the Secret are used without restarting the issuers.
-    pub secret_ref: SecretRef,
+    /// to the Secret are used without restarting the issuers. Exactly one of
+    /// `secretRef` and `jwksUrl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+
+    /// The identity provider's JSON Web Key Set (public keys only), fetched by the
+    /// issuers and fetched again when a token names a key not seen yet (at most every
+    /// 10 s) or every 5 minutes. `https`, or `http` to a loopback host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub jwks_url: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]

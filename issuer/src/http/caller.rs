@@ -29,7 +29,7 @@ impl FromRequestParts<Arc<Api>> for Caller {
             .find_map(|(key, value)| (key == "campaign").then_some(value))
             .ok_or_else(ApiError::not_found)?;
         let campaign = api.issuer.campaign(name)?;
-        let user = (campaign.identity.authenticate(&parts.headers))
+        let user = (campaign.identity.authenticate(&parts.headers).await)
             .map_err(|error| ApiError::from_identity(error, &campaign.identity))?;
         Ok(user.map_or(Self::Unauthenticated, Self::Authenticated))
     }

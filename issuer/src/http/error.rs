@@ -9,6 +9,8 @@ use serde_json::{Map, Value, json};
 
 use crate::error::IssuerError;
 use crate::identity::header::GatewayError;
+use crate::identity::jwks::REFETCH_ON_MISS;
+use crate::identity::jwt::TokenError;
 use crate::identity::{Identity, IdentityError};
 use crate::limits::{Limited, Scope};
 use crate::user_id::InvalidUserId;
@@ -76,6 +78,14 @@ impl ApiError {
             }
             (_, Identity::Jwt(_)) => Some("Bearer"),
         };
+        if let IdentityError::InvalidToken(TokenError::KeysUnavailable(_)) = &error {
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "identity_unavailable",
+                "the identity provider's keys cannot be fetched to check this token; retry later",
+            )
+            .retry_after(REFETCH_ON_MISS.as_secs());
+        }
         let (reason, message) = match &error {
             IdentityError::MissingToken => ("missing_credentials", error.to_string()),
             IdentityError::Gateway(GatewayError::Missing(_)) => {

@@ -1,13 +1,16 @@
-//! Bearer tokens: a JWT's signature checked with the key its `kid` names, its `iss`,
-//! `aud`, `exp` and `nbf` checked, and its user claim turned into the applying user.
+//! Bearer tokens: a JWT's signature checked with the key its `kid` names (from a keys
+//! directory or a provider's key set), its `iss`, `aud`, `exp` and `nbf` checked, and
+//! its user claim turned into the applying user.
 
-use std::path::Path;
+use std::sync::Arc;
 
-use firstcome_contract::JwtConfig;
+use firstcome_contract::{JwtConfig, JwtKeys};
 use jsonwebtoken::{Validation, decode, decode_header};
 use serde_json::{Map, Value};
 
-use super::keys::{KeyDir, KeyError};
+use super::LoadError;
+use super::jwks::{JwksError, JwksKeys};
+use super::keys::{Key, KeyDir};
 use crate::user_id::{InvalidUserId, UserId};
 
 /// Longest token considered: far above any real one, short of a memory cost.
@@ -22,6 +25,9 @@ pub enum TokenError {
     Malformed(#[source] jsonwebtoken::errors::Error),
     #[error("the token names no key this issuer knows")]
     UnknownKey,
+    /// Not the token's fault: the provider's key set cannot be fetched.
+    #[error("the identity provider's keys are unavailable")]
+    KeysUnavailable(#[source] JwksError),
     #[error("the token's algorithm is not one its key may sign with")]
     AlgorithmNotAllowed,
     #[error("the token is refused")]
@@ -36,35 +42,54 @@ pub enum TokenError {
     },
 }
 
+/// Where one campaign's verification keys come from.
+enum KeySource {
+    Dir(KeyDir),
+    Jwks(Arc<JwksKeys>),
+}
+
+impl KeySource {
+    async fn key(&self, kid: Option<&str>) -> Result<Option<Arc<Key>>, TokenError> {
+        match self {
+            Self::Dir(dir) => Ok(dir.key(kid)),
+            Self::Jwks(jwks) => jwks.key(kid).await.map_err(TokenError::KeysUnavailable),
+        }
+    }
+}
+
 /// Verifies the tokens of one campaign.
 pub struct JwtVerifier {
-    keys: KeyDir,
+    keys: KeySource,
     /// `iss`, `aud`, leeway and required claims; the algorithms come from each key.
     validation: Validation,
     user_claim: String,
 }
 
 impl JwtVerifier {
-    pub fn open(config: &JwtConfig) -> Result<Self, KeyError> {
+    pub fn open(config: &JwtConfig) -> Result<Self, LoadError> {
+        let keys = match config.keys()? {
+            JwtKeys::Dir(dir) => KeySource::Dir(KeyDir::open(dir)?),
+            JwtKeys::Jwks(url) => KeySource::Jwks(JwksKeys::open(url)?),
+        };
         Ok(Self {
-            keys: KeyDir::open(Path::new(&config.keys_dir))?,
+            keys,
             validation: validation(config),
             user_claim: config.user_claim.clone(),
         })
     }
 
     /// The user a token vouches for.
-    pub fn verify(&self, token: &str) -> Result<UserId, TokenError> {
+    pub async fn verify(&self, token: &str) -> Result<UserId, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Oversized);
         }
         let header = decode_header(token).map_err(TokenError::Malformed)?;
-        let key = (self.keys.key(header.kid.as_deref())).ok_or(TokenError::UnknownKey)?;
+        let key = (self.keys.key(header.kid.as_deref()).await?).ok_or(TokenError::UnknownKey)?;
         if !key.algorithms.contains(&header.alg) {
             return Err(TokenError::AlgorithmNotAllowed);
         }
         let mut validation = self.validation.clone();
-        validation.algorithms = key.algorithms.to_vec();
+        validation.algorithms = key.algorithms.clone();
         let claims = decode::<Map<String, Value>>(token, &key.decoding, &validation)
             .map_err(TokenError::Refused)?
             .claims;

@@ -25,7 +25,7 @@ const REREAD_ANYWAY: Duration = Duration::from_secs(60);
 /// One verification key and the algorithms a token signed with it may name.
 pub struct Key {
     pub decoding: DecodingKey,
-    pub algorithms: &'static [Algorithm],
+    pub algorithms: Vec<Algorithm>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +57,7 @@ pub enum KeyProblem {
     ShortSecret,
 }
 
-const RSA: &[Algorithm] = &[
+pub const RSA: &[Algorithm] = &[
     Algorithm::RS256,
     Algorithm::RS384,
     Algorithm::RS512,
@@ -65,8 +65,11 @@ const RSA: &[Algorithm] = &[
     Algorithm::PS384,
     Algorithm::PS512,
 ];
+/// A PEM EC key's curve is not read: the signature check fails on the other one.
 const EC: &[Algorithm] = &[Algorithm::ES256, Algorithm::ES384];
-const ED: &[Algorithm] = &[Algorithm::EdDSA];
+pub const EC_P256: &[Algorithm] = &[Algorithm::ES256];
+pub const EC_P384: &[Algorithm] = &[Algorithm::ES384];
+pub const ED: &[Algorithm] = &[Algorithm::EdDSA];
 const HMAC: &[Algorithm] = &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
 
 type PemParser = fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>;
@@ -82,7 +85,7 @@ pub fn parse_key(content: &[u8]) -> Result<Key, KeyProblem> {
         let decoding = DecodingKey::from_secret(secret).map_err(|_| KeyProblem::ShortSecret)?;
         return Ok(Key {
             decoding,
-            algorithms: HMAC,
+            algorithms: HMAC.to_vec(),
         });
     }
     if text.contains("PRIVATE KEY") {
@@ -98,7 +101,7 @@ pub fn parse_key(content: &[u8]) -> Result<Key, KeyProblem> {
         .find_map(|(parse, algorithms)| {
             parse(content).ok().map(|decoding| Key {
                 decoding,
-                algorithms,
+                algorithms: algorithms.to_vec(),
             })
         })
         .ok_or(KeyProblem::NotAPublicKey)
@@ -109,6 +112,14 @@ pub fn parse_key(content: &[u8]) -> Result<Key, KeyProblem> {
 pub struct KeySet(HashMap<String, Arc<Key>>);
 
 impl KeySet {
+    pub fn from_keys(keys: impl IntoIterator<Item = (String, Key)>) -> Self {
+        Self(
+            keys.into_iter()
+                .map(|(kid, key)| (kid, Arc::new(key)))
+                .collect(),
+        )
+    }
+
     /// Reads every file of `dir` (names starting with `.` are Kubernetes' own and
     /// skipped). An unreadable directory is an error; each unusable file is reported
     /// beside the keys of the others.
@@ -245,7 +256,7 @@ mod tests {
         std::fs::read(Path::new(FIXTURES).join(name)).unwrap()
     }
 
-    fn algorithms(content: &[u8]) -> &'static [Algorithm] {
+    fn algorithms(content: &[u8]) -> Vec<Algorithm> {
         parse_key(content).unwrap().algorithms
     }
 

@@ -1,19 +1,21 @@
 //! Who an apply comes from, as each campaign's identity mode says: `jwt` verifies a
-//! bearer token ([`jwt`], keys from [`keys`]), `header` believes an authenticating
+//! bearer token ([`jwt`], keys from [`keys`] or [`jwks`]), `header` believes an authenticating
 //! gateway ([`header`]), `none` believes the body (the HTTP layer's `Caller` decides
 //! what a request may claim).
 //!
 //! No error of this module holds a token or a secret: they may be logged as they are.
 
 pub mod header;
+pub mod jwks;
 pub mod jwt;
 pub mod keys;
 
 use axum::http::{HeaderMap, header::AUTHORIZATION};
-use firstcome_contract::IdentityConfig;
+use firstcome_contract::{IdentityConfig, IdentityConfigError};
 
 use crate::user_id::UserId;
 use header::{GatewayError, GatewayHeaders, SecretFileError};
+use jwks::JwksError;
 use jwt::{JwtVerifier, TokenError};
 use keys::KeyError;
 
@@ -28,8 +30,12 @@ pub enum Identity {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    #[error("the identity configuration")]
+    Config(#[from] IdentityConfigError),
     #[error("loading the JWT keys")]
     Keys(#[from] KeyError),
+    #[error("preparing the key set client")]
+    Jwks(#[from] JwksError),
     #[error("loading the gateway secret")]
     Secret(#[from] SecretFileError),
 }
@@ -62,13 +68,14 @@ impl Identity {
     }
 
     /// The authenticated user of a request; `None` under identity `none`.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<UserId>, IdentityError> {
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Option<UserId>, IdentityError> {
         match self {
             Self::None => Ok(None),
             Self::Jwt(verifier) => {
                 let token = bearer_token(headers)?;
                 verifier
                     .verify(token)
+                    .await
                     .map(Some)
                     .map_err(IdentityError::InvalidToken)
             }
