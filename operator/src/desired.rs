@@ -571,6 +571,7 @@ mod tests {
             &provider,
             &campaign_config(&provider).unwrap(),
             &defaults("img"),
+            Some(2),
         );
         let volumes = d.spec.template.spec.unwrap().volumes.unwrap();
         assert_eq!(volumes.len(), 1, "keys from a JWKS URL mount no Secret");
