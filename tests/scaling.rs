@@ -11,6 +11,7 @@ use firstcome_e2e::spike::apply;
 use firstcome_e2e::{Services, wait_for};
 use firstcome_operator::controller::MANAGER;
 use firstcome_operator::owned::HANDOVER_MANAGER;
+use firstcome_operator::reason::Reason;
 use firstcome_operator::resource::{CouponCampaign, Phase};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -116,6 +117,10 @@ async fn the_issuers_go_to_peak_at_the_lead_instant_and_back_to_base_at_closing(
     })
     .await;
     assert_eq!(status.phase, Phase::Closed);
+    let events = event_reasons(&client, &ns, "sale").await;
+    for reason in [Reason::IssuersScaledUp, Reason::IssuersScaledDown] {
+        assert!(events.contains(&reason.to_string()), "{reason}: {events:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
