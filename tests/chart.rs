@@ -91,7 +91,12 @@ fn the_chart_lints_and_renders_with_default_and_with_every_value_set() {
         ],
     ));
     let kinds = kinds(&everything);
-    for kind in ["ServiceMonitor", "CustomResourceDefinition"] {
+    for kind in [
+        "ServiceMonitor",
+        "CustomResourceDefinition",
+        "PrometheusRule",
+        "ConfigMap",
+    ] {
         assert!(
             kinds.iter().any(|k| k == kind),
             "{kind} rendered: {kinds:?}"
@@ -125,6 +130,11 @@ fn the_values_schema_rejects_wrong_values_with_a_clear_message() {
         ("operator.replica=2", "replica"),
         ("backends.secretName=", "secretName"),
         ("issuer.otlpEndpoint=otel-collector:4318", "otlpEndpoint"),
+        (
+            "metrics.prometheusRule.runbookBaseUrl=runbooks.md",
+            "runbookBaseUrl",
+        ),
+        ("metrics.grafanaDashboard.namespace=Monitoring", "namespace"),
     ] {
         let output = tool(
             "helm",
@@ -140,6 +150,90 @@ fn the_values_schema_rejects_wrong_values_with_a_clear_message() {
             stderr.contains(field),
             "{set}: the message names {field}: {stderr}"
         );
+    }
+}
+
+/// `helm template` of one template with `sets`, parsed.
+fn render_one(template: &str, sets: &[&str]) -> serde_yaml_ng::Value {
+    let mut args = vec!["template", "fc", "charts/firstcome", "-n", "ops"];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    args.extend(["--show-only", template]);
+    serde_yaml_ng::from_str(&succeeded(&tool("helm", &args))).unwrap()
+}
+
+fn file(path: &str) -> String {
+    std::fs::read_to_string(repo().join(path)).unwrap()
+}
+
+#[test]
+fn the_alerts_are_the_rule_file_promtool_tests_and_the_dashboard_is_its_file() {
+    // Off unless asked for (the default render's kinds above have neither).
+    let rule = render_one(
+        "templates/prometheusrule.yaml",
+        &["metrics.prometheusRule.enabled=true"],
+    );
+    assert_eq!(rule["kind"], "PrometheusRule");
+    let rules: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&file("charts/firstcome/rules/firstcome.rules.yaml")).unwrap();
+    assert_eq!(
+        rule["spec"], rules,
+        "the PrometheusRule carries the very rule file tests/alerts.rs runs promtool on"
+    );
+
+    // Runbook links pointed elsewhere: only the links change, anchors kept.
+    let moved = render_one(
+        "templates/prometheusrule.yaml",
+        &[
+            "metrics.prometheusRule.enabled=true",
+            "metrics.prometheusRule.runbookBaseUrl=https://wiki.example.com/rb",
+        ],
+    );
+    let moved_text = serde_yaml_ng::to_string(&moved["spec"]).unwrap();
+    let expected = serde_yaml_ng::to_string(&rules).unwrap().replace(
+        "https://firstcome.dev/docs/runbooks.md",
+        "https://wiki.example.com/rb",
+    );
+    assert_eq!(moved_text, expected);
+    assert_eq!(
+        moved_text.matches("https://wiki.example.com/rb#").count(),
+        8
+    );
+
+    let dashboard = render_one(
+        "templates/grafana-dashboard.yaml",
+        &["metrics.grafanaDashboard.enabled=true"],
+    );
+    assert_eq!(dashboard["kind"], "ConfigMap");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(dashboard["metadata"]["namespace"], "ops");
+    let json = dashboard["data"]["firstcome.json"].as_str().unwrap();
+    assert_eq!(
+        json,
+        file("charts/firstcome/dashboards/firstcome.json").trim_end(),
+        "the ConfigMap carries the dashboard file tests/observability.rs checks"
+    );
+    let parsed: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(parsed["uid"], "firstcome");
+    // What Grafana needs to lay it out and query it: unique panel ids, every chart on the
+    // data source the user picks, unique query ids per chart.
+    let panels = parsed["panels"].as_array().unwrap();
+    let ids: std::collections::BTreeSet<u64> =
+        panels.iter().map(|p| p["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len(), panels.len(), "unique panel ids");
+    for panel in panels.iter().filter(|p| p["type"] == "timeseries") {
+        assert_eq!(
+            panel["datasource"]["uid"], "${datasource}",
+            "{}",
+            panel["title"]
+        );
+        let targets = panel["targets"].as_array().unwrap();
+        let refs: std::collections::BTreeSet<&str> = targets
+            .iter()
+            .map(|t| t["refId"].as_str().unwrap())
+            .collect();
+        assert_eq!(refs.len(), targets.len(), "{}", panel["title"]);
     }
 }
 

@@ -189,8 +189,12 @@ async fn the_server_serves_its_openapi_document_covering_every_route() {
         .text()
         .await
         .unwrap();
+    let parsed: Result<serde_yaml_ng::Value, _> = serde_yaml_ng::from_str(&document);
+    assert!(parsed.is_ok(), "the document is YAML: {parsed:?}");
     for path in [
         "/v1/campaigns/{campaign}/applications:",
+        "/v1/campaigns/{campaign}/queue:",
+        "/v1/campaigns/{campaign}/queue/{ticket}:",
         "/v1/campaigns/{campaign}/applications/{userId}:",
         "/v1/campaigns/{campaign}:",
         "/v1/campaigns:",
@@ -209,6 +213,13 @@ async fn the_server_serves_its_openapi_document_covering_every_route() {
         "already_applied",
         "campaign_not_open",
         "admission_unconfirmed",
+        "pass_missing",
+        "pass_invalid",
+        "pass_other_user",
+        "pass_expired",
+        "queue_not_open",
+        "unknown_ticket",
+        "no_waiting_room",
     ] {
         assert!(document.contains(reason), "{reason} is documented");
     }

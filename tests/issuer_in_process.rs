@@ -62,7 +62,7 @@ async fn issuer_without_broker(services: &Services, campaign: &str) -> Router {
     ))];
     read_claims(services, config, &campaigns[0]).await;
     let backend = Backend::Distributed(Arc::new(distributed));
-    let issuer = Issuer::new(&campaigns, backend, metrics);
+    let issuer = Issuer::new(&campaigns, backend);
     let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
     http::api_router(Some(Arc::new(issuer)), TrustedProxies::default()).layer(MockConnectInfo(peer))
 }

@@ -290,7 +290,9 @@ async fn a_scheduled_campaign_refuses_applies_until_it_opens() {
     install_crd(&client).await;
     let ns = namespace(&client, "scheduled", &services, &services.redis_url).await;
     let _operator = start_operator(&ns, "only", &[]).await;
-    let opens_at = chrono_like_now_plus(8);
+    // Far enough ahead that the issuer is up (a topic created, the campaign provisioned)
+    // before it opens, even on a loaded machine.
+    let opens_at = chrono_like_now_plus(30);
     apply_campaign(
         &client,
         &ns,
@@ -636,4 +638,128 @@ async fn backend_failures_show_their_own_reason() {
         );
     }
     assert_eq!(status.phase, Phase::Provisioning);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_room_is_validated_and_its_issuers_hand_out_passes() {
+    let services = Services::from_env();
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = namespace(&client, "room", &services, &services.redis_url).await;
+    let room = |fields: &str| format!("limit: 10\nwaitingRoom: {{{fields}}}\n");
+    let secret = "secretRef: {name: room-secret}";
+    for (spec, expect) in [
+        (
+            room(&format!("admissionRate: 0, {secret}")),
+            "waitingRoom.admissionRate",
+        ),
+        (
+            room(&format!("admissionRate: 100001, {secret}")),
+            "waitingRoom.admissionRate",
+        ),
+        (room("admissionRate: 5"), "waitingRoom.secretRef"),
+        (
+            room(&format!("admissionRate: 5, maxActive: 0, {secret}")),
+            "waitingRoom.maxActive",
+        ),
+        (
+            room(&format!("admissionRate: 5, passTtlSeconds: 9, {secret}")),
+            "waitingRoom.passTtlSeconds",
+        ),
+        (
+            room(&format!(
+                "admissionRate: 5, ticketTimeoutSeconds: 3601, {secret}"
+            )),
+            "waitingRoom.ticketTimeoutSeconds",
+        ),
+        (
+            room(&format!(
+                "admissionRate: 5, prequeueOpensAt: 2030-01-01T00:00:00Z, {secret}"
+            )),
+            "prequeueOpensAt needs opensAt",
+        ),
+        (
+            format!(
+                "opensAt: 2030-01-01T00:00:00Z\n{}",
+                room(&format!(
+                    "admissionRate: 5, prequeueOpensAt: 2030-01-02T00:00:00Z, {secret}"
+                ))
+            ),
+            "prequeueOpensAt needs opensAt",
+        ),
+    ] {
+        let error = apply_campaign(&client, &ns, "bad", &spec)
+            .await
+            .expect_err(&spec);
+        assert!(error.to_string().contains(expect), "{spec}: {error}");
+    }
+
+    put_room_secret(&client, &ns).await;
+    let _operator = start_operator(&ns, "only", &[]).await;
+    let spec = format!(
+        "issuer: {{replicas: 0}}\n{}",
+        room(&format!("admissionRate: 20, {secret}"))
+    );
+    apply_campaign(&client, &ns, "queued", &spec).await.unwrap();
+    let status = wait_status(&client, &ns, "queued", "phase Open", |s| {
+        s.phase == Phase::Open
+    })
+    .await;
+    let id = status.campaign_id.unwrap();
+    let issuer = start_issuer_like_the_deployment(&client, &ns, "queued").await;
+
+    let http = reqwest::Client::new();
+    let apply = format!("{}/v1/campaigns/{id}/applications", issuer.base);
+    let refused = http
+        .post(&apply)
+        .json(&serde_json::json!({"userId": "alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN, "no pass, no apply");
+    let joined: serde_json::Value = (http.post(format!("{}/v1/campaigns/{id}/queue", issuer.base)))
+        .json(&serde_json::json!({"userId": "alice"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ticket = joined["ticket"].as_str().unwrap().to_string();
+    let pass = wait_for("alice admitted", TIMEOUT, || async {
+        let url = format!("{}/v1/campaigns/{id}/queue/{ticket}", issuer.base);
+        let polled: serde_json::Value = reqwest::get(url).await.ok()?.json().await.ok()?;
+        polled["pass"].as_str().map(str::to_string)
+    })
+    .await;
+    let admitted = (http.post(&apply).header("firstcome-pass", pass))
+        .json(&serde_json::json!({"userId": "alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admitted.status(), StatusCode::CREATED);
+}
+
+/// The waiting room's Secret, as a user creates it: key `secret`, 32 bytes or more.
+async fn put_room_secret(client: &kube::Client, namespace: &str) {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("room-secret".into()),
+            ..Default::default()
+        },
+        data: Some(
+            [(
+                "secret".to_string(),
+                ByteString(b"a room secret of more than 32 bytes".to_vec()),
+            )]
+            .into(),
+        ),
+        ..Secret::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .create(&Default::default(), &secret)
+        .await
+        .expect("creating the waiting room's Secret");
 }

@@ -6,6 +6,7 @@
 use std::net::IpAddr;
 
 use firstcome_e2e::issuer::start_distributed;
+use firstcome_e2e::tokens::{AUDIENCE, FORGER, ISSUER, SIGNER, in_five_minutes, keys_dir, token};
 use firstcome_e2e::{Services, unique_name};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -23,12 +24,20 @@ async fn apply(
     url: &str,
     user: &str,
 ) -> (StatusCode, Option<u64>, Value) {
-    let response = client
-        .post(url)
-        .json(&json!({ "userId": user }))
-        .send()
-        .await
-        .unwrap();
+    answer(client.post(url).json(&json!({ "userId": user }))).await
+}
+
+/// An apply as the bearer of `token` (the user is the token's).
+async fn apply_with_token(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> (StatusCode, Option<u64>, Value) {
+    answer(client.post(url).bearer_auth(token).json(&json!({}))).await
+}
+
+async fn answer(request: reqwest::RequestBuilder) -> (StatusCode, Option<u64>, Value) {
+    let response = request.send().await.unwrap();
     let status = response.status();
     let retry_after =
         (response.headers().get("retry-after")).map(|v| v.to_str().unwrap().parse().unwrap());
@@ -107,4 +116,64 @@ async fn one_address_over_its_rate_gets_429_while_another_is_served() {
         StatusCode::NOT_FOUND,
         "metrics are not on the public API"
     );
+}
+
+/// The client's bucket is taken before its credentials are checked: forged tokens from
+/// one address are answered 401 for its burst, then 429 without a signature verified,
+/// while a valid token from another address is admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_tokens_from_one_address_are_cut_off_at_its_rate() {
+    let services = Services::from_env();
+    let campaign = unique_name("limits-jwt");
+    let keys = keys_dir().display().to_string();
+    let limit = format!("{campaign}:1000");
+    let flags = [
+        "--campaign",
+        &limit,
+        "--rate-limit-per-client",
+        "1:3",
+        "--identity",
+        "jwt",
+        "--jwt-keys-dir",
+        &keys,
+        "--jwt-issuer",
+        ISSUER,
+        "--jwt-audience",
+        AUDIENCE,
+    ];
+    let issuer = start_distributed(&services, &flags).await;
+    let url = format!("{}/v1/campaigns/{campaign}/applications", issuer.base);
+    // Signed up front: the applies below follow each other well within a refill (1 s).
+    let forged = token(FORGER, "mallory", in_five_minutes());
+    let valid = token(SIGNER, "alice", in_five_minutes());
+
+    let flooding = client_from([127, 0, 0, 1]);
+    let mut answers = Vec::new();
+    for _ in 0..6 {
+        let (status, retry_after, body) = apply_with_token(&flooding, &url, &forged).await;
+        let reason = body["reason"].as_str().unwrap_or_default().to_string();
+        answers.push((status, reason, retry_after.is_some()));
+    }
+    let unauthorized = (StatusCode::UNAUTHORIZED, "invalid_token".to_string(), false);
+    let limited = (
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited".to_string(),
+        true,
+    );
+    let expected: Vec<_> = (std::iter::repeat_n(unauthorized, 3))
+        .chain(std::iter::repeat_n(limited, 3))
+        .collect();
+    assert_eq!(
+        answers, expected,
+        "the burst's 3 verified and refused, then cut off"
+    );
+
+    let other = client_from([127, 0, 0, 2]);
+    let (status, _, body) = apply_with_token(&other, &url, &valid).await;
+    assert_eq!(
+        (status, body["userId"].as_str()),
+        (StatusCode::CREATED, Some("alice"))
+    );
+    let (_, summary) = issuer.get(&format!("/v1/campaigns/{campaign}")).await;
+    assert_eq!(summary["admitted"], 1);
 }

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{IdentityConfig, IdentityConfigError};
+use crate::waiting_room::{WaitingRoom, WaitingRoomProblem};
 
 /// Longest campaign name: a Kubernetes object name (DNS subdomain).
 const MAX_NAME_LEN: usize = 253;
@@ -47,6 +48,10 @@ pub struct CampaignConfig {
     /// them stays as it was.
     #[serde(default, skip_serializing_if = "RateLimits::is_default")]
     pub rate_limits: RateLimits,
+    /// Users queue and are let in at a rate, each with a pass the apply requires; absent
+    /// means no waiting room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_room: Option<WaitingRoom>,
 }
 
 /// Token buckets an apply must pass: one per client address, one per user.
@@ -162,6 +167,11 @@ pub enum ConfigError {
         campaign: String,
         scope: &'static str,
     },
+    #[error("campaign {campaign}: waitingRoom: {problem}")]
+    WaitingRoom {
+        campaign: String,
+        problem: WaitingRoomProblem,
+    },
     #[error("campaign {0} is defined twice")]
     Duplicate(String),
     #[error(
@@ -192,6 +202,7 @@ impl CampaignConfig {
             closes_at: None,
             identity: IdentityConfig::None,
             rate_limits: RateLimits::default(),
+            waiting_room: None,
         }
     }
 
@@ -260,6 +271,13 @@ impl CampaignConfig {
                     scope,
                 });
             }
+        }
+        if let Some(room) = &self.waiting_room {
+            room.validate(self.opens_at)
+                .map_err(|problem| ConfigError::WaitingRoom {
+                    campaign: self.name.clone(),
+                    problem,
+                })?;
         }
         Ok(())
     }
@@ -409,6 +427,29 @@ mod tests {
             };
             assert_eq!(c.validate(), want, "{per_second}/{burst}");
         }
+    }
+
+    #[test]
+    fn a_waiting_room_is_validated_with_the_campaign() {
+        let plain: CampaignConfig =
+            serde_json::from_str(r#"{"name":"l","limit":1,"topic":"t"}"#).unwrap();
+        assert_eq!(plain.waiting_room, None);
+        assert!(
+            !serde_json::to_string(&plain)
+                .unwrap()
+                .contains("waitingRoom")
+        );
+        let bad: CampaignConfig = serde_json::from_str(
+            r#"{"name":"l","limit":1,"topic":"t","waitingRoom":{"admissionRate":0}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            bad.validate(),
+            Err(ConfigError::WaitingRoom {
+                campaign: "l".into(),
+                problem: WaitingRoomProblem::Rate
+            })
+        );
     }
 
     #[test]

@@ -6,13 +6,14 @@
 //! campaign ([`CampaignKeys`]), the winner event published on Kafka ([`WinnerEvent`]) and
 //! the consumer lanes that persist it ([`ConsumerLane`]), and where Redis is
 //! ([`RedisTarget`]: one primary, Sentinel or Cluster) and how both connect to it
-//! ([`RedisConnection`]).
+//! ([`RedisConnection`]), and a campaign's optional [`WaitingRoom`].
 
 mod campaign;
 mod identity;
 mod redis_connection;
 mod redis_keys;
 mod redis_target;
+mod waiting_room;
 mod winner_event;
 
 pub use campaign::{
@@ -26,4 +27,8 @@ pub use identity::{
 pub use redis_connection::{RedisConnection, SentinelConnection};
 pub use redis_keys::{CampaignKeys, decode_held, encode_held};
 pub use redis_target::{NodeAddress, RedisAuth, RedisTarget, RedisTargetError};
+pub use waiting_room::{
+    DEFAULT_PASS_TTL_SECONDS, DEFAULT_PREQUEUE_LEAD_SECONDS, DEFAULT_TICKET_TIMEOUT_SECONDS,
+    MAX_ADMISSION_RATE, PASS_TTL_SECONDS, TICKET_TIMEOUT_SECONDS, WaitingRoom, WaitingRoomProblem,
+};
 pub use winner_event::{ForeignEvent, WinnerEvent, WinnerEventError};

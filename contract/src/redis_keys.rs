@@ -25,6 +25,20 @@ pub struct CampaignKeys {
     /// script re-sent after a dropped connection (the cluster client does) answers what
     /// its first run did instead of admitting twice.
     pub attempts: String,
+    /// Waiting room: sorted set ticket -> place (lowest first) of the tickets waiting.
+    pub room_queue: String,
+    /// Waiting room: sorted set ticket -> when it was last polled (ms), waiting tickets
+    /// only; those not polled within the timeout are dropped.
+    pub room_seen: String,
+    /// Waiting room: sorted set ticket -> when its pass expires (ms), admitted tickets.
+    pub room_passes: String,
+    /// Waiting room: hash ticket -> `<joined ms> <admission number> <pass expiry ms>
+    /// <user id>` (0 for what has not happened), every ticket ever handed out.
+    pub room_tickets: String,
+    /// Waiting room: hash of the admission pace: `second` (Redis time) and `used` (users
+    /// admitted in it), `admitted` (admissions so far), `fifo` (arrivals after opening),
+    /// `ran` and `resumed` (the last admission run, the end of the last gap in them; ms).
+    pub room_pace: String,
 }
 
 impl CampaignKeys {
@@ -37,11 +51,16 @@ impl CampaignKeys {
             pending: format!("{tag}:pending"),
             restoring: format!("{tag}:restoring"),
             attempts: format!("{tag}:attempts"),
+            room_queue: format!("{tag}:room:queue"),
+            room_seen: format!("{tag}:room:seen"),
+            room_passes: format!("{tag}:room:passes"),
+            room_tickets: format!("{tag}:room:tickets"),
+            room_pace: format!("{tag}:room:pace"),
         }
     }
 
     /// Every key of the campaign, e.g. to delete a campaign.
-    pub fn all(&self) -> [&str; 6] {
+    pub fn all(&self) -> [&str; 11] {
         [
             &self.limit,
             &self.admitted,
@@ -49,6 +68,11 @@ impl CampaignKeys {
             &self.pending,
             &self.restoring,
             &self.attempts,
+            &self.room_queue,
+            &self.room_seen,
+            &self.room_passes,
+            &self.room_tickets,
+            &self.room_pace,
         ]
     }
 }

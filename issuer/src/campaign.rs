@@ -1,12 +1,13 @@
 //! A campaign as one issuer process serves it: its configuration and Redis keys, who may
 //! apply (its identity) and how often (its rate limits), the sold-out board, its apply
-//! counters, and whether the backend holds its state.
+//! counters, its waiting room, and whether the backend holds its state.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use firstcome_contract::{CampaignConfig, CampaignKeys, Window};
+use prometheus_client::metrics::gauge::Gauge;
 
 use crate::admission::Counts;
 use crate::admission::sold_out::SoldOutBoard;
@@ -14,6 +15,7 @@ use crate::identity::Identity;
 use crate::kafka::claims::Claims;
 use crate::limits::ApplyLimits;
 use crate::metrics::{ApplyCounters, Metrics};
+use crate::waiting_room::Room;
 
 pub struct Campaign {
     pub config: CampaignConfig,
@@ -27,10 +29,14 @@ pub struct Campaign {
     restoring: AtomicBool,
     /// Whether the backend holds the campaign's admission state; readiness needs it.
     provisioned: AtomicBool,
+    /// `provisioned` as a metric, for the alert on a campaign Redis does not hold.
+    provisioned_gauge: Gauge,
     /// Winners without a coupon at the last drift audit.
     pub drift: AtomicU64,
     /// Who holds each sequence, as the campaign topic says (distributed issuers).
     pub claims: Arc<Claims>,
+    /// The waiting room applies must pass first, if the campaign has one.
+    pub room: Option<Room>,
 }
 
 /// Where a campaign stands.
@@ -63,10 +69,21 @@ impl Campaign {
             counters: metrics.apply_counters(&config.name),
             restoring: AtomicBool::new(false),
             provisioned: AtomicBool::new(provisioned),
+            provisioned_gauge: {
+                let gauge = metrics.provisioned(&config.name);
+                gauge.set(i64::from(provisioned));
+                gauge
+            },
             drift: AtomicU64::new(0),
             claims: Arc::default(),
+            room: None,
             config,
         }
+    }
+
+    /// The campaign behind `room`.
+    pub fn with_room(self, room: Option<Room>) -> Self {
+        Self { room, ..self }
     }
 
     pub fn name(&self) -> &str {
@@ -79,6 +96,7 @@ impl Campaign {
 
     pub fn set_provisioned(&self, provisioned: bool) {
         self.provisioned.store(provisioned, Ordering::Release);
+        self.provisioned_gauge.set(i64::from(provisioned));
     }
 
     /// Claims the restore of this campaign; only one caller at a time gets `true`.

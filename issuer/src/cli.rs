@@ -219,6 +219,12 @@ pub struct ServeArgs {
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
 
+    /// The file holding the secret (at least 32 bytes) that waiting-room tickets, the
+    /// pre-queue order and passes derive from; every issuer of a campaign needs the same.
+    /// Required when a campaign has a `waitingRoom`.
+    #[arg(long, env = "FIRSTCOME_WAITING_ROOM_SECRET_FILE")]
+    pub waiting_room_secret_file: Option<PathBuf>,
+
     #[command(flatten)]
     pub identity: IdentityArgs,
 }

@@ -55,6 +55,8 @@ pub enum BackendError {
     Kafka(#[from] KafkaError),
     #[error("standalone ledger: {0}")]
     Ledger(#[from] SqliteStoreError),
+    #[error("waiting room: {0}")]
+    WaitingRoom(#[from] crate::waiting_room::queue::QueueError),
     #[error("admission task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }

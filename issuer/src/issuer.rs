@@ -13,8 +13,9 @@ use crate::admission::Outcome;
 use crate::backend::{Backend, HeldAdmission};
 use crate::campaign::{Campaign, CampaignState};
 use crate::error::IssuerError;
-use crate::metrics::{ApplyOutcome, Metrics};
+use crate::metrics::ApplyOutcome;
 use crate::user_id::UserId;
+use crate::waiting_room::queue::RoomQueue;
 
 /// What `GET /v1/campaigns/{campaign}` shows of the counts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,20 +29,31 @@ pub struct Summary {
 pub struct Issuer {
     campaigns: HashMap<String, Arc<Campaign>>,
     backend: Backend,
-    metrics: Arc<Metrics>,
+    /// The waiting rooms' queues, in the distributed backend's Redis.
+    rooms: Option<RoomQueue>,
 }
 
 impl Issuer {
-    pub fn new(campaigns: &[Arc<Campaign>], backend: Backend, metrics: Arc<Metrics>) -> Self {
+    pub fn new(campaigns: &[Arc<Campaign>], backend: Backend) -> Self {
         let campaigns = campaigns
             .iter()
             .map(|c| (c.config.name.clone(), Arc::clone(c)))
             .collect();
+        let rooms = match &backend {
+            Backend::Distributed(d) => Some(RoomQueue::new(d.redis.connection())),
+            Backend::Standalone(_) => None,
+        };
         Self {
             campaigns,
             backend,
-            metrics,
+            rooms,
         }
+    }
+
+    /// The queues of the waiting rooms; `None` for the standalone backend, which serves
+    /// no campaign with a waiting room.
+    pub fn rooms(&self) -> Option<&RoomQueue> {
+        self.rooms.as_ref()
     }
 
     pub fn campaigns(&self) -> impl Iterator<Item = &Arc<Campaign>> {
@@ -112,9 +124,9 @@ impl Issuer {
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "apply not decided"),
         }
-        self.metrics
-            .admission_seconds
-            .observe(started.elapsed().as_secs_f64());
+        campaign
+            .counters
+            .admission_took(started.elapsed().as_secs_f64());
         result
     }
 

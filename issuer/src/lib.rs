@@ -12,6 +12,9 @@
 //!   ([`kafka::producer`]);
 //! - [`kafka::consumer`] persists winner events into PostgreSQL ([`store::postgres`]).
 //!
+//! A campaign with a [`waiting_room`] lets users in at a set rate first: they join a
+//! queue, poll their place, and apply with the signed pass they are given.
+//!
 //! [`wiring`] builds a process from its command line ([`cli`]) and runs it; [`campaign`]
 //! is a campaign as a process serves it; [`error`] the errors of the apply flow;
 //! [`traces`] exports the spans of all this over OTLP when asked to.
@@ -33,4 +36,5 @@ pub mod readiness;
 pub mod store;
 pub mod traces;
 pub mod user_id;
+pub mod waiting_room;
 pub mod wiring;

@@ -2,6 +2,10 @@
 //!
 //! Counters the apply path touches are resolved once per campaign ([`ApplyCounters`]), so
 //! counting an apply is one atomic add, not a label lookup.
+//!
+//! Per campaign, besides what happened to applies, the gauges say where it stands as this
+//! process last looked: provisioned in Redis, winners awaiting their coupon, first
+//! publishes not yet confirmed, drift.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -76,14 +80,26 @@ struct PublishLabels {
     result: &'static str,
 }
 
-/// The apply counters of one campaign, one per outcome.
+/// The apply counters of one campaign, one per outcome, and its admission durations.
 #[derive(Clone, Debug)]
-pub struct ApplyCounters([Counter; OUTCOMES.len()]);
+pub struct ApplyCounters {
+    outcomes: [Counter; OUTCOMES.len()],
+    admission_seconds: Histogram,
+}
 
 impl ApplyCounters {
     pub fn count(&self, outcome: ApplyOutcome) {
-        self.0[outcome as usize].inc();
+        self.outcomes[outcome as usize].inc();
     }
+
+    /// Time one apply spent in the admission backend.
+    pub fn admission_took(&self, seconds: f64) {
+        self.admission_seconds.observe(seconds);
+    }
+}
+
+fn admission_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_1, 2.0, 16))
 }
 
 /// The rate-limit counters of one campaign, one per scope.
@@ -106,7 +122,10 @@ pub struct Metrics {
     registry: Registry,
     applies: Family<ApplyLabels, Counter>,
     rate_limited: Family<RateLimitLabels, Counter>,
-    pub admission_seconds: Histogram,
+    admission_seconds: Family<CampaignLabel, Histogram, fn() -> Histogram>,
+    provisioned: Family<CampaignLabel, Gauge>,
+    pending_persistence: Family<CampaignLabel, Gauge>,
+    unconfirmed_winners: Family<CampaignLabel, Gauge>,
     published: Family<PublishLabels, Counter>,
     republished: Family<CampaignLabel, Counter>,
     persisted: Family<CampaignLabel, Counter>,
@@ -118,6 +137,7 @@ pub struct Metrics {
     fenced: Family<CampaignLabel, Counter>,
     refused_twice_given: Family<CampaignLabel, Counter>,
     replica_wait_missed: Counter,
+    pub waiting_room: crate::waiting_room::metrics::RoomFamilies,
 }
 
 impl Default for Metrics {
@@ -140,7 +160,25 @@ impl Default for Metrics {
                 &mut registry,
                 "admission_duration_seconds",
                 "Time an apply spends in the admission backend (and, when admitted, until the broker acked)",
-                Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+                Family::new_with_constructor(admission_histogram as fn() -> Histogram),
+            ),
+            provisioned: register(
+                &mut registry,
+                "campaign_provisioned",
+                "1 while the admission backend holds the campaign's state (Redis: provisioned), 0 while applies are refused as unprovisioned",
+                Family::<CampaignLabel, Gauge>::default(),
+            ),
+            pending_persistence: register(
+                &mut registry,
+                "pending_persistence",
+                "Winners admitted in Redis without their coupon in PostgreSQL yet, at the last drift audit",
+                Family::<CampaignLabel, Gauge>::default(),
+            ),
+            unconfirmed_winners: register(
+                &mut registry,
+                "unconfirmed_winners",
+                "Winners whose first publish the broker has not confirmed (the hand-off), at the last re-publish pass",
+                Family::<CampaignLabel, Gauge>::default(),
             ),
             published: register(
                 &mut registry,
@@ -208,6 +246,7 @@ impl Default for Metrics {
                 "Admissions handed off before enough replicas acknowledged them (--redis-wait-replicas)",
                 Counter::default(),
             ),
+            waiting_room: crate::waiting_room::metrics::RoomFamilies::register(&mut registry),
             registry,
         }
     }
@@ -227,14 +266,37 @@ fn campaign(name: &str) -> CampaignLabel {
 
 impl Metrics {
     pub fn apply_counters(&self, name: &str) -> ApplyCounters {
-        ApplyCounters(OUTCOMES.map(|outcome| {
-            self.applies
-                .get_or_create(&ApplyLabels {
-                    campaign: name.to_string(),
-                    outcome,
-                })
-                .clone()
-        }))
+        ApplyCounters {
+            outcomes: OUTCOMES.map(|outcome| {
+                self.applies
+                    .get_or_create(&ApplyLabels {
+                        campaign: name.to_string(),
+                        outcome,
+                    })
+                    .clone()
+            }),
+            admission_seconds: self
+                .admission_seconds
+                .get_or_create(&campaign(name))
+                .clone(),
+        }
+    }
+
+    /// The campaign's provisioned gauge (see [`crate::campaign::Campaign::set_provisioned`]).
+    pub fn provisioned(&self, name: &str) -> Gauge {
+        self.provisioned.get_or_create(&campaign(name)).clone()
+    }
+
+    pub fn pending_persistence(&self, name: &str, winners: u64) {
+        self.pending_persistence
+            .get_or_create(&campaign(name))
+            .set(i64::try_from(winners).unwrap_or(i64::MAX));
+    }
+
+    pub fn unconfirmed_winners(&self, name: &str, winners: usize) {
+        self.unconfirmed_winners
+            .get_or_create(&campaign(name))
+            .set(i64::try_from(winners).unwrap_or(i64::MAX));
     }
 
     pub fn rate_limited_counters(&self, name: &str) -> RateLimitedCounters {
@@ -315,5 +377,64 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_of(metrics: &Metrics, name: &str) -> Vec<String> {
+        metrics
+            .render()
+            .lines()
+            .filter(|line| line.starts_with(name))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn campaign_gauges_carry_the_campaign_label() {
+        let metrics = Metrics::default();
+        metrics.provisioned("sale").set(1);
+        metrics.pending_persistence("sale", 7);
+        metrics.unconfirmed_winners("sale", 2);
+        assert_eq!(
+            lines_of(&metrics, "firstcome_campaign_provisioned"),
+            [r#"firstcome_campaign_provisioned{campaign="sale"} 1"#]
+        );
+        assert_eq!(
+            lines_of(&metrics, "firstcome_pending_persistence"),
+            [r#"firstcome_pending_persistence{campaign="sale"} 7"#]
+        );
+        assert_eq!(
+            lines_of(&metrics, "firstcome_unconfirmed_winners"),
+            [r#"firstcome_unconfirmed_winners{campaign="sale"} 2"#]
+        );
+    }
+
+    #[test]
+    fn admission_durations_are_per_campaign() {
+        let metrics = Metrics::default();
+        metrics.apply_counters("a").admission_took(0.000_05);
+        metrics.apply_counters("a").admission_took(0.5);
+        metrics.apply_counters("b").admission_took(0.002);
+        let mut counts = lines_of(&metrics, "firstcome_admission_duration_seconds_count");
+        counts.sort();
+        assert_eq!(
+            counts,
+            [
+                r#"firstcome_admission_duration_seconds_count{campaign="a"} 2"#,
+                r#"firstcome_admission_duration_seconds_count{campaign="b"} 1"#,
+            ]
+        );
+        assert!(
+            lines_of(&metrics, "firstcome_admission_duration_seconds_bucket").contains(
+                &r#"firstcome_admission_duration_seconds_bucket{le="0.0001",campaign="a"} 1"#
+                    .to_string()
+            ),
+            "{}",
+            metrics.render()
+        );
     }
 }

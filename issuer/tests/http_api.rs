@@ -15,6 +15,7 @@ use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Method, Request, StatusCode, header};
 use clap::Parser;
 use firstcome_issuer::cli::Cli;
+use firstcome_issuer::http::OPENAPI_YAML;
 use firstcome_issuer::wiring::{self, Wiring};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -118,8 +119,46 @@ async fn metrics(wiring: &Wiring) -> String {
     String::from_utf8(text.to_vec()).unwrap()
 }
 
+/// The answer's `reason`; a client error's must be one the served OpenAPI document lists.
 fn reason(answer: &Answer) -> &str {
-    answer.body["reason"].as_str().unwrap_or("<no reason>")
+    let reason = answer.body["reason"].as_str().unwrap_or("<no reason>");
+    if answer.status.is_client_error() {
+        assert!(
+            documented_reasons().contains(&reason.to_string()),
+            "{reason} is not in the OpenAPI document's Error.reason"
+        );
+        assert_documented(&answer.body, "Error");
+    }
+    reason
+}
+
+/// The OpenAPI document's schema `name` (under `components.schemas`).
+fn schema(name: &str) -> serde_yaml_ng::Value {
+    let document: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(OPENAPI_YAML).expect("the OpenAPI document is YAML");
+    document["components"]["schemas"][name].clone()
+}
+
+/// The reasons the OpenAPI document's `Error` schema lists.
+fn documented_reasons() -> Vec<String> {
+    let reasons = &schema("Error")["properties"]["reason"]["enum"];
+    serde_yaml_ng::from_value(reasons.clone()).expect("Error.reason is a list of strings")
+}
+
+/// Every field of `body` is a property of the document's schema `name`, which allows no
+/// others. (The summary's `drift` once was not.)
+fn assert_documented(body: &Value, name: &str) {
+    let schema = schema(name);
+    assert_eq!(
+        schema["additionalProperties"],
+        serde_yaml_ng::Value::Bool(false)
+    );
+    for field in body.as_object().expect("a JSON object").keys() {
+        assert!(
+            !schema["properties"][field.as_str()].is_null(),
+            "{field} is not a property of {name}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -262,6 +301,8 @@ async fn look_up_and_campaign_summaries() {
         (Some(1), Some(2))
     );
     assert_eq!(one.body["state"], "open");
+    assert_documented(&one.body, "Summary");
+    assert_documented(&alice.body, "Application");
     let all = send(&app, get("/v1/campaigns")).await;
     let states: Vec<&str> = all.body["campaigns"]
         .as_array()
@@ -274,6 +315,25 @@ async fn look_up_and_campaign_summaries() {
         ["scheduled", "open", "open", "closed"],
         "sorted by name: later, limited, open, over"
     );
+}
+
+/// The served document is what clients and schemathesis (tests/openapi_conformance.rs)
+/// read: it must parse, and list each reason once. (A merge once left a second, stray
+/// line of reasons after the list: the document no longer parsed, and rate_limited was
+/// not in it.)
+#[tokio::test]
+async fn the_served_openapi_document_parses_and_lists_each_reason_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&issuer(&dir).await);
+    let response = app.oneshot(get("/openapi.yaml")).await.unwrap();
+    let served = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    assert_eq!(served, OPENAPI_YAML.as_bytes());
+    let reasons = documented_reasons();
+    let mut unique = reasons.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), reasons.len(), "{reasons:?}");
+    assert!(reasons.contains(&"rate_limited".to_string()));
 }
 
 #[tokio::test]
@@ -410,4 +470,54 @@ async fn forwarded_for_counts_only_from_trusted_proxies() {
         (refused.status, refused.body["scope"].as_str()),
         (StatusCode::TOO_MANY_REQUESTS, Some("client"))
     );
+}
+
+#[tokio::test]
+async fn a_waiting_room_needs_the_distributed_issuer() {
+    let dir = tempfile::tempdir().unwrap();
+    let campaigns = json!({ "campaigns": [
+        { "name": "room", "limit": 1, "topic": "t-room", "waitingRoom": { "admissionRate": 5 } },
+    ]});
+    let file = dir.path().join("campaigns.json");
+    std::fs::write(&file, campaigns.to_string()).unwrap();
+    let data = dir.path().join("data");
+    let argv = [
+        "firstcome-issuer",
+        "--campaigns-file",
+        file.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let built = wiring::build(&Cli::try_parse_from(argv).unwrap().serve).await;
+    let error = built
+        .err()
+        .expect("a standalone issuer refuses a waiting room");
+    assert!(
+        error.to_string().contains("needs the distributed issuer"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_campaign_without_a_waiting_room_has_no_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&issuer(&dir).await);
+    let body = json!({ "userId": "alice" }).to_string();
+    let joined = send(
+        &app,
+        post("/v1/campaigns/open/queue", "application/json", body),
+    )
+    .await;
+    let ticket = "A".repeat(22);
+    let polled = send(&app, get(&format!("/v1/campaigns/open/queue/{ticket}"))).await;
+    for answer in [joined, polled] {
+        assert_eq!(
+            (answer.status, answer.body["reason"].as_str()),
+            (StatusCode::NOT_FOUND, Some("no_waiting_room"))
+        );
+    }
+    let unknown = send(&app, get(&format!("/v1/campaigns/nope/queue/{ticket}"))).await;
+    assert_eq!(unknown.body["reason"], "unknown_campaign");
+    let plain = apply(&app, "open", "alice").await;
+    assert_eq!(plain.status, StatusCode::CREATED, "no room, no pass needed");
 }

@@ -3,11 +3,12 @@
 
 use firstcome_contract::{
     CampaignConfig, ConfigError, HeaderConfig, IdentityConfig, IdentityConfigError, JwtConfig,
+    WaitingRoom,
 };
 use kube::ResourceExt;
 
 use crate::desired::{HEADER_SECRET_KEY, IDENTITY_DIR};
-use crate::resource::{CouponCampaign, IdentityMode, IdentitySpec};
+use crate::resource::{CouponCampaign, IdentityMode, IdentitySpec, WaitingRoomSpec};
 
 /// The id issuers serve a campaign under: `<namespace>.<name>`, unique in the cluster
 /// (namespaces have no dots), used in the apply URL, Redis keys, events and coupons.
@@ -40,9 +41,22 @@ pub fn campaign_config(campaign: &CouponCampaign) -> Result<CampaignConfig, Conf
         closes_at: spec.closes_at,
         identity,
         rate_limits: spec.rate_limits.into(),
+        waiting_room: spec.waiting_room.as_ref().map(waiting_room),
     };
     config.validate()?;
     Ok(config)
+}
+
+/// The waiting room the issuers serve: the spec's settings; its secret is where the
+/// Deployment mounts the referenced Secret (`--waiting-room-secret-file`).
+fn waiting_room(spec: &WaitingRoomSpec) -> WaitingRoom {
+    WaitingRoom {
+        admission_rate: spec.admission_rate,
+        max_active: spec.max_active,
+        prequeue_opens_at: spec.prequeue_opens_at,
+        pass_ttl_seconds: spec.pass_ttl_seconds,
+        ticket_timeout_seconds: spec.ticket_timeout_seconds,
+    }
 }
 
 /// The identity the issuers serve: the spec's settings, with the keys and secrets where
@@ -162,6 +176,34 @@ mod tests {
             campaign_config(&plain).unwrap().rate_limits,
             RateLimits::default()
         );
+    }
+
+    #[test]
+    fn a_waiting_room_is_copied_without_its_secret() {
+        let c = campaign(
+            "limit: 5\nopensAt: 2026-11-27T09:00:00Z\nwaitingRoom: {admissionRate: 50, maxActive: 200, secretRef: {name: room}}\n",
+        );
+        let room = campaign_config(&c).unwrap().waiting_room.unwrap();
+        assert_eq!(
+            room,
+            WaitingRoom {
+                max_active: Some(200),
+                ..WaitingRoom::new(50)
+            }
+        );
+        assert_eq!(
+            campaign_config(&campaign("limit: 5\n"))
+                .unwrap()
+                .waiting_room,
+            None
+        );
+        let early = campaign(
+            "limit: 5\nwaitingRoom: {admissionRate: 5, prequeueOpensAt: 2026-11-27T08:00:00Z, secretRef: {name: room}}\n",
+        );
+        assert!(matches!(
+            campaign_config(&early),
+            Err(ConfigError::WaitingRoom { .. })
+        ));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::backends::{self, BackendError, Connections};
-use crate::campaign::campaign_config;
+use crate::campaign::{campaign_config, campaign_id};
 use crate::defaults::IssuerDefaults;
 use crate::describe;
 use crate::metrics::{Metrics, Outcome};
@@ -243,6 +243,9 @@ async fn apply(campaign: &CouponCampaign, ctx: &Context) -> Result<Action, Error
         ready_issuers,
     };
     let new_status = status::compute(old_status, &observation);
+    let ready = status::condition(&new_status, status::READY).is_some_and(|c| c.status == "True");
+    ctx.metrics
+        .campaign_observed(&campaign_id(campaign), ready, campaign.spec.opens_at);
     for notice in transitions::notices(old_status, &new_status) {
         ctx.publish(campaign, "Reconcile", notice).await;
     }
@@ -308,6 +311,7 @@ fn until(instant: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<Duration>
 
 /// Removes the campaign's Redis keys and, by its deletion policy, its topics.
 async fn cleanup(campaign: &CouponCampaign, ctx: &Context) -> Result<Action, Error> {
+    ctx.metrics.campaign_removed(&campaign_id(campaign));
     let Ok(config) = campaign_config(campaign) else {
         // An invalid campaign never provisioned anything.
         return Ok(Action::await_change());

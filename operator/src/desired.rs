@@ -44,6 +44,11 @@ pub const IDENTITY_DIR: &str = "/etc/firstcome-identity";
 /// The key of a header-mode Secret that holds the gateway's shared secret.
 pub const HEADER_SECRET_KEY: &str = "secret";
 const IDENTITY_VOLUME: &str = "identity";
+/// Where the waiting room's Secret is mounted; the issuer reads its key `secret`.
+pub const WAITING_ROOM_DIR: &str = "/etc/firstcome-waiting-room";
+/// The key of the waiting room's Secret that holds the room secret.
+pub const WAITING_ROOM_SECRET_KEY: &str = "secret";
+const WAITING_ROOM_VOLUME: &str = "waiting-room";
 /// Probes and metrics: apart from the API, never behind the customer-facing Service.
 const OPS_PORT: i32 = 9090;
 /// Label of the metrics Service, for a ServiceMonitor to select.
@@ -165,6 +170,12 @@ fn issuer_args(campaign: &CouponCampaign) -> Vec<String> {
     if !proxies.is_empty() {
         args.extend(["--trusted-proxies".into(), proxies.join(",")]);
     }
+    if campaign.spec.waiting_room.is_some() {
+        args.extend([
+            "--waiting-room-secret-file".into(),
+            format!("{WAITING_ROOM_DIR}/{WAITING_ROOM_SECRET_KEY}"),
+        ]);
+    }
     args
 }
 
@@ -220,7 +231,21 @@ fn identity_secret(campaign: &CouponCampaign) -> Option<&str> {
     }
 }
 
-/// The campaigns file, and the identity Secret if the mode has one.
+/// The Secrets the issuers mount: (volume, Secret name, mount path) of the identity
+/// Secret if the mode has one, and the waiting room's if the campaign has one.
+fn mounted_secrets(campaign: &CouponCampaign) -> Vec<(&'static str, &str, &'static str)> {
+    let identity = identity_secret(campaign).map(|secret| (IDENTITY_VOLUME, secret, IDENTITY_DIR));
+    let room = (campaign.spec.waiting_room.as_ref()).map(|room| {
+        (
+            WAITING_ROOM_VOLUME,
+            room.secret_ref.name.as_str(),
+            WAITING_ROOM_DIR,
+        )
+    });
+    identity.into_iter().chain(room).collect()
+}
+
+/// The campaigns file, and the Secrets of [`mounted_secrets`].
 fn volumes(campaign: &CouponCampaign) -> Vec<Volume> {
     let config = Volume {
         name: "config".into(),
@@ -230,19 +255,21 @@ fn volumes(campaign: &CouponCampaign) -> Vec<Volume> {
         }),
         ..Volume::default()
     };
-    let identity = identity_secret(campaign).map(|secret| Volume {
-        name: IDENTITY_VOLUME.into(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(secret.into()),
-            optional: Some(false),
-            ..SecretVolumeSource::default()
-        }),
-        ..Volume::default()
-    });
-    std::iter::once(config).chain(identity).collect()
+    let secrets = mounted_secrets(campaign)
+        .into_iter()
+        .map(|(volume, secret, _)| Volume {
+            name: volume.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.into()),
+                optional: Some(false),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    std::iter::once(config).chain(secrets).collect()
 }
 
-/// Both volumes read-only; the Secret without subPath, so key updates reach the pods.
+/// Every volume read-only; the Secrets without subPath, so key updates reach the pods.
 fn volume_mounts(campaign: &CouponCampaign) -> Vec<VolumeMount> {
     let mount = |name: &str, path: &str| VolumeMount {
         name: name.into(),
@@ -250,9 +277,10 @@ fn volume_mounts(campaign: &CouponCampaign) -> Vec<VolumeMount> {
         read_only: Some(true),
         ..VolumeMount::default()
     };
-    let identity = identity_secret(campaign).map(|_| mount(IDENTITY_VOLUME, IDENTITY_DIR));
+    let secrets =
+        (mounted_secrets(campaign).into_iter()).map(|(volume, _, dir)| mount(volume, dir));
     std::iter::once(mount("config", CONFIG_DIR))
-        .chain(identity)
+        .chain(secrets)
         .collect()
 }
 
@@ -529,6 +557,43 @@ mod tests {
             otlp(&env_of(&traced)).as_deref(),
             Some("http://otel-collector:4318")
         );
+    }
+
+    #[test]
+    fn the_waiting_room_secret_is_mounted_read_only_where_the_issuer_reads_it() {
+        let c = campaign(
+            "limit: 100\nidentity: {mode: none}\nwaitingRoom: {admissionRate: 50, secretRef: {name: shop-room}}\n",
+        );
+        let d = deployment(&c, &campaign_config(&c).unwrap(), &defaults("img"), Some(2));
+        let pod = d.spec.template.spec.unwrap();
+        let volumes = pod.volumes.unwrap();
+        let volume = volumes.iter().find(|v| v.name == "waiting-room").unwrap();
+        let secret = volume.secret.as_ref().unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("shop-room"));
+        let container = &pod.containers[0];
+        let mounts = container.volume_mounts.as_ref().unwrap();
+        let mount = mounts.iter().find(|m| m.name == "waiting-room").unwrap();
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            (WAITING_ROOM_DIR, Some(true))
+        );
+        let args = container.args.as_ref().unwrap();
+        let flag = args.iter().position(|a| a == "--waiting-room-secret-file");
+        assert_eq!(
+            args.get(flag.unwrap() + 1).map(String::as_str),
+            Some("/etc/firstcome-waiting-room/secret")
+        );
+        let plain = campaign("limit: 100\nidentity: {mode: none}\n");
+        let d = deployment(
+            &plain,
+            &campaign_config(&plain).unwrap(),
+            &defaults("img"),
+            Some(2),
+        );
+        let pod = d.spec.template.spec.unwrap();
+        assert_eq!(pod.volumes.unwrap().len(), 1, "no room, no room Secret");
+        let args = pod.containers[0].args.clone().unwrap();
+        assert!(!args.iter().any(|a| a == "--waiting-room-secret-file"));
     }
 
     #[test]

@@ -1,5 +1,9 @@
-//! Prometheus metrics of the operator.
+//! Prometheus metrics of the operator: its reconciles and lease, and per campaign what the
+//! last reconcile saw (Ready, when it opens), so an alert can fire before the opening.
 
+use std::sync::atomic::AtomicU64;
+
+use chrono::{DateTime, Utc};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -25,12 +29,20 @@ struct ErrorLabel {
     error: &'static str,
 }
 
+/// A campaign by its id, `<namespace>.<name>`: the label the issuers' metrics use too.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CampaignLabel {
+    campaign: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     reconciles: Family<OutcomeLabel, Counter>,
     failures: Family<ErrorLabel, Counter>,
     pub reconcile_seconds: Histogram,
     pub leader: Gauge,
+    campaign_ready: Family<CampaignLabel, Gauge>,
+    campaign_opens_at: Family<CampaignLabel, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -56,12 +68,26 @@ impl Default for Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        let campaign_ready = Family::<CampaignLabel, Gauge>::default();
+        registry.register(
+            "campaign_ready",
+            "1 while the campaign's Ready condition is True, 0 otherwise, as the last reconcile saw it",
+            campaign_ready.clone(),
+        );
+        let campaign_opens_at = Family::<CampaignLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "campaign_opens_at_timestamp_seconds",
+            "When the campaign opens (spec.opensAt, Unix seconds); absent for a campaign open from its creation",
+            campaign_opens_at.clone(),
+        );
         Self {
             registry,
             reconciles,
             failures,
             reconcile_seconds,
             leader,
+            campaign_ready,
+            campaign_opens_at,
         }
     }
 }
@@ -77,10 +103,78 @@ impl Metrics {
         self.failures.get_or_create(&ErrorLabel { error }).inc();
     }
 
+    /// What a reconcile saw of `campaign`: whether it is Ready, and when it opens.
+    pub fn campaign_observed(&self, campaign: &str, ready: bool, opens_at: Option<DateTime<Utc>>) {
+        let label = CampaignLabel {
+            campaign: campaign.to_string(),
+        };
+        self.campaign_ready
+            .get_or_create(&label)
+            .set(i64::from(ready));
+        match opens_at {
+            Some(at) => {
+                let seconds = at.timestamp_millis() as f64 / 1000.0;
+                self.campaign_opens_at.get_or_create(&label).set(seconds);
+            }
+            None => {
+                self.campaign_opens_at.remove(&label);
+            }
+        }
+    }
+
+    /// A deleted campaign leaves no series behind.
+    pub fn campaign_removed(&self, campaign: &str) {
+        let label = CampaignLabel {
+            campaign: campaign.to_string(),
+        };
+        self.campaign_ready.remove(&label);
+        self.campaign_opens_at.remove(&label);
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples(metrics: &Metrics, name: &str) -> Vec<String> {
+        metrics
+            .render()
+            .lines()
+            .filter(|line| line.starts_with(name))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_campaign_shows_its_readiness_and_opening_until_removed() {
+        let metrics = Metrics::default();
+        let opens_at = "2026-12-03T09:00:00.5Z".parse().unwrap();
+        metrics.campaign_observed("shop.sale", false, Some(opens_at));
+        assert_eq!(
+            samples(&metrics, "firstcome_operator_campaign_"),
+            [
+                r#"firstcome_operator_campaign_ready{campaign="shop.sale"} 0"#,
+                r#"firstcome_operator_campaign_opens_at_timestamp_seconds{campaign="shop.sale"} 1796288400.5"#,
+            ]
+        );
+
+        metrics.campaign_observed("shop.sale", true, None);
+        assert_eq!(
+            samples(&metrics, "firstcome_operator_campaign_"),
+            [r#"firstcome_operator_campaign_ready{campaign="shop.sale"} 1"#]
+        );
+
+        metrics.campaign_removed("shop.sale");
+        assert_eq!(
+            samples(&metrics, "firstcome_operator_campaign_"),
+            Vec::<String>::new()
+        );
     }
 }

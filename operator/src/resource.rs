@@ -8,7 +8,10 @@
 )]
 
 use chrono::{DateTime, Utc};
-use firstcome_contract::{Bucket, MAX_BUCKET_RATE, RateLimits};
+use firstcome_contract::{
+    Bucket, DEFAULT_PASS_TTL_SECONDS, DEFAULT_TICKET_TIMEOUT_SECONDS, MAX_ADMISSION_RATE,
+    MAX_BUCKET_RATE, RateLimits,
+};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -47,6 +50,9 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = Rule::new(
     "!has(self.opensAt) || !has(self.closesAt) || timestamp(self.closesAt) > timestamp(self.opensAt)"
 ).message("closesAt must be later than opensAt"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.waitingRoom) || !has(self.waitingRoom.prequeueOpensAt) || (has(self.opensAt) && timestamp(self.waitingRoom.prequeueOpensAt) < timestamp(self.opensAt))"
+).message("waitingRoom.prequeueOpensAt needs opensAt, and must be earlier than it"))]
 #[serde(rename_all = "camelCase")]
 pub struct CouponCampaignSpec {
     /// Most coupons the campaign issues. It may be raised at any time; lowering it below
@@ -97,6 +103,46 @@ pub struct CouponCampaignSpec {
     /// are never written here: Secrets are referenced by name and mounted read-only into
     /// the issuer pods.
     pub identity: IdentitySpec,
+
+    /// A waiting room in front of the applies (absent: none). Users join a queue — before
+    /// `opensAt` a pre-queue let in in a random order, after it first come, first served
+    /// — and are let in at `admissionRate`, each with a signed pass the apply requires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_room: Option<WaitingRoomSpec>,
+}
+
+/// The waiting room of a campaign. Its secret is never written here: `secretRef` names a
+/// Secret mounted read-only into the issuer pods.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WaitingRoomSpec {
+    /// Users let in per second, across every issuer pod.
+    #[schemars(range(min = 1, max = MAX_ADMISSION_RATE))]
+    pub admission_rate: u32,
+
+    /// Most unexpired passes at once; absent: only the rate limits admission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_active: Option<u32>,
+
+    /// When users may start joining the pre-queue (RFC 3339); default 15 minutes before
+    /// `opensAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prequeue_opens_at: Option<DateTime<Utc>>,
+
+    /// How long a pass lets its user apply, in seconds.
+    #[serde(default = "default_pass_ttl_seconds")]
+    #[schemars(range(min = 10, max = 86_400))]
+    pub pass_ttl_seconds: u32,
+
+    /// A waiting ticket not polled for this many seconds loses its place.
+    #[serde(default = "default_ticket_timeout_seconds")]
+    #[schemars(range(min = 5, max = 3_600))]
+    pub ticket_timeout_seconds: u32,
+
+    /// The Secret whose key `secret` holds the room's secret (at least 32 bytes): passes,
+    /// tickets and the pre-queue order derive from it. Read when an issuer starts.
+    pub secret_ref: SecretRef,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -454,6 +500,14 @@ fn default_lead_seconds() -> u32 {
 
 fn default_target_cpu_percent() -> i32 {
     70
+}
+
+fn default_pass_ttl_seconds() -> u32 {
+    DEFAULT_PASS_TTL_SECONDS
+}
+
+fn default_ticket_timeout_seconds() -> u32 {
+    DEFAULT_TICKET_TIMEOUT_SECONDS
 }
 
 fn default_partitions() -> i32 {

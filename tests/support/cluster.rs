@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use firstcome_operator::resource::{CouponCampaign, CouponCampaignStatus};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
@@ -16,7 +15,6 @@ use kube::api::{
 use kube::{Api, Client};
 use serde_json::json;
 
-use crate::issuer::listen_args;
 use crate::process::{Ports, Process, free_port};
 use crate::{Services, wait_for};
 
@@ -163,50 +161,14 @@ pub async fn wait_leader(operator: &Process, what: &str) {
     .await;
 }
 
-/// Starts an issuer the way the operator's Deployment would run it: the campaigns file
-/// from the owned ConfigMap, the backends from the Secret (as environment variables).
+/// Starts an issuer the way the operator's Deployment runs it: its arguments and
+/// environment, its ConfigMap and Secret volumes ([`crate::kubelet`]).
 pub async fn start_issuer_like_the_deployment(
     client: &Client,
     namespace: &str,
     campaign: &str,
 ) -> Process {
-    let name = format!("{campaign}-issuer");
-    let config_map = Api::<ConfigMap>::namespaced(client.clone(), namespace)
-        .get(&name)
-        .await
-        .expect("the issuer ConfigMap");
-    let campaigns = config_map.data.unwrap()["campaigns.json"].clone();
-    let file = std::env::temp_dir().join(format!("{namespace}-{campaign}-campaigns.json"));
-    std::fs::write(&file, campaigns).unwrap();
-    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
-        .get("firstcome-backends")
-        .await
-        .unwrap();
-    let deployment = Api::<Deployment>::namespaced(client.clone(), namespace)
-        .get(&name)
-        .await
-        .unwrap();
-    let container = &deployment.spec.template.spec.unwrap().containers[0];
-    let data = secret.data.unwrap();
-    let env: Vec<(&str, String)> = container
-        .env
-        .as_ref()
-        .unwrap()
-        .iter()
-        .filter_map(|e| {
-            let key = &e.value_from.as_ref()?.secret_key_ref.as_ref()?.key;
-            let value = String::from_utf8(data[key].0.clone()).unwrap();
-            Some((leak(&e.name), value))
-        })
-        .collect();
-    let ports = Ports::free();
-    let mut args = listen_args(ports).to_vec();
-    args.extend(["--campaigns-file".into(), file.display().to_string()]);
-    Process::start("firstcome-issuer", &args, &env, ports, "/readyz").await
-}
-
-fn leak(s: &str) -> &'static str {
-    Box::leak(s.to_string().into_boxed_str())
+    crate::kubelet::run_pod_of(client, namespace, &format!("{campaign}-issuer")).await
 }
 
 /// Creates or updates a campaign from its YAML spec.

@@ -1,13 +1,17 @@
 //! Support for the end-to-end tests: the real services of the test bed
 //! (`scripts/testbed`, with its Sentinel and Cluster beds in [`redis_beds`]), the real
-//! control plane (`scripts/controlplane`), and the project's binaries started as processes.
+//! control plane (`scripts/controlplane`), the real Prometheus (`scripts/prometheus`, in
+//! [`prometheus`]), and the project's binaries started as processes.
 
 pub mod cluster;
 pub mod invariants;
 pub mod issuer;
+pub mod kubelet;
 pub mod process;
+pub mod prometheus;
 pub mod redis_beds;
 pub mod spike;
+pub mod tokens;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

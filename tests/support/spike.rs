@@ -44,6 +44,19 @@ pub struct Answer {
 }
 
 /// What a spike does with an apply that got no definite answer.
+impl Answer {
+    /// The answer to an apply sent some other way (e.g. with a waiting room's pass).
+    pub fn new(user: String, status: StatusCode, body: Value) -> Self {
+        let outcome = Outcome::of(status, &body);
+        Self {
+            user,
+            status: Some(status),
+            body,
+            outcome,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub enum Retry {
     /// Every answer is final; a transport error fails the test.

@@ -52,6 +52,12 @@ impl RedisAdmission {
         })
     }
 
+    /// The connection, shared (e.g. by the waiting rooms, whose keys live beside the
+    /// campaign's).
+    pub fn connection(&self) -> RedisConnection {
+        self.conn.clone()
+    }
+
     /// The campaign's counter, if Redis holds its admission state.
     pub async fn admitted(&self, keys: &CampaignKeys) -> Result<Option<u64>, RedisAdmissionError> {
         Ok(self.conn.clone().get(&keys.admitted).await?)

@@ -1,5 +1,6 @@
 //! The drift audit: compares the winners Redis recorded with the coupons PostgreSQL
-//! holds, reports the difference (drift), and re-publishes winners still missing one
+//! holds, reports how many await their coupon (pending persistence) and the difference
+//! that is not in flight (drift), and re-publishes winners still missing one
 //! interval later — an event lost after its ack, or stuck in a failed state. Winners
 //! whose first publish is unconfirmed are left to the re-publisher. Re-publishing is
 //! always safe: persistence ignores duplicates.
@@ -39,7 +40,15 @@ impl Distributed {
         campaign: &Campaign,
         seen_missing: Option<&mut HashSet<Winner>>,
     ) -> Result<Drift, IssuerError> {
-        let missing = self.missing_winners(campaign).await?;
+        let counts = self.redis.counts(&campaign.keys).await?;
+        let issued = self.coupons.issued_count(campaign.name()).await?;
+        self.metrics
+            .pending_persistence(campaign.name(), counts.admitted.saturating_sub(issued));
+        let missing = if counts.admitted == issued {
+            HashMap::new()
+        } else {
+            self.missing_winners(campaign).await?
+        };
         campaign
             .drift
             .store(missing.len() as u64, Ordering::Relaxed);
@@ -81,10 +90,6 @@ impl Distributed {
         &self,
         campaign: &Campaign,
     ) -> Result<HashMap<Winner, u32>, IssuerError> {
-        let counts = self.redis.counts(&campaign.keys).await?;
-        if counts.admitted == self.coupons.issued_count(campaign.name()).await? {
-            return Ok(HashMap::new());
-        }
         let holders = self.redis.holders(&campaign.keys).await?;
         let pending: HashSet<u64> = (self.redis.pending(&campaign.keys).await?)
             .into_iter()

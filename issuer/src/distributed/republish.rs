@@ -20,6 +20,8 @@ impl Distributed {
         grace: Duration,
     ) -> Result<usize, IssuerError> {
         let pending = self.redis.pending(&campaign.keys).await?;
+        self.metrics
+            .unconfirmed_winners(campaign.name(), pending.len());
         let cutoff = Utc::now() - grace;
         let mut republished = 0;
         for winner in pending.iter().filter(|w| w.admission.admitted_at < cutoff) {

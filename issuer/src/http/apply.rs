@@ -6,14 +6,14 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::json;
 
 use super::apply_body::ApplyRequest;
 use super::caller::Caller;
-use super::client::ClientAddr;
+use super::client::WithinClientRate;
 use super::{Api, ApiError};
 use crate::admission::Outcome;
 use crate::issuer::Issuer;
@@ -60,20 +60,28 @@ fn sold_out(campaign: String) -> ApiError {
     .with("campaign", campaign)
 }
 
-/// Rate limits first (the client before the body is even looked at, then the user), so
-/// what they refuse costs no admission work.
+/// The header an apply to a campaign with a waiting room carries its pass in.
+pub const PASS_HEADER: &str = "firstcome-pass";
+
+/// Rate limits first (the client before its credentials or the body are even looked at,
+/// then the user), so what they refuse costs no authentication or admission work; then
+/// the waiting room's pass, if the campaign has one.
 pub async fn apply(
     State(api): State<std::sync::Arc<Api>>,
-    ClientAddr(client): ClientAddr,
+    _within_rate: WithinClientRate,
     Path(campaign): Path<String>,
     caller: Caller,
+    headers: HeaderMap,
     body: Result<Json<ApplyRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let limits = &api.issuer.campaign(&campaign)?.limits;
-    limits.check_client(client)?;
+    let served = api.issuer.campaign(&campaign)?;
     let Json(request) = body?;
     let user = caller.applicant(request.user_id)?;
-    limits.check_user(&user)?;
+    served.limits.check_user(&user)?;
+    if let Some(room) = &served.room {
+        let pass = headers.get(PASS_HEADER).map(|value| value.as_bytes());
+        room.check_pass(pass, user.as_str(), Utc::now())?;
+    }
     let outcome = api.issuer.apply(&campaign, &user).await?;
     Ok(match outcome {
         Outcome::SoldOut => api.sold_out.response(&campaign),

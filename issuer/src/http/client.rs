@@ -1,10 +1,11 @@
 //! Who an apply comes from, as an extractor: the connection's peer, or — behind a
-//! trusted proxy — the client it forwards for ([`crate::client_addr`]).
+//! trusted proxy — the client it forwards for ([`crate::client_addr`]); and that client
+//! within its campaign's per-client rate.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue};
 
@@ -25,5 +26,27 @@ impl FromRequestParts<Arc<Api>> for ClientAddr {
         let forwarded = parts.headers.get_all(X_FORWARDED_FOR);
         let forwarded = forwarded.iter().map(HeaderValue::as_bytes);
         Ok(Self(api.trusted_proxies.client(peer.ip(), forwarded)))
+    }
+}
+
+/// An apply whose client is within its campaign's per-client rate. An extractor placed
+/// before [`super::caller::Caller`], so the bucket is taken before credentials are
+/// checked: a flood of bad tokens from one address is cut off like any other flood,
+/// without a signature verified for each.
+pub struct WithinClientRate;
+
+impl FromRequestParts<Arc<Api>> for WithinClientRate {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, ApiError> {
+        let ClientAddr(client) = ClientAddr::from_request_parts(parts, api).await?;
+        let Path(campaign) = Path::<String>::from_request_parts(parts, api)
+            .await
+            .map_err(|_| ApiError::not_found())?;
+        api.issuer
+            .campaign(&campaign)?
+            .limits
+            .check_client(client)?;
+        Ok(Self)
     }
 }

@@ -10,10 +10,12 @@ use serde_json::{Map, Value, json};
 use crate::error::IssuerError;
 use crate::identity::header::GatewayError;
 use crate::identity::jwks::REFETCH_ON_MISS;
-use crate::identity::jwt::TokenError;
 use crate::identity::{Identity, IdentityError};
 use crate::limits::{Limited, Scope};
 use crate::user_id::InvalidUserId;
+use crate::waiting_room::PassRefused;
+use crate::waiting_room::pass::PassError;
+use crate::waiting_room::queue::QueueError;
 
 /// Seconds a client should wait before retrying after a 503.
 const RETRY_AFTER_SECONDS: u64 = 1;
@@ -72,21 +74,16 @@ impl ApiError {
     /// never the token or a secret.
     pub fn from_identity(error: IdentityError, identity: &Identity) -> Self {
         let challenge = match (&error, identity) {
-            (_, Identity::None | Identity::Header(_)) => None,
+            (_, Identity::None | Identity::Header(_)) | (IdentityError::KeysUnavailable(_), _) => {
+                None
+            }
             (IdentityError::InvalidToken(_), Identity::Jwt(_)) => {
                 Some(r#"Bearer error="invalid_token""#)
             }
             (_, Identity::Jwt(_)) => Some("Bearer"),
         };
-        if let IdentityError::InvalidToken(TokenError::KeysUnavailable(_)) = &error {
-            return Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "identity_unavailable",
-                "the identity provider's keys cannot be fetched to check this token; retry later",
-            )
-            .retry_after(REFETCH_ON_MISS.as_secs());
-        }
         let (reason, message) = match &error {
+            IdentityError::KeysUnavailable(_) => return Self::identity_unavailable(),
             IdentityError::MissingToken => ("missing_credentials", error.to_string()),
             IdentityError::Gateway(GatewayError::Missing(_)) => {
                 ("missing_credentials", source_message(&error))
@@ -98,6 +95,17 @@ impl ApiError {
             challenge,
             ..Self::new(StatusCode::UNAUTHORIZED, reason, message)
         }
+    }
+
+    /// A token naming a key not fetched while the provider's key set cannot be fetched:
+    /// not the caller's fault, and not to be told from a forged token.
+    fn identity_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "identity_unavailable",
+            "the identity provider's keys cannot be fetched to check this token; retry later",
+        )
+        .retry_after(REFETCH_ON_MISS.as_secs())
     }
 
     /// The server was started without connection info: a wiring bug, not the client's.
@@ -160,6 +168,32 @@ impl From<Limited> for ApiError {
         )
         .with("scope", scope)
         .retry_after(u64::try_from(seconds).unwrap_or(u64::MAX))
+    }
+}
+
+impl From<PassRefused> for ApiError {
+    fn from(refused: PassRefused) -> Self {
+        let reason = match refused {
+            PassRefused::Missing => "pass_missing",
+            PassRefused::Pass(PassError::Invalid) => "pass_invalid",
+            PassRefused::Pass(PassError::OtherUser) => "pass_other_user",
+            PassRefused::Pass(PassError::Expired) => "pass_expired",
+        };
+        Self::new(
+            StatusCode::FORBIDDEN,
+            reason,
+            format!(
+                "this campaign has a waiting room: apply with the pass it gave you in the {} header ({refused})",
+                super::apply::PASS_HEADER
+            ),
+        )
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(error: QueueError) -> Self {
+        tracing::warn!(%error, "waiting room unavailable");
+        IssuerError::Unavailable(error.into()).into()
     }
 }
 

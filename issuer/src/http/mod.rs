@@ -8,6 +8,7 @@ mod client;
 mod error;
 mod lookup;
 mod ops;
+mod queue;
 mod summary;
 
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub fn api_router(issuer: Option<Arc<Issuer>>, trusted_proxies: TrustedProxies) 
             .route("/v1/campaigns", get(summary::list))
             .route("/v1/campaigns/{campaign}", get(summary::one))
             .route("/v1/campaigns/{campaign}/applications", post(apply::apply))
+            .route("/v1/campaigns/{campaign}/queue", post(queue::join))
+            .route("/v1/campaigns/{campaign}/queue/{ticket}", get(queue::poll))
             .route(
                 "/v1/campaigns/{campaign}/applications/me",
                 get(lookup::mine),

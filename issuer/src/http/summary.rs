@@ -35,7 +35,7 @@ async fn summary(issuer: &Issuer, name: &str) -> Result<Value, ApiError> {
     let config = &campaign.config;
     let summary = issuer.summary(name).await?;
     let counts = summary.counts;
-    Ok(json!({
+    let mut body = json!({
         "name": config.name,
         "limit": counts.limit,
         "perUserLimit": config.per_user_limit,
@@ -49,5 +49,15 @@ async fn summary(issuer: &Issuer, name: &str) -> Result<Value, ApiError> {
         "closesAt": config.closes_at,
         "topic": config.topic,
         "identity": config.identity.mode(),
-    }))
+    });
+    if let (Some(room), Some(queue)) = (&campaign.room, issuer.rooms()) {
+        body["waitingRoom"] = json!({
+            "queueLength": queue.length(&campaign.keys).await?,
+            "admissionRate": room.config.admission_rate,
+            "maxActive": room.config.max_active,
+            "passTtlSeconds": room.config.pass_ttl_seconds,
+            "joinableFrom": room.joinable_from(),
+        });
+    }
+    Ok(body)
 }

@@ -84,10 +84,14 @@ impl WinnerConsumer {
         lane: Lane,
     ) -> Result<Self, KafkaError> {
         let (stream, lag) = match lane {
-            Lane::Primary { .. } => (
-                campaign.primary_lane(),
-                metrics.consumer_lag(&campaign.name),
-            ),
+            Lane::Primary { .. } => {
+                // Counted from zero: dashboards and alerts see 0 before the first parking.
+                metrics.dead_lettered(&campaign.name, 0);
+                (
+                    campaign.primary_lane(),
+                    metrics.consumer_lag(&campaign.name),
+                )
+            }
             // Only the main lane's lag is reported; the dead-letter lane is normally empty.
             Lane::DeadLetter => (campaign.dead_letter_lane(), Default::default()),
         };

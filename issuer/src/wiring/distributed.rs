@@ -157,7 +157,7 @@ fn add_issuer(
     let (auditor, interval) = (distributed.clone(), args.audit_interval());
     wiring.run_in_background(|stop| audit_periodically(auditor, audited, interval, stop));
     let backend = Backend::Distributed(distributed);
-    wiring.serve_issuer(Issuer::new(&campaigns, backend, wiring.metrics.clone()));
+    wiring.serve_issuer(Issuer::new(&campaigns, backend));
     Ok(())
 }
 

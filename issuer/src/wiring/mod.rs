@@ -12,6 +12,7 @@ pub mod standalone;
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ use crate::issuer::Issuer;
 use crate::kafka::producer::WinnerPublisher;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
+use crate::waiting_room::{Room, RoomSecret, admit_periodically};
 
 /// How often sold-out campaigns re-read their limit.
 const LIMIT_REFRESH: Duration = Duration::from_secs(1);
@@ -52,6 +54,8 @@ pub struct Wiring {
     stop: CancellationToken,
     /// Flushed once the background tasks have stopped.
     publisher: Option<WinnerPublisher>,
+    /// Where the waiting rooms' secret is (`--waiting-room-secret-file`).
+    room_secret: Option<PathBuf>,
 }
 
 impl Wiring {
@@ -65,6 +69,7 @@ impl Wiring {
             background: Vec::new(),
             stop: CancellationToken::new(),
             publisher: None,
+            room_secret: args.waiting_room_secret_file.clone(),
         }
     }
 
@@ -112,21 +117,41 @@ impl Wiring {
         self.background.push(Box::pin(task(self.stop.clone())));
     }
 
-    /// The campaigns this process serves applies of, each with its identity loaded.
+    /// The campaigns this process serves applies of, each with its identity and its
+    /// waiting room loaded.
     fn campaigns(
         &self,
         configs: &[CampaignConfig],
         provisioned: bool,
     ) -> anyhow::Result<Vec<Arc<Campaign>>> {
+        let secret = self.room_secret(configs)?;
         configs
             .iter()
             .map(|config| {
                 let identity = Identity::load(&config.name, &config.identity)
                     .with_context(|| format!("campaign {}: identity", config.name))?;
+                let room = (secret.as_ref()).and_then(|secret| {
+                    let metrics = self.metrics.waiting_room.of(&config.name);
+                    Room::of(config, secret, metrics)
+                });
                 let campaign = Campaign::new(config.clone(), identity, &self.metrics, provisioned);
-                Ok(Arc::new(campaign))
+                Ok(Arc::new(campaign.with_room(room)))
             })
             .collect()
+    }
+
+    /// The waiting rooms' secret, read when a campaign has a waiting room.
+    fn room_secret(&self, configs: &[CampaignConfig]) -> anyhow::Result<Option<RoomSecret>> {
+        let Some(campaign) = configs.iter().find(|c| c.waiting_room.is_some()) else {
+            return Ok(None);
+        };
+        let path = (self.room_secret.as_ref()).with_context(|| {
+            format!(
+                "campaign {} has a waiting room: pass --waiting-room-secret-file",
+                campaign.name
+            )
+        })?;
+        Ok(Some(RoomSecret::read(path)?))
     }
 
     /// Serves applies through `issuer`: readiness waits for its campaigns to be
@@ -142,6 +167,14 @@ impl Wiring {
         );
         let refreshed = Arc::clone(&issuer);
         self.run_in_background(|stop| refresh_sold_out_boards(refreshed, stop));
+        let rooms: Vec<Arc<Campaign>> = (issuer.campaigns())
+            .filter(|c| c.room.is_some())
+            .cloned()
+            .collect();
+        if let Some(queue) = issuer.rooms().filter(|_| !rooms.is_empty()) {
+            let queue = queue.clone();
+            self.run_in_background(|stop| admit_periodically(queue, rooms, stop));
+        }
         self.issuer = Some(issuer);
     }
 }
@@ -255,6 +288,12 @@ pub fn load_campaigns(args: &ServeArgs, standalone: bool) -> anyhow::Result<Vec<
         }
         None => CampaignsFile::default(),
     };
+    if let Some(room) = (file.campaigns.iter()).find(|c| standalone && c.waiting_room.is_some()) {
+        bail!(
+            "campaign {}: a waiting room needs the distributed issuer (its queue lives in Redis)",
+            room.name
+        );
+    }
     let mut flagged = args.campaigns.clone();
     if file.campaigns.is_empty() && flagged.is_empty() {
         if !standalone {

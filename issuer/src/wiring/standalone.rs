@@ -20,7 +20,7 @@ pub async fn wire(args: &ServeArgs, configs: &[CampaignConfig]) -> anyhow::Resul
     // The ledger is rebuilt from SQLite on open: every campaign is provisioned.
     let campaigns = wiring.campaigns(configs, true)?;
     let backend = Backend::Standalone(embedded);
-    wiring.serve_issuer(Issuer::new(&campaigns, backend, wiring.metrics.clone()));
+    wiring.serve_issuer(Issuer::new(&campaigns, backend));
     tracing::info!(data_dir = %dir.display(), "standalone: admission in process, coupons in SQLite");
     Ok(wiring)
 }

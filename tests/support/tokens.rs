@@ -1,0 +1,65 @@
+//! Bearer tokens for the tests, signed with the test-only keys of
+//! issuer/tests/fixtures/identity: what an identity provider would hand a user.
+
+use std::path::{Path, PathBuf};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::json;
+
+/// The `iss` the tests' campaigns require.
+pub const ISSUER: &str = "https://login.test";
+/// The `aud` the tests' campaigns require.
+pub const AUDIENCE: &str = "coupons";
+/// The `kid` of the fixture RSA key, and its file name in a keys directory.
+pub const KID: &str = "rsa-1";
+/// Signs the real tokens; its public key is what a keys directory holds.
+pub const SIGNER: &str = "test-only-rsa.key";
+/// Signs forged tokens: its public key is in no keys directory.
+pub const FORGER: &str = "test-only-rsa-forger.key";
+
+const FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../issuer/tests/fixtures/identity"
+);
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(FIXTURES).join(name)).unwrap()
+}
+
+/// A fresh keys directory holding the public key of [`SIGNER`] as [`KID`].
+pub fn keys_dir() -> PathBuf {
+    let keys = crate::issuer::temp_dir("identity-keys");
+    std::fs::write(keys.join(KID), fixture("test-only-rsa.pub.pem")).unwrap();
+    keys
+}
+
+/// An RS256 token (kid [`KID`]) for `user` signed with the fixture key `private`,
+/// expiring at `exp` (seconds since the epoch).
+pub fn token(private: &str, user: &str, exp: i64) -> String {
+    signed(private, KID, user, exp)
+}
+
+/// A token for `user` naming key `kid`, signed with the fixture key `private` (ES256
+/// for the EC key, RS256 for the others).
+pub fn signed(private: &str, kid: &str, user: &str, exp: i64) -> String {
+    let claims = json!({ "sub": user, "iss": ISSUER, "aud": AUDIENCE, "exp": exp });
+    let (alg, key) = encoding_key(private);
+    let header = Header {
+        kid: Some(kid.into()),
+        ..Header::new(alg)
+    };
+    encode(&header, &claims, &key).unwrap()
+}
+
+/// The fixture private key `private` and the algorithm it signs with.
+pub fn encoding_key(private: &str) -> (Algorithm, EncodingKey) {
+    let pem = fixture(private);
+    match private.contains("-ec") {
+        true => (Algorithm::ES256, EncodingKey::from_ec_pem(&pem).unwrap()),
+        false => (Algorithm::RS256, EncodingKey::from_rsa_pem(&pem).unwrap()),
+    }
+}
+
+pub fn in_five_minutes() -> i64 {
+    chrono::Utc::now().timestamp() + 300
+}
