@@ -436,7 +436,12 @@ async fn the_example_campaign_is_accepted_by_the_api_server() {
         .await
         .expect("the example is valid");
     assert_eq!(accepted.spec.limit, 100);
-    assert_eq!(accepted.spec.issuer.replicas, Some(3));
+    let scaling = accepted
+        .spec
+        .issuer
+        .scaling
+        .expect("the example plans its issuers");
+    assert_eq!((scaling.base_replicas, scaling.peak_replicas), (2, 12));
     let jwt = accepted
         .spec
         .identity
