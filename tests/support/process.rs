@@ -22,12 +22,25 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     path
 }
 
+/// Ports handed to test processes: below the kernel's ephemeral range (32768 and up), so
+/// the outgoing connections of a spike cannot take one between the check and the bind,
+/// and clear of the test beds' fixed ports.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..25_000;
+
+/// A port nobody listens on, from [`TEST_PORTS`]; each test binary starts at its own
+/// offset, so concurrent binaries rarely try the same port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    let span = TEST_PORTS.end - TEST_PORTS.start;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let seed = (std::process::id() % u32::from(span)) as u16;
+    for _ in 0..span {
+        let port = TEST_PORTS.start + (seed + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?}")
 }
 
 /// The ports a process serves on, as its arguments say: its API, and its operational
