@@ -12,9 +12,7 @@ use libfuzzer_sys::fuzz_target;
 use user_id::UserId;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(ApplyRequest {
-        user_id: Some(raw),
-    }) = serde_json::from_slice::<ApplyRequest>(data)
+    let Ok(ApplyRequest { user_id: Some(raw) }) = serde_json::from_slice::<ApplyRequest>(data)
     else {
         return;
     };

@@ -10,7 +10,6 @@ use serde_json::{Map, Value, json};
 use crate::error::IssuerError;
 use crate::identity::header::GatewayError;
 use crate::identity::jwks::REFETCH_ON_MISS;
-use crate::identity::jwt::TokenError;
 use crate::identity::{Identity, IdentityError};
 use crate::limits::{Limited, Scope};
 use crate::user_id::InvalidUserId;
@@ -75,21 +74,16 @@ impl ApiError {
     /// never the token or a secret.
     pub fn from_identity(error: IdentityError, identity: &Identity) -> Self {
         let challenge = match (&error, identity) {
-            (_, Identity::None | Identity::Header(_)) => None,
+            (_, Identity::None | Identity::Header(_)) | (IdentityError::KeysUnavailable(_), _) => {
+                None
+            }
             (IdentityError::InvalidToken(_), Identity::Jwt(_)) => {
                 Some(r#"Bearer error="invalid_token""#)
             }
             (_, Identity::Jwt(_)) => Some("Bearer"),
         };
-        if let IdentityError::InvalidToken(TokenError::KeysUnavailable(_)) = &error {
-            return Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "identity_unavailable",
-                "the identity provider's keys cannot be fetched to check this token; retry later",
-            )
-            .retry_after(REFETCH_ON_MISS.as_secs());
-        }
         let (reason, message) = match &error {
+            IdentityError::KeysUnavailable(_) => return Self::identity_unavailable(),
             IdentityError::MissingToken => ("missing_credentials", error.to_string()),
             IdentityError::Gateway(GatewayError::Missing(_)) => {
                 ("missing_credentials", source_message(&error))
@@ -101,6 +95,17 @@ impl ApiError {
             challenge,
             ..Self::new(StatusCode::UNAUTHORIZED, reason, message)
         }
+    }
+
+    /// A token naming a key not fetched while the provider's key set cannot be fetched:
+    /// not the caller's fault, and not to be told from a forged token.
+    fn identity_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "identity_unavailable",
+            "the identity provider's keys cannot be fetched to check this token; retry later",
+        )
+        .retry_after(REFETCH_ON_MISS.as_secs())
     }
 
     /// The server was started without connection info: a wiring bug, not the client's.

@@ -9,6 +9,7 @@ pub mod header;
 pub mod jwks;
 pub mod jwt;
 pub mod keys;
+pub mod token;
 
 use axum::http::{HeaderMap, header::AUTHORIZATION};
 use firstcome_contract::{IdentityConfig, IdentityConfigError};
@@ -16,8 +17,9 @@ use firstcome_contract::{IdentityConfig, IdentityConfigError};
 use crate::user_id::UserId;
 use header::{GatewayError, GatewayHeaders, SecretFileError};
 use jwks::JwksError;
-use jwt::{JwtVerifier, TokenError};
+use jwt::JwtVerifier;
 use keys::KeyError;
+use token::TokenError;
 
 /// How one campaign authenticates its callers.
 pub enum Identity {
@@ -47,6 +49,9 @@ pub enum IdentityError {
     MissingToken,
     #[error("the token is not valid")]
     InvalidToken(#[source] TokenError),
+    /// Not the token's fault: the provider's key set cannot be fetched.
+    #[error("the identity provider's keys are unavailable")]
+    KeysUnavailable(#[source] JwksError),
     #[error("the gateway headers are not accepted")]
     Gateway(#[source] GatewayError),
 }
@@ -73,11 +78,7 @@ impl Identity {
             Self::None => Ok(None),
             Self::Jwt(verifier) => {
                 let token = bearer_token(headers)?;
-                verifier
-                    .verify(token)
-                    .await
-                    .map(Some)
-                    .map_err(IdentityError::InvalidToken)
+                verifier.verify(token).await.map(Some)
             }
             Self::Header(gateway) => gateway
                 .authenticate(headers)
@@ -92,7 +93,7 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, IdentityError> {
     let value = headers
         .get(AUTHORIZATION)
         .ok_or(IdentityError::MissingToken)?;
-    if value.len() > jwt::MAX_TOKEN_BYTES + "Bearer ".len() {
+    if value.len() > token::MAX_TOKEN_BYTES + "Bearer ".len() {
         return Err(IdentityError::InvalidToken(TokenError::Oversized));
     }
     let value = value.to_str().map_err(|_| IdentityError::MissingToken)?;
@@ -135,7 +136,7 @@ mod tests {
             bearer_token(&HeaderMap::new()),
             Err(IdentityError::MissingToken)
         ));
-        let huge = format!("Bearer {}", "a".repeat(jwt::MAX_TOKEN_BYTES + 1));
+        let huge = format!("Bearer {}", "a".repeat(token::MAX_TOKEN_BYTES + 1));
         assert!(matches!(
             bearer_token(&with_authorization(&huge)),
             Err(IdentityError::InvalidToken(TokenError::Oversized))
