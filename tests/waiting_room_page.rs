@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::Utc;
+use fantoccini::Locator;
 use firstcome_e2e::browser::Browser;
 use firstcome_e2e::issuer::{coupons, postgres, start_distributed, temp_dir, wait_for_coupons};
 use firstcome_e2e::process::Process;
@@ -239,10 +240,30 @@ async fn the_campaigns_text_is_shown_as_text_under_a_strict_policy() {
     );
 
     let browser = Browser::start().await;
-    let tab = open_tab(&browser, &format!("{url}?user=reader")).await;
-    // the page's own script runs under the policy (it joins and gets the coupon)...
+    let tab = open_tab(&browser, &url).await;
+    // the page's own script runs under the policy: without `?user=` it asks for the user
+    // id, then joins and gets the coupon...
+    let field = (browser
+        .client
+        .find(Locator::Css("label[for=user] + input#user"))
+        .await)
+        .expect("a labelled user id field");
+    field.send_keys("reader").await.unwrap();
+    (browser
+        .client
+        .find(Locator::Css("#join button[type=submit]"))
+        .await
+        .unwrap())
+    .click()
+    .await
+    .unwrap();
     let end = &settle(&browser, &[tab]).await[0];
     assert_eq!(end["state"], "coupon", "{end}");
+    let pool = postgres(&services).await;
+    assert_eq!(
+        wait_for_coupons(&pool, &name, 1).await,
+        vec![("reader".to_string(), 1)]
+    );
     let shown = browser
         .eval(
             "return { h1: document.querySelector('h1').textContent, title: document.title,
