@@ -44,7 +44,10 @@
     el("outcome-title").textContent = title;
     el("outcome-detail").textContent = detail;
     el("outcome-reason").textContent = reason || "";
-    say(title);
+    el("outcome-reason").hidden = !reason;
+    // the one live region announces the outcome; the card below shows it
+    say(title + ". " + detail);
+    el("status").classList.add("visually-hidden");
   }
 
   async function call(method, path, extra) {
@@ -118,13 +121,20 @@
     return Math.min(pollWithinSeconds * 500, Math.max(1000, halfWait));
   }
 
+  function duration(seconds) {
+    if (seconds < 1) return "any moment now";
+    if (seconds < 90) return "about " + Math.ceil(seconds) + " s";
+    if (seconds < 5400) return "about " + Math.round(seconds / 60) + " min";
+    return "about " + Math.round(seconds / 3600) + " h";
+  }
+
   function waiting(view) {
     el("place").hidden = false;
     if (view.position !== undefined) {
       el("position").textContent = String(view.position);
       el("ahead").textContent = String(view.ahead);
     }
-    el("wait").textContent = "about " + Math.ceil(view.estimatedWaitSeconds || 0) + " s";
+    el("wait").textContent = duration(view.estimatedWaitSeconds || 0);
     say(view.position === undefined
       ? "You are in the queue; places are drawn when the sale opens."
       : "You are in the queue: " + view.ahead + " ahead of you.");
@@ -138,11 +148,11 @@
     if (answer.status === 201) {
       room.dataset.sequence = String(json.sequence);
       const which = json.ordinal > 1 ? " (your coupon number " + json.ordinal + ")" : "";
-      return outcome("coupon", "Your coupon", "Coupon " + json.sequence + which + " is yours.", json.reason);
+      return outcome("coupon", "Your coupon", "Coupon " + json.sequence + which + " is yours.");
     }
     if (answer.status === 409 && json.reason === "already_applied") {
       room.dataset.sequence = String((json.sequences || [])[0]);
-      return outcome("coupon", "You already have a coupon", "Coupon " + (json.sequences || []).join(", ") + ".", json.reason);
+      return outcome("coupon", "You already have a coupon", "Coupon " + (json.sequences || []).join(", ") + ".");
     }
     if (json.reason === "admission_unconfirmed") {
       // Admitted, not yet confirmed: applying again could take a second coupon.
