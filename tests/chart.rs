@@ -110,6 +110,7 @@ fn the_chart_lints_and_renders_with_default_and_with_every_value_set() {
         "--default-issuer-replicas=4",
         r#"- "--default-issuer-resources={\"limits\":{\"memory\":\"1Gi\"},\"requests\":{\"cpu\":\"1\",\"memory\":\"256Mi\"}}""#,
         "--default-backends-secret=shop-backends",
+        "--issuer-otlp-endpoint=http://otel-collector.observability:4318",
         "image: registry.example.com/firstcome:0.1.0",
         "minAvailable: 2",
         "replicas: 3",
@@ -128,6 +129,7 @@ fn the_values_schema_rejects_wrong_values_with_a_clear_message() {
         ("operator.logFormat=xml", "logFormat"),
         ("operator.replica=2", "replica"),
         ("backends.secretName=", "secretName"),
+        ("issuer.otlpEndpoint=otel-collector:4318", "otlpEndpoint"),
         (
             "metrics.prometheusRule.runbookBaseUrl=runbooks.md",
             "runbookBaseUrl",

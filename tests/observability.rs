@@ -149,8 +149,31 @@ async fn prometheus_reads_exact_counts_raises_drift_and_parses_the_dashboard() {
     let republished = format!("sum(firstcome_winners_republished_total{{campaign=\"{id}\"}})");
     wait_reading(prometheus, &republished, 3.0).await;
 
-    let exposed = exposed_names(&[&issuer, &operator]).await;
+    let room = start_with_waiting_room(&services).await;
+    let exposed = exposed_names(&[&issuer, &operator, &room]).await;
     dashboard_queries_parse_and_name_exposed_metrics(prometheus, &exposed).await;
+}
+
+/// An issuer serving a campaign with a waiting room, so the room's metrics are exposed
+/// for the dashboard check.
+async fn start_with_waiting_room(services: &Services) -> Process {
+    let campaign = unique_name("room");
+    let dir = temp_dir("observability-room");
+    let config = serde_json::json!({"campaigns": [{
+        "name": campaign, "limit": 10,
+        "topic": CampaignConfig::default_topic(&campaign),
+        "waitingRoom": { "admissionRate": 10 },
+    }]});
+    let (file, secret) = (dir.join("campaigns.json"), dir.join("room-secret"));
+    std::fs::write(&file, config.to_string()).unwrap();
+    std::fs::write(&secret, unique_name("secret").repeat(3)).unwrap();
+    let flags = [
+        "--campaigns-file",
+        file.to_str().unwrap(),
+        "--waiting-room-secret-file",
+        secret.to_str().unwrap(),
+    ];
+    start_distributed(services, &flags).await
 }
 
 /// host:port of a process's metrics.

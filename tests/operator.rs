@@ -290,7 +290,9 @@ async fn a_scheduled_campaign_refuses_applies_until_it_opens() {
     install_crd(&client).await;
     let ns = namespace(&client, "scheduled", &services, &services.redis_url).await;
     let _operator = start_operator(&ns, "only", &[]).await;
-    let opens_at = chrono_like_now_plus(8);
+    // Far enough ahead that the issuer is up (a topic created, the campaign provisioned)
+    // before it opens, even on a loaded machine.
+    let opens_at = chrono_like_now_plus(30);
     apply_campaign(
         &client,
         &ns,
@@ -434,7 +436,12 @@ async fn the_example_campaign_is_accepted_by_the_api_server() {
         .await
         .expect("the example is valid");
     assert_eq!(accepted.spec.limit, 100);
-    assert_eq!(accepted.spec.issuer.replicas, Some(3));
+    let scaling = accepted
+        .spec
+        .issuer
+        .scaling
+        .expect("the example plans its issuers");
+    assert_eq!((scaling.base_replicas, scaling.peak_replicas), (2, 12));
     let jwt = accepted
         .spec
         .identity

@@ -213,6 +213,12 @@ pub struct ServeArgs {
     #[arg(long, env = "FIRSTCOME_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Export traces with OpenTelemetry (OTLP over HTTP, protobuf) to this collector's
+    /// base URL, e.g. http://otel-collector:4318 (spans go to its /v1/traces). Off when
+    /// unset. The OTEL_TRACES_SAMPLER* and OTEL_RESOURCE_ATTRIBUTES variables apply.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// The file holding the secret (at least 32 bytes) that waiting-room tickets, the
     /// pre-queue order and passes derive from; every issuer of a campaign needs the same.
     /// Required when a campaign has a `waitingRoom`.

@@ -16,7 +16,8 @@
 //! queue, poll their place, and apply with the signed pass they are given.
 //!
 //! [`wiring`] builds a process from its command line ([`cli`]) and runs it; [`campaign`]
-//! is a campaign as a process serves it; [`error`] the errors of the apply flow.
+//! is a campaign as a process serves it; [`error`] the errors of the apply flow;
+//! [`traces`] exports the spans of all this over OTLP when asked to.
 
 pub mod admission;
 pub mod backend;
@@ -33,6 +34,7 @@ pub mod limits;
 pub mod metrics;
 pub mod readiness;
 pub mod store;
+pub mod traces;
 pub mod user_id;
 pub mod waiting_room;
 pub mod wiring;

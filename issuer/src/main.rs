@@ -1,17 +1,41 @@
 use clap::Parser;
-use firstcome_issuer::cli::{Cli, Command, LogFormat};
+use firstcome_issuer::cli::{Cli, Command, LogFormat, ServeArgs};
+use firstcome_issuer::traces::Traces;
 use firstcome_issuer::wiring::{self, commands};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
-fn init_logs(format: LogFormat) {
+/// Logs to stderr in `format`; spans also to `traces` when they are exported.
+fn init_logs(format: LogFormat, traces: Option<&Traces>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
+    let text = matches!(format, LogFormat::Text)
+        .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    let json = matches!(format, LogFormat::Json)
+        .then(|| (tracing_subscriber::fmt::layer().json()).with_writer(std::io::stderr));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(text)
+        .with(json)
+        .with(traces.map(Traces::layer))
+        .init();
+}
+
+/// Serves until SIGTERM, then sends the spans still queued.
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let traces = match &args.otlp_endpoint {
+        Some(endpoint) => {
+            let campaign = wiring::single_campaign(&args);
+            Some(Traces::new(endpoint, campaign.as_deref())?)
+        }
+        None => None,
+    };
+    init_logs(args.log_format, traces.as_ref());
+    let served = wiring::serve(args).await;
+    if let Some(traces) = traces {
+        tokio::task::spawn_blocking(move || traces.shutdown()).await?;
     }
+    served
 }
 
 #[tokio::main]
@@ -19,20 +43,14 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::RetryFailed(args)) => {
-            init_logs(LogFormat::Text);
+            init_logs(LogFormat::Text, None);
             commands::retry_failed_once(&args.database_url).await
         }
         Some(Command::Audit(args)) => {
-            init_logs(args.log_format);
+            init_logs(args.log_format, None);
             commands::audit_once(args).await
         }
-        Some(Command::Serve(args)) => {
-            init_logs(args.log_format);
-            wiring::serve(args).await
-        }
-        None => {
-            init_logs(cli.serve.log_format);
-            wiring::serve(cli.serve).await
-        }
+        Some(Command::Serve(args)) => serve(args).await,
+        None => serve(cli.serve).await,
     }
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Patch, PatchParams};
@@ -29,6 +29,7 @@ use crate::describe;
 use crate::metrics::{Metrics, Outcome};
 use crate::reason::Reason;
 use crate::resource::{CouponCampaign, CouponCampaignStatus, Phase, TopicDeletion};
+use crate::scaling::{self, Plan};
 use crate::status::{self, Observation};
 use crate::transitions::{self, Notice};
 use crate::{observe, owned};
@@ -50,6 +51,12 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("cannot delete the issuers' {kind}")]
+    Delete {
+        kind: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("cannot patch the campaign's status")]
     PatchStatus(#[source] kube::Error),
     #[error("cannot clean up the campaign's backends")]
@@ -64,6 +71,7 @@ impl Error {
         match self {
             Self::InvalidObject(_) => "invalid_object",
             Self::Apply { .. } => "apply",
+            Self::Delete { .. } => "delete",
             Self::PatchStatus(_) => "status",
             Self::Cleanup(_) => "cleanup",
             Self::Finalizer(e) => match e.as_ref() {
@@ -215,8 +223,15 @@ fn error_policy(guarded: Arc<Guarded>, error: &Error, ctx: Arc<Context>) -> Acti
 async fn apply(campaign: &CouponCampaign, ctx: &Context) -> Result<Action, Error> {
     let config = campaign_config(campaign);
     let backends = observe::backends(ctx, campaign, &config).await;
+    let old_status = campaign.status.as_ref();
+    let plan = scaling::plan(
+        Utc::now(),
+        &campaign.spec,
+        old_status,
+        ctx.defaults.replicas,
+    );
     let ready_issuers = match &config {
-        Ok(config) => owned::apply(&ctx.client, campaign, config, &ctx.defaults).await?,
+        Ok(config) => owned::apply(&ctx.client, campaign, config, &ctx.defaults, plan).await?,
         Err(_) => 0,
     };
     let observation = Observation {
@@ -224,10 +239,9 @@ async fn apply(campaign: &CouponCampaign, ctx: &Context) -> Result<Action, Error
         generation: campaign.meta().generation,
         config,
         backends,
-        desired_issuers: ctx.defaults.replicas(campaign),
+        desired_issuers: plan.replicas,
         ready_issuers,
     };
-    let old_status = campaign.status.as_ref();
     let new_status = status::compute(old_status, &observation);
     let ready = status::condition(&new_status, status::READY).is_some_and(|c| c.status == "True");
     ctx.metrics
@@ -242,7 +256,8 @@ async fn apply(campaign: &CouponCampaign, ctx: &Context) -> Result<Action, Error
     ctx.failures()
         .remove(&format!("{namespace}/{}", campaign.name_any()));
     ctx.metrics.reconciled(Outcome::ok);
-    Ok(requeue_after(&new_status, campaign, &observation))
+    let by_phase = requeue_after(&new_status, campaign, &observation);
+    Ok(Action::requeue(sooner(by_phase, plan, observation.now)))
 }
 
 async fn patch_status(
@@ -273,23 +288,25 @@ fn requeue_after(
     status: &CouponCampaignStatus,
     campaign: &CouponCampaign,
     obs: &Observation,
-) -> Action {
+) -> Duration {
     let soon = Duration::from_secs(5);
     match status.phase {
-        Phase::Open | Phase::Provisioning | Phase::Pending => Action::requeue(soon),
-        Phase::SoldOut if status.pending_persistence > 0 || status.ready_issuers == 0 => {
-            Action::requeue(soon)
-        }
-        Phase::Scheduled => {
-            let until_open = campaign
-                .spec
-                .opens_at
-                .and_then(|t| (t - obs.now).to_std().ok())
-                .unwrap_or(soon);
-            Action::requeue(until_open.clamp(Duration::from_millis(500), Duration::from_secs(300)))
-        }
-        Phase::SoldOut | Phase::Closed | Phase::Failed => Action::requeue(Duration::from_secs(60)),
+        Phase::Open | Phase::Provisioning | Phase::Pending => soon,
+        Phase::SoldOut if status.pending_persistence > 0 || status.ready_issuers == 0 => soon,
+        Phase::Scheduled => until(campaign.spec.opens_at, obs.now).unwrap_or(soon),
+        Phase::SoldOut | Phase::Closed | Phase::Failed => Duration::from_secs(60),
     }
+}
+
+/// The sooner of the phase's requeue and the scaling plan's next change.
+fn sooner(by_phase: Duration, plan: Plan, now: DateTime<Utc>) -> Duration {
+    until(plan.next, now).map_or(by_phase, |next| next.min(by_phase))
+}
+
+/// From `now` until `instant`, bounded: at least half a second, at most five minutes.
+fn until(instant: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<Duration> {
+    let wait = (instant? - now).to_std().unwrap_or_default();
+    Some(wait.clamp(Duration::from_millis(500), Duration::from_secs(300)))
 }
 
 /// Removes the campaign's Redis keys and, by its deletion policy, its topics.

@@ -1,6 +1,7 @@
 //! What a campaign may leave out, and the operator fills in from its flags (the Helm
 //! chart's values): issuer image, replicas and resources, and the backends Secret. The
-//! one place those defaults are resolved.
+//! one place those defaults are resolved (replicas with the scaling plan, in
+//! [`crate::scaling`]).
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,8 @@ pub struct IssuerDefaults {
     pub replicas: i32,
     pub resources: ResourceRequirements,
     pub backends_secret: String,
+    /// Where the issuers export their traces (OTLP/HTTP), if anywhere.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for IssuerDefaults {
@@ -34,6 +37,7 @@ impl Default for IssuerDefaults {
                 ..ResourceRequirements::default()
             },
             backends_secret: "firstcome-backends".to_string(),
+            otlp_endpoint: None,
         }
     }
 }
@@ -41,15 +45,6 @@ impl Default for IssuerDefaults {
 impl IssuerDefaults {
     pub fn image<'a>(&'a self, campaign: &'a CouponCampaign) -> &'a str {
         campaign.spec.issuer.image.as_deref().unwrap_or(&self.image)
-    }
-
-    /// Issuer pods to run: none while the campaign is paused.
-    pub fn replicas(&self, campaign: &CouponCampaign) -> i32 {
-        if campaign.spec.paused {
-            0
-        } else {
-            campaign.spec.issuer.replicas.unwrap_or(self.replicas)
-        }
     }
 
     pub fn resources(&self, campaign: &CouponCampaign) -> ResourceRequirements {
@@ -80,17 +75,13 @@ mod tests {
     fn the_campaign_wins_over_the_defaults() {
         let defaults = IssuerDefaults::default();
         let bare = campaign("limit: 1\n");
-        assert_eq!(defaults.replicas(&bare), 2);
         assert_eq!(defaults.backends_secret(&bare), "firstcome-backends");
         assert_eq!(defaults.image(&bare), defaults.image);
         let set = campaign(
             "limit: 1\nissuer: {replicas: 5, image: mine, resources: {requests: {cpu: 1}}}\nbackends: {secretName: s}\n",
         );
-        assert_eq!(defaults.replicas(&set), 5);
         assert_eq!(defaults.backends_secret(&set), "s");
         assert_eq!(defaults.image(&set), "mine");
         assert!(defaults.resources(&set).limits.is_none());
-        let paused = campaign("limit: 1\npaused: true\nissuer: {replicas: 5}\n");
-        assert_eq!(defaults.replicas(&paused), 0);
     }
 }

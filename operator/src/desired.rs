@@ -1,12 +1,17 @@
 //! The objects a campaign owns, built as pure functions of the campaign: the issuers'
 //! ConfigMap, Deployment (with the identity Secret mounted read-only), the Service
-//! clients apply through (the API port only) and the metrics Service (the operational
-//! port, for Prometheus). Applied with server-side apply by the controller.
+//! clients apply through (the API port only), the metrics Service (the operational
+//! port, for Prometheus) and, when asked for, the issuers' HorizontalPodAutoscaler.
+//! Applied with server-side apply by the controller.
 
 use std::collections::BTreeMap;
 
 use firstcome_contract::{CampaignConfig, CampaignsFile};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
+    MetricTarget, ResourceMetricSource,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
     HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
@@ -117,8 +122,14 @@ fn http_probe(path: &str, period: i32) -> Probe {
     }
 }
 
-/// The issuer's environment: each backend setting from the Secret, never inline.
-fn issuer_env(secret: &str) -> Vec<EnvVar> {
+/// The issuer's environment: each backend setting from the Secret, never inline; the
+/// traces collector, when the operator names one.
+fn issuer_env(secret: &str, otlp_endpoint: Option<&str>) -> Vec<EnvVar> {
+    let value = |name: &str, value: &str| EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    };
     SECRET_KEYS
         .iter()
         .map(|(key, var)| EnvVar {
@@ -133,11 +144,8 @@ fn issuer_env(secret: &str) -> Vec<EnvVar> {
             }),
             ..EnvVar::default()
         })
-        .chain([EnvVar {
-            name: "FIRSTCOME_LOG_FORMAT".into(),
-            value: Some("json".into()),
-            ..EnvVar::default()
-        }])
+        .chain([value("FIRSTCOME_LOG_FORMAT", "json")])
+        .chain(otlp_endpoint.map(|url| value("OTEL_EXPORTER_OTLP_ENDPOINT", url)))
         .collect()
 }
 
@@ -177,7 +185,10 @@ fn issuer_container(campaign: &CouponCampaign, defaults: &IssuerDefaults) -> Con
         name: "issuer".into(),
         image: Some(defaults.image(campaign).into()),
         args: Some(issuer_args(campaign)),
-        env: Some(issuer_env(defaults.backends_secret(campaign))),
+        env: Some(issuer_env(
+            defaults.backends_secret(campaign),
+            defaults.otlp_endpoint.as_deref(),
+        )),
         ports: Some(vec![
             ContainerPort {
                 name: Some("http".into()),
@@ -273,19 +284,21 @@ fn volume_mounts(campaign: &CouponCampaign) -> Vec<VolumeMount> {
         .collect()
 }
 
-/// The issuer Deployment: every pod serves applies and consumes winners.
+/// The issuer Deployment: every pod serves applies and consumes winners. `replicas` is
+/// `None` when an autoscaler owns them: the field is then left out of what the operator
+/// applies.
 pub fn deployment(
     campaign: &CouponCampaign,
     config: &CampaignConfig,
     defaults: &IssuerDefaults,
+    replicas: Option<i32>,
 ) -> Deployment {
     let image = defaults.image(campaign);
-    let replicas = defaults.replicas(campaign);
     let secret = defaults.backends_secret(campaign);
     Deployment {
         metadata: metadata(campaign),
         spec: DeploymentSpec {
-            replicas: Some(replicas),
+            replicas,
             selector: LabelSelector {
                 match_labels: Some(labels(campaign)),
                 ..LabelSelector::default()
@@ -318,6 +331,40 @@ pub fn deployment(
         },
         ..Deployment::default()
     }
+}
+
+/// The issuers' HorizontalPodAutoscaler (CPU), when `issuer.scaling.autoscaler` asks for
+/// one and issuers are meant to run: `min_replicas` is the plan's replicas, so the
+/// autoscaler never goes below the plan.
+pub fn autoscaler(campaign: &CouponCampaign, min_replicas: i32) -> Option<HorizontalPodAutoscaler> {
+    let scaling = campaign.spec.issuer.scaling.as_ref()?;
+    let autoscaler = scaling.autoscaler.as_ref()?;
+    (min_replicas >= 1).then(|| HorizontalPodAutoscaler {
+        metadata: metadata(campaign),
+        spec: HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".into()),
+                kind: "Deployment".into(),
+                name: issuer_name(campaign),
+            },
+            min_replicas: Some(min_replicas),
+            max_replicas: autoscaler.max_replicas.max(min_replicas),
+            metrics: Some(vec![MetricSpec {
+                type_: "Resource".into(),
+                resource: Some(ResourceMetricSource {
+                    name: "cpu".into(),
+                    target: MetricTarget {
+                        type_: "Utilization".into(),
+                        average_utilization: Some(autoscaler.target_cpu_utilization_percent),
+                        ..MetricTarget::default()
+                    },
+                }),
+                ..MetricSpec::default()
+            }]),
+            ..HorizontalPodAutoscalerSpec::default()
+        },
+        ..HorizontalPodAutoscaler::default()
+    })
 }
 
 /// Name of the metrics Service of a campaign.
@@ -380,7 +427,12 @@ mod tests {
 
     fn hash_of(yaml: &str) -> String {
         let c = campaign(yaml);
-        let d = deployment(&c, &campaign_config(&c).unwrap(), &defaults("firstcome:1"));
+        let d = deployment(
+            &c,
+            &campaign_config(&c).unwrap(),
+            &defaults("firstcome:1"),
+            Some(2),
+        );
         d.spec.template.metadata.unwrap().annotations.unwrap()[CONFIG_HASH_ANNOTATION].clone()
     }
 
@@ -390,7 +442,7 @@ mod tests {
         let config = campaign_config(&c).unwrap();
         for meta in [
             config_map(&c, &config).metadata,
-            deployment(&c, &config, &defaults("img")).metadata,
+            deployment(&c, &config, &defaults("img"), Some(2)).metadata,
             service(&c).metadata,
             metrics_service(&c).metadata,
         ] {
@@ -401,6 +453,34 @@ mod tests {
             assert_eq!(meta.namespace.as_deref(), Some("shop"));
             assert!(meta.name.unwrap().starts_with("black-friday-issuer"));
         }
+    }
+
+    #[test]
+    fn the_autoscaler_floor_is_the_plan_and_it_targets_the_issuers() {
+        let c = campaign(
+            "limit: 100\nissuer: {scaling: {baseReplicas: 2, peakReplicas: 8, autoscaler: {maxReplicas: 20}}}\n",
+        );
+        let hpa = autoscaler(&c, 8).unwrap();
+        let owner = &hpa.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("CouponCampaign", Some(true))
+        );
+        let spec = hpa.spec;
+        assert_eq!((spec.min_replicas, spec.max_replicas), (Some(8), 20));
+        let target = spec.scale_target_ref;
+        assert_eq!(
+            (target.kind.as_str(), target.name.as_str()),
+            ("Deployment", "black-friday-issuer")
+        );
+        let cpu = spec.metrics.unwrap()[0].resource.clone().unwrap();
+        assert_eq!(
+            (cpu.name.as_str(), cpu.target.average_utilization),
+            ("cpu", Some(70))
+        );
+        assert!(autoscaler(&c, 0).is_none(), "paused: no autoscaler");
+        let without = campaign("limit: 100\nissuer: {scaling: {peakReplicas: 8}}\n");
+        assert!(autoscaler(&without, 8).is_none());
     }
 
     #[test]
@@ -416,7 +496,12 @@ mod tests {
     fn deployment_wires_secret_probes_and_security() {
         let c =
             campaign("limit: 100\nissuer: {replicas: 3}\nbackends: {secretName: shop-backends}\n");
-        let d = deployment(&c, &campaign_config(&c).unwrap(), &defaults("firstcome:1"));
+        let d = deployment(
+            &c,
+            &campaign_config(&c).unwrap(),
+            &defaults("firstcome:1"),
+            Some(3),
+        );
         let spec = d.spec;
         assert_eq!(spec.replicas, Some(3));
         let pod = spec.template.spec.unwrap();
@@ -450,11 +535,36 @@ mod tests {
     }
 
     #[test]
+    fn issuers_export_traces_only_where_the_operator_says() {
+        let c = campaign("limit: 100\n");
+        let env_of = |defaults: &IssuerDefaults| {
+            let d = deployment(&c, &campaign_config(&c).unwrap(), defaults, Some(2));
+            d.spec.template.spec.unwrap().containers[0]
+                .env
+                .clone()
+                .unwrap()
+        };
+        let otlp = |env: &[EnvVar]| {
+            (env.iter().find(|e| e.name == "OTEL_EXPORTER_OTLP_ENDPOINT"))
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(otlp(&env_of(&defaults("img"))), None);
+        let traced = IssuerDefaults {
+            otlp_endpoint: Some("http://otel-collector:4318".into()),
+            ..defaults("img")
+        };
+        assert_eq!(
+            otlp(&env_of(&traced)).as_deref(),
+            Some("http://otel-collector:4318")
+        );
+    }
+
+    #[test]
     fn the_waiting_room_secret_is_mounted_read_only_where_the_issuer_reads_it() {
         let c = campaign(
             "limit: 100\nidentity: {mode: none}\nwaitingRoom: {admissionRate: 50, secretRef: {name: shop-room}}\n",
         );
-        let d = deployment(&c, &campaign_config(&c).unwrap(), &defaults("img"));
+        let d = deployment(&c, &campaign_config(&c).unwrap(), &defaults("img"), Some(2));
         let pod = d.spec.template.spec.unwrap();
         let volumes = pod.volumes.unwrap();
         let volume = volumes.iter().find(|v| v.name == "waiting-room").unwrap();
@@ -474,7 +584,12 @@ mod tests {
             Some("/etc/firstcome-waiting-room/secret")
         );
         let plain = campaign("limit: 100\nidentity: {mode: none}\n");
-        let d = deployment(&plain, &campaign_config(&plain).unwrap(), &defaults("img"));
+        let d = deployment(
+            &plain,
+            &campaign_config(&plain).unwrap(),
+            &defaults("img"),
+            Some(2),
+        );
         let pod = d.spec.template.spec.unwrap();
         assert_eq!(pod.volumes.unwrap().len(), 1, "no room, no room Secret");
         let args = pod.containers[0].args.clone().unwrap();
@@ -486,7 +601,7 @@ mod tests {
         let c = campaign(
             "limit: 100\nidentity: {jwt: {issuer: i, audience: a, secretRef: {name: shop-keys}}}\n",
         );
-        let d = deployment(&c, &campaign_config(&c).unwrap(), &defaults("img"));
+        let d = deployment(&c, &campaign_config(&c).unwrap(), &defaults("img"), Some(2));
         let pod = d.spec.template.spec.unwrap();
         let volume = pod
             .volumes
@@ -506,7 +621,12 @@ mod tests {
             "a subPath mount would never see new keys"
         );
         let none = campaign("limit: 100\n");
-        let d = deployment(&none, &campaign_config(&none).unwrap(), &defaults("img"));
+        let d = deployment(
+            &none,
+            &campaign_config(&none).unwrap(),
+            &defaults("img"),
+            Some(2),
+        );
         let volumes = d.spec.template.spec.unwrap().volumes.unwrap();
         assert_eq!(volumes.len(), 1, "identity none mounts no Secret");
         let provider = campaign(
@@ -516,6 +636,7 @@ mod tests {
             &provider,
             &campaign_config(&provider).unwrap(),
             &defaults("img"),
+            Some(2),
         );
         let volumes = d.spec.template.spec.unwrap().volumes.unwrap();
         assert_eq!(volumes.len(), 1, "keys from a JWKS URL mount no Secret");
@@ -524,7 +645,7 @@ mod tests {
     #[test]
     fn probes_and_metrics_are_on_the_ops_port_and_clients_see_only_the_api() {
         let c = campaign("limit: 100\n");
-        let d = deployment(&c, &campaign_config(&c).unwrap(), &defaults("img"));
+        let d = deployment(&c, &campaign_config(&c).unwrap(), &defaults("img"), Some(2));
         let container = &d.spec.template.spec.unwrap().containers[0];
         let args = container.args.as_ref().unwrap();
         let after = |flag: &str| &args[args.iter().position(|a| a == flag).unwrap() + 1];
@@ -563,13 +684,6 @@ mod tests {
         let set = args("limit: 1\nissuer: {trustedProxies: [10.0.0.0/8, 'fd00::1']}\n");
         let at = set.iter().position(|a| a == "--trusted-proxies").unwrap();
         assert_eq!(set[at + 1], "10.0.0.0/8,fd00::1");
-    }
-
-    #[test]
-    fn paused_campaigns_run_no_issuers() {
-        let c = campaign("limit: 100\npaused: true\n");
-        let d = deployment(&c, &campaign_config(&c).unwrap(), &defaults("img"));
-        assert_eq!(d.spec.replicas, Some(0));
     }
 
     #[test]

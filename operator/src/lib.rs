@@ -3,8 +3,8 @@
 //! The reconcile ([`controller`]) reads as a pipeline: [`campaign`] derives the issuers'
 //! configuration, [`observe`] asks the backends ([`backends`]), [`owned`] applies the
 //! objects built by [`desired`], [`status`] computes the status (pure), [`transitions`]
-//! picks the Events a change publishes (pure). [`leader`] elects the one replica that
-//! reconciles.
+//! picks the Events a change publishes (pure), [`scaling`] plans the issuers' replicas
+//! around the opening (pure). [`leader`] elects the one replica that reconciles.
 
 // The reconcile future holds a Redis connection of any deployment (one primary, Sentinel
 // or Cluster); proving it `Send` takes the compiler past its default depth of 128.
@@ -21,6 +21,7 @@ pub mod observe;
 pub mod owned;
 pub mod reason;
 pub mod resource;
+pub mod scaling;
 pub mod status;
 pub mod transitions;
 

@@ -88,6 +88,11 @@ struct Args {
 
     #[arg(long, env = "FIRSTCOME_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+
+    /// The OpenTelemetry collector the issuers export their traces to (their
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, OTLP/HTTP base URL); none by default.
+    #[arg(long, env = "FIRSTCOME_ISSUER_OTLP_ENDPOINT")]
+    issuer_otlp_endpoint: Option<String>,
 }
 
 fn parse_resources(json: &str) -> Result<ResourceRequirements, String> {
@@ -105,6 +110,7 @@ impl Args {
                 .clone()
                 .unwrap_or(builtin.resources),
             backends_secret: self.default_backends_secret.clone(),
+            otlp_endpoint: self.issuer_otlp_endpoint.clone(),
         }
     }
 

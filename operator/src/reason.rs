@@ -82,6 +82,12 @@ pub enum Reason {
     Closed,
     /// Phase Failed.
     Failed,
+    /// The planned issuer replicas went up (to peak before the opening, a larger
+    /// `issuer.replicas`, unpaused) or down (back to base, a smaller one, paused). Two
+    /// reasons, not one: Events of one reason are merged into a series under the first
+    /// note.
+    IssuersScaledUp,
+    IssuersScaledDown,
     /// Deleted: the campaign's Redis keys are removed.
     CleanedUp,
     /// The stored object does not match the CouponCampaign type; it is skipped until it
@@ -121,6 +127,8 @@ impl Reason {
             Self::Opened => "Opened",
             Self::Closed => "Closed",
             Self::Failed => "Failed",
+            Self::IssuersScaledUp => "IssuersScaledUp",
+            Self::IssuersScaledDown => "IssuersScaledDown",
             Self::CleanedUp => "CleanedUp",
             Self::InvalidObject => "InvalidObject",
         }

@@ -344,10 +344,12 @@ impl From<RateLimitsSpec> for RateLimits {
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[x_kube(validation = Rule::new("!has(self.replicas) || !has(self.scaling)")
+    .message("issuer.replicas and issuer.scaling are mutually exclusive: scaling plans the replicas"))]
 #[serde(rename_all = "camelCase")]
 pub struct IssuerSpec {
     /// Issuer pods (each serves applies and consumes winners); default the operator's
-    /// `--default-issuer-replicas` (2).
+    /// `--default-issuer-replicas` (2). Not with `scaling`, which plans them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 1000))]
     pub replicas: Option<i32>,
@@ -373,6 +375,56 @@ pub struct IssuerSpec {
     // characters.
     #[schemars(length(max = 16), inner(length(max = 64)))]
     pub trusted_proxies: Vec<String>,
+
+    /// Issuers scaled up before the doors open: `baseReplicas` until `leadSeconds` before
+    /// `opensAt`, `peakReplicas` from then until the campaign is sold out or closed, then
+    /// `baseReplicas` again. Not with `replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<ScalingSpec>,
+}
+
+/// The issuers' replicas planned around the opening (`operator/src/scaling.rs`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("self.peakReplicas >= self.baseReplicas")
+    .message("peakReplicas must be at least baseReplicas"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.autoscaler) || (self.baseReplicas >= 1 && self.autoscaler.maxReplicas >= self.peakReplicas)"
+).message("with an autoscaler, baseReplicas must be at least 1 and autoscaler.maxReplicas at least peakReplicas"))]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingSpec {
+    /// Issuer pods before the lead time and after the sale (sold out or closed).
+    #[serde(default = "default_base_replicas")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub base_replicas: i32,
+
+    /// Issuer pods from `leadSeconds` before `opensAt` until sold out or closed.
+    #[schemars(range(min = 1, max = 1000))]
+    pub peak_replicas: i32,
+
+    /// How long before `opensAt` the issuers go to `peakReplicas`: time for pods to be
+    /// scheduled, pull the image and pass their readiness probe.
+    #[serde(default = "default_lead_seconds")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub lead_seconds: u32,
+
+    /// A HorizontalPodAutoscaler (autoscaling/v2, CPU) owned by the campaign, for load
+    /// beyond the plan: its `minReplicas` follows the plan (base or peak), so it never
+    /// scales below it, and the operator leaves the Deployment's replicas to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaler: Option<AutoscalerSpec>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalerSpec {
+    /// Most issuer pods the autoscaler may run.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+
+    /// Average CPU use the autoscaler aims at, in percent of the pods' CPU request.
+    #[serde(default = "default_target_cpu_percent")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization_percent: i32,
 }
 
 /// A Secret in the campaign's namespace with the keys `redis-url`, `kafka-brokers` and
@@ -442,6 +494,11 @@ pub struct CouponCampaignStatus {
     /// Issuer pods ready.
     #[serde(default)]
     pub ready_issuers: i32,
+    /// Issuer pods the operator plans: `issuer.replicas` (or the default), or the
+    /// `issuer.scaling` plan's base or peak (with an autoscaler, its floor); 0 while
+    /// paused.
+    #[serde(default)]
+    pub issuer_replicas: i32,
     /// The campaign id issuers serve it under (`<namespace>.<name>`): the `{campaign}`
     /// of the apply URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -460,6 +517,18 @@ fn default_user_claim() -> String {
 
 fn default_leeway_seconds() -> u64 {
     firstcome_contract::DEFAULT_LEEWAY_SECONDS
+}
+
+fn default_base_replicas() -> i32 {
+    1
+}
+
+fn default_lead_seconds() -> u32 {
+    300
+}
+
+fn default_target_cpu_percent() -> i32 {
+    70
 }
 
 fn default_pass_ttl_seconds() -> u32 {

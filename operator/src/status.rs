@@ -273,6 +273,7 @@ pub fn compute(old: Option<&CouponCampaignStatus>, obs: &Observation) -> CouponC
         pending_persistence: counts.admitted.saturating_sub(counts.issued),
         failed_events: counts.failed_events,
         ready_issuers: obs.ready_issuers,
+        issuer_replicas: obs.desired_issuers,
         campaign_id: obs
             .config
             .as_ref()

@@ -1,6 +1,9 @@
 //! Which Events a status change publishes. Pure: one for a phase change (and
-//! `Provisioned` when a campaign leaves provisioning), one Warning for each condition that
-//! turned False with a new reason; the controller only sends them.
+//! `Provisioned` when a campaign leaves provisioning), one when the planned issuer
+//! replicas change, one Warning for each condition that turned False with a new reason;
+//! the controller only sends them.
+
+use std::cmp::Ordering;
 
 use kube::runtime::events::EventType;
 
@@ -27,8 +30,21 @@ fn notice(type_: EventType, reason: impl ToString, note: impl Into<String>) -> N
 /// The Events that going from `old` to `new` publishes, in order.
 pub fn notices(old: Option<&CouponCampaignStatus>, new: &CouponCampaignStatus) -> Vec<Notice> {
     let mut notices = phase_notices(old.map(|s| s.phase), new);
+    notices.extend(scaled_notice(old, new));
     notices.extend(condition_notices(old, new));
     notices
+}
+
+/// The issuers scaled by the plan: to peak before the opening, back to base after it.
+fn scaled_notice(old: Option<&CouponCampaignStatus>, new: &CouponCampaignStatus) -> Option<Notice> {
+    let (before, after) = (old?.issuer_replicas, new.issuer_replicas);
+    let reason = match before.cmp(&after) {
+        Ordering::Less => Reason::IssuersScaledUp,
+        Ordering::Greater => Reason::IssuersScaledDown,
+        Ordering::Equal => return None,
+    };
+    let note = format!("issuer replicas {before} → {after}");
+    Some(notice(EventType::Normal, reason, note))
 }
 
 fn phase_notices(old: Option<Phase>, new: &CouponCampaignStatus) -> Vec<Notice> {
@@ -154,7 +170,12 @@ mod tests {
         );
         let sold_out = status(Phase::SoldOut, &[(SOLD_OUT, "True", Reason::SoldOut)]);
         let failed = status(Phase::Failed, &[(READY, "False", Reason::InvalidSpec)]);
-        let table: [(Option<&CouponCampaignStatus>, &CouponCampaignStatus, Vec<_>); 8] = [
+        let scheduled = status(Phase::Scheduled, &[]);
+        let at_peak = CouponCampaignStatus {
+            issuer_replicas: 12,
+            ..scheduled.clone()
+        };
+        let table: [(Option<&CouponCampaignStatus>, &CouponCampaignStatus, Vec<_>); 11] = [
             (
                 None,
                 &provisioning,
@@ -187,6 +208,17 @@ mod tests {
                 &failed,
                 vec![(Warning, "Failed"), (Warning, "InvalidSpec")],
             ),
+            (
+                Some(&scheduled),
+                &at_peak,
+                vec![(Normal, "IssuersScaledUp")],
+            ),
+            (Some(&at_peak), &at_peak, vec![]),
+            (
+                Some(&at_peak),
+                &scheduled,
+                vec![(Normal, "IssuersScaledDown")],
+            ),
         ];
         for (i, (old, new, expected)) in table.into_iter().enumerate() {
             assert_eq!(reasons(&notices(old, new)), expected, "row {i}");
@@ -195,6 +227,15 @@ mod tests {
 
     #[test]
     fn notes_say_what_happened() {
+        let base = status(Phase::Scheduled, &[]);
+        let peak = CouponCampaignStatus {
+            issuer_replicas: 12,
+            ..base.clone()
+        };
+        assert_eq!(
+            notices(Some(&base), &peak)[0].note,
+            "issuer replicas 0 → 12"
+        );
         let sold_out = status(Phase::SoldOut, &[]);
         let open = status(Phase::Open, &[]);
         assert_eq!(

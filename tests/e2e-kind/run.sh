@@ -31,8 +31,9 @@ kubectl -n "$NS" rollout status deploy/redis deploy/postgres deploy/kafka --time
 helm install firstcome charts/firstcome --namespace firstcome-system --create-namespace \
     --set image.repository=firstcome --set image.tag=e2e --set image.pullPolicy=Never --wait
 
-# The example campaign, opening now.
-sed -e '/opensAt/d' -e '/closesAt/d' -e 's/replicationFactor: 3/replicationFactor: 1/' examples/campaign.yaml \
+# The example campaign, opening now, at a peak a kind node can schedule.
+sed -e '/opensAt/d' -e '/closesAt/d' -e 's/replicationFactor: 3/replicationFactor: 1/' \
+    -e 's/peakReplicas: 12/peakReplicas: 2/' examples/campaign.yaml \
     | kubectl -n "$NS" apply -f -
 kubectl -n "$NS" wait couponcampaign/black-friday --for=jsonpath='{.status.phase}'=Open --timeout=300s
 kubectl -n "$NS" rollout status deploy/black-friday-issuer --timeout=300s

@@ -15,6 +15,7 @@ pub mod republish;
 use std::sync::Arc;
 
 use firstcome_contract::WinnerEvent;
+use tracing::Instrument;
 
 use crate::admission::redis::{RedisAdmission, RedisAdmissionError};
 use crate::admission::{Admission, Outcome};
@@ -51,6 +52,7 @@ impl Distributed {
         let outcome = self
             .redis
             .run_admission_script(&campaign.config, &campaign.keys, user)
+            .instrument(tracing::info_span!("admission_script"))
             .await;
         let outcome = match outcome {
             Err(RedisAdmissionError::Unprovisioned(name)) => {
@@ -62,7 +64,10 @@ impl Distributed {
         };
         if let Outcome::Admitted(admission) = &outcome {
             self.wait_for_replicas().await;
-            self.hand_off(campaign, user, admission).await?;
+            let span = tracing::info_span!("hand_off", sequence = admission.sequence);
+            self.hand_off(campaign, user, admission)
+                .instrument(span)
+                .await?;
         }
         Ok(outcome)
     }

@@ -312,6 +312,17 @@ pub fn load_campaigns(args: &ServeArgs, standalone: bool) -> anyhow::Result<Vec<
     Ok(file.campaigns)
 }
 
+/// The campaign a process serves, when it serves exactly one (as an issuer the operator
+/// runs does): the resource its traces are exported under names it. `None` also when the
+/// campaigns cannot be loaded, which [`build`] then reports.
+pub fn single_campaign(args: &ServeArgs) -> Option<String> {
+    let standalone = args.mode().is_ok_and(|mode| mode == Mode::Standalone);
+    match load_campaigns(args, standalone).ok()?.as_slice() {
+        [one] => Some(one.name.clone()),
+        _ => None,
+    }
+}
+
 async fn refresh_sold_out_boards(issuer: Arc<Issuer>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(LIMIT_REFRESH);
     while stop.run_until_cancelled(tick.tick()).await.is_some() {
