@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use firstcome_e2e::Services;
@@ -208,40 +208,42 @@ async fn keys_come_from_the_providers_key_set_fetched_at_a_bounded_rate() {
         "nothing is fetched before a token needs it"
     );
     let exp = in_five_minutes();
-    assert_eq!(
-        apply("ann", signed(SIGNER, "rsa-1", "ann", exp)).await,
-        admitted
-    );
-    assert_eq!(provider.fetches(), 1);
+    // Signed beforehand: RSA signing in a debug build is slow enough to stretch the
+    // flood below past the 10 s it must fit in.
+    let probes: Vec<(String, String)> = (0..200)
+        .map(|i| format!("probe-{i}"))
+        .map(|user| (signed(SIGNER, &format!("kid-{user}"), &user, exp), user))
+        .map(|(token, user)| (user, token))
+        .collect();
     let forged = signed(FORGER, "rsa-1", "eve", exp);
+    let first = signed(SIGNER, "rsa-1", "ann", exp);
+    let fetched_at = Instant::now();
+    assert_eq!(apply("ann", first).await, admitted);
+    assert_eq!(provider.fetches(), 1);
     assert_eq!(apply("eve", forged).await, refused);
 
-    // 200 tokens naming keys nobody published, at once: refused, and no fetch, the last
-    // one being less than 10 s old.
-    let unknown = (0..200).map(|i| {
-        let user = format!("probe-{i}");
-        apply(
-            &user.clone(),
-            signed(SIGNER, &format!("kid-{i}"), &user, exp),
-        )
-    });
+    // 200 tokens naming keys nobody published, at once: all refused, and no fetch while
+    // the last is less than 10 s old (one more per 10 s on a machine too slow for that).
+    let unknown = probes.into_iter().map(|(user, token)| apply(&user, token));
     let answers = futures::future::join_all(unknown).await;
     let others: Vec<_> = answers.iter().filter(|a| **a != refused).collect();
     assert!(others.is_empty(), "{others:?}");
-    assert_eq!(
-        provider.fetches(),
-        1,
-        "unknown kids within 10 s fetch nothing"
+    let windows = fetched_at.elapsed().as_secs() / 10;
+    assert!(
+        provider.fetches() <= 1 + windows as usize,
+        "{} fetches for unknown kids over {windows} windows of 10 s",
+        provider.fetches()
     );
 
     // A key the provider rotates in is used once the set may be fetched again.
     provider.publish("test-only-ec.key", "ec-2");
-    tokio::time::sleep(Duration::from_millis(10_500)).await;
-    assert_eq!(
-        apply("bob", signed("test-only-ec.key", "ec-2", "bob", exp)).await,
-        admitted
+    let (rotated, before) = (
+        signed("test-only-ec.key", "ec-2", "bob", exp),
+        provider.fetches(),
     );
-    assert_eq!(provider.fetches(), 2);
+    tokio::time::sleep(Duration::from_millis(10_500)).await;
+    assert_eq!(apply("bob", rotated).await, admitted);
+    assert_eq!(provider.fetches(), before + 1);
 
     // The provider goes away: the keys fetched still verify; a key not fetched cannot be
     // told from a forged one, so it is answered 503, not 401.

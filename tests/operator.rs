@@ -754,6 +754,7 @@ async fn a_waiting_room_is_validated_and_its_issuers_hand_out_passes() {
     })
     .await;
     let id = status.campaign_id.unwrap();
+    line_shows_in_the_status(&client, &ns, &services, &id).await;
     let issuer = start_issuer_like_the_deployment(&client, &ns, "queued").await;
 
     let http = reqwest::Client::new();
@@ -795,6 +796,25 @@ async fn a_waiting_room_is_validated_and_its_issuers_hand_out_passes() {
     let page = page.text().await.unwrap();
     assert!(page.contains("<h1>&lt;Queue&gt;</h1>"), "{page}");
     assert!(page.contains("--accent: #aa0000;"), "{page}");
+}
+
+/// The status shows the room's rate and its line as Redis holds it: three tickets put
+/// in line by hand (no issuer runs yet to let them in), then taken out again.
+async fn line_shows_in_the_status(client: &kube::Client, ns: &str, services: &Services, id: &str) {
+    let queue = CampaignKeys::new(id).room_queue;
+    let mut redis = redis::Client::open(services.redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let line = [(1.0, "t1"), (2.0, "t2"), (3.0, "t3")];
+    let _: () = redis.zadd_multiple(&queue, &line).await.unwrap();
+    let status = wait_status(client, ns, "queued", "3 waiting", |s| {
+        s.waiting_room.is_some_and(|room| room.queue_length == 3)
+    })
+    .await;
+    assert_eq!(status.waiting_room.unwrap().admission_rate, 20);
+    let _: () = redis.del(&queue).await.unwrap();
 }
 
 /// The waiting room's Secret, as a user creates it: key `secret`, 32 bytes or more.

@@ -37,6 +37,12 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Remaining", type_ = "integer", json_path = ".status.remaining"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
+        name = "Waiting",
+        type_ = "integer",
+        json_path = ".status.waitingRoom.queueLength",
+        priority = 1
+    ),
+    printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
@@ -503,8 +509,21 @@ pub struct CouponCampaignStatus {
     /// of the apply URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub campaign_id: Option<String>,
+    /// The waiting room's line, for a campaign with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_room: Option<WaitingRoomStatus>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
+}
+
+/// A waiting room as the operator last saw it.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WaitingRoomStatus {
+    /// Tickets waiting in line (Redis, at the last reconcile).
+    pub queue_length: u64,
+    /// Users let in per second.
+    pub admission_rate: u32,
 }
 
 fn default_per_user_limit() -> u32 {

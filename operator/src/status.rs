@@ -9,7 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::backends::BackendError;
 use crate::describe;
 use crate::reason::Reason;
-use crate::resource::{CouponCampaignStatus, Phase};
+use crate::resource::{CouponCampaignStatus, Phase, WaitingRoomStatus};
 
 /// What Redis says about a provisioned campaign.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,6 +19,8 @@ pub struct RedisCounts {
     pub admitted: u64,
     /// The spec's limit, when it was refused for being below `admitted`.
     pub refused_limit: Option<u64>,
+    /// Tickets in the campaign's waiting room, if it has one.
+    pub waiting: Option<u64>,
 }
 
 /// What PostgreSQL says about the campaign's coupons.
@@ -171,6 +173,7 @@ fn limit_verdict(backends: &Backends) -> Verdict {
             limit,
             admitted,
             refused_limit: Some(refused),
+            ..
         }) => verdict(
             false,
             Reason::LimitBelowAdmitted,
@@ -280,8 +283,23 @@ pub fn compute(old: Option<&CouponCampaignStatus>, obs: &Observation) -> CouponC
             .ok()
             .map(|c| c.name.clone())
             .or(old_status.campaign_id),
+        waiting_room: waiting_room(old_status.waiting_room, obs),
         conditions,
     }
+}
+
+/// The waiting room's line as Redis last told it, and the rate it is let in at; none
+/// without a room.
+fn waiting_room(old: Option<WaitingRoomStatus>, obs: &Observation) -> Option<WaitingRoomStatus> {
+    let room = obs.config.as_ref().ok()?.waiting_room.as_ref()?;
+    let queue_length = match obs.backends.redis() {
+        Ok(counts) => counts.waiting.unwrap_or_default(),
+        Err(_) => old.map_or(0, |old| old.queue_length),
+    };
+    Some(WaitingRoomStatus {
+        queue_length,
+        admission_rate: room.admission_rate,
+    })
 }
 
 /// Sets a condition; its `lastTransitionTime` changes only when its status flips.
@@ -327,6 +345,7 @@ mod tests {
             limit,
             admitted,
             refused_limit: None,
+            waiting: None,
         })
     }
 
@@ -407,6 +426,34 @@ mod tests {
         assert_eq!(compute(None, &obs).phase, Phase::Scheduled);
         obs.now = at("2026-01-03T00:00:00Z");
         assert_eq!(compute(None, &obs).phase, Phase::Closed);
+    }
+
+    #[test]
+    fn a_waiting_room_shows_its_line_and_rate_and_keeps_the_line_when_redis_is_away() {
+        assert_eq!(
+            compute(None, &healthy("2026-01-01T00:00:00Z")).waiting_room,
+            None
+        );
+        let with_room = |redis| {
+            let mut obs = with_redis(healthy("2026-01-01T00:00:00Z"), redis);
+            if let Ok(config) = &mut obs.config {
+                config.waiting_room = Some(firstcome_contract::WaitingRoom::new(250));
+            }
+            obs
+        };
+        let line = RedisCounts {
+            waiting: Some(4200),
+            ..counts(100, 40).unwrap()
+        };
+        let before = compute(None, &with_room(Ok(line)));
+        let expected = WaitingRoomStatus {
+            queue_length: 4200,
+            admission_rate: 250,
+        };
+        assert_eq!(before.waiting_room, Some(expected));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let away = with_room(Err(BackendError::RedisUnreachable(refused.into())));
+        assert_eq!(compute(Some(&before), &away).waiting_room, Some(expected));
     }
 
     #[test]
@@ -497,6 +544,7 @@ mod tests {
                 limit: 100,
                 admitted: 40,
                 refused_limit: Some(30),
+                waiting: None,
             }),
         );
         let s = compute(None, &obs);

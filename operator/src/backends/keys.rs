@@ -42,10 +42,21 @@ impl Connections {
             .await
             .map_err(BackendError::Redis)?;
         let admitted = u64::try_from(admitted).map_err(|_| BackendError::AdmissionStateMissing)?;
+        let waiting = match config.waiting_room {
+            Some(_) => Some(
+                redis::cmd("ZCARD")
+                    .arg(&keys.room_queue)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(BackendError::Redis)?,
+            ),
+            None => None,
+        };
         Ok(RedisCounts {
             limit,
             admitted,
             refused_limit: (applied == 0).then_some(config.limit),
+            waiting,
         })
     }
 
