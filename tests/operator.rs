@@ -448,6 +448,22 @@ async fn the_example_campaign_is_accepted_by_the_api_server() {
         .jwt
         .expect("the example names its keys");
     assert_eq!(jwt.secret_ref.unwrap().name, "black-friday-jwt-keys");
+
+    // the waiting-room example: its Secret, then its campaign
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/waiting-room.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let campaign = (text.split("\n---\n").nth(1)).expect("the campaign after its Secret");
+    let example: CouponCampaign = serde_yaml_ng::from_str(campaign).unwrap();
+    let accepted = Api::<CouponCampaign>::namespaced(client.clone(), &ns)
+        .patch(
+            "winter-sale",
+            &kube::api::PatchParams::apply("firstcome-e2e").dry_run(),
+            &kube::api::Patch::Apply(&example),
+        )
+        .await
+        .expect("the waiting-room example is valid");
+    let page = accepted.spec.waiting_room.unwrap().page.unwrap();
+    assert_eq!(page.title, "Winter sale");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -687,6 +703,36 @@ async fn a_waiting_room_is_validated_and_its_issuers_hand_out_passes() {
             ),
             "prequeueOpensAt needs opensAt",
         ),
+        (
+            room(&format!("admissionRate: 5, page: {{title: ''}}, {secret}")),
+            "waitingRoom.page.title",
+        ),
+        (
+            room(&format!(
+                "admissionRate: 5, page: {{title: {}}}, {secret}",
+                "t".repeat(81)
+            )),
+            "waitingRoom.page.title",
+        ),
+        (
+            room(&format!(
+                "admissionRate: 5, page: {{message: {}}}, {secret}",
+                "m".repeat(501)
+            )),
+            "waitingRoom.page.message",
+        ),
+        (
+            room(&format!(
+                "admissionRate: 5, page: {{accentColor: red}}, {secret}"
+            )),
+            "waitingRoom.page.accentColor",
+        ),
+        (
+            room(&format!(
+                "admissionRate: 5, page: {{backgroundColor: '#fff'}}, {secret}"
+            )),
+            "waitingRoom.page.backgroundColor",
+        ),
     ] {
         let error = apply_campaign(&client, &ns, "bad", &spec)
             .await
@@ -698,7 +744,9 @@ async fn a_waiting_room_is_validated_and_its_issuers_hand_out_passes() {
     let _operator = start_operator(&ns, "only", &[]).await;
     let spec = format!(
         "issuer: {{replicas: 0}}\n{}",
-        room(&format!("admissionRate: 20, {secret}"))
+        room(&format!(
+            "admissionRate: 20, page: {{title: '<Queue>', accentColor: '#aa0000'}}, {secret}"
+        ))
     );
     apply_campaign(&client, &ns, "queued", &spec).await.unwrap();
     let status = wait_status(&client, &ns, "queued", "phase Open", |s| {
@@ -739,6 +787,15 @@ async fn a_waiting_room_is_validated_and_its_issuers_hand_out_passes() {
         .await
         .unwrap();
     assert_eq!(admitted.status(), StatusCode::CREATED);
+
+    // the page shows the spec's text (escaped) and colours
+    let page = reqwest::get(format!("{}/v1/campaigns/{id}/room", issuer.base))
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let page = page.text().await.unwrap();
+    assert!(page.contains("<h1>&lt;Queue&gt;</h1>"), "{page}");
+    assert!(page.contains("--accent: #aa0000;"), "{page}");
 }
 
 /// The status shows the room's rate and its line as Redis holds it: three tickets put

@@ -6,13 +6,14 @@
 //! campaign ([`CampaignKeys`]), the winner event published on Kafka ([`WinnerEvent`]) and
 //! the consumer lanes that persist it ([`ConsumerLane`]), and where Redis is
 //! ([`RedisTarget`]: one primary, Sentinel or Cluster) and how both connect to it
-//! ([`RedisConnection`]), and a campaign's optional [`WaitingRoom`].
+//! ([`RedisConnection`]), and a campaign's optional [`WaitingRoom`] with its customers' [`RoomPage`].
 
 mod campaign;
 mod identity;
 mod redis_connection;
 mod redis_keys;
 mod redis_target;
+mod room_page;
 mod waiting_room;
 mod winner_event;
 
@@ -27,6 +28,10 @@ pub use identity::{
 pub use redis_connection::{RedisConnection, SentinelConnection};
 pub use redis_keys::{CampaignKeys, decode_held, encode_held};
 pub use redis_target::{NodeAddress, RedisAuth, RedisTarget, RedisTargetError};
+pub use room_page::{
+    MAX_PAGE_MESSAGE_CHARS, MAX_PAGE_TITLE_CHARS, PAGE_COLOR_PATTERN, RoomPage, RoomPageProblem,
+    default_page_accent, default_page_background, default_page_title,
+};
 pub use waiting_room::{
     DEFAULT_PASS_TTL_SECONDS, DEFAULT_PREQUEUE_LEAD_SECONDS, DEFAULT_TICKET_TIMEOUT_SECONDS,
     MAX_ADMISSION_RATE, PASS_TTL_SECONDS, TICKET_TIMEOUT_SECONDS, WaitingRoom, WaitingRoomProblem,

@@ -5,6 +5,8 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::room_page::{RoomPage, RoomPageProblem};
+
 /// Most users per second a room may admit: far above what a backend behind a waiting
 /// room is meant to take, and small enough for the admission script's arithmetic.
 pub const MAX_ADMISSION_RATE: u32 = 100_000;
@@ -36,6 +38,9 @@ pub struct WaitingRoom {
     /// A waiting ticket not polled for this long loses its place.
     #[serde(default = "default_ticket_timeout")]
     pub ticket_timeout_seconds: u32,
+    /// The customers' page: its text and colours.
+    #[serde(default)]
+    pub page: RoomPage,
 }
 
 /// What is wrong with a waiting room's settings.
@@ -51,6 +56,8 @@ pub enum WaitingRoomProblem {
     TicketTimeout,
     #[error("prequeueOpensAt needs opensAt, and must be earlier than it")]
     Prequeue,
+    #[error(transparent)]
+    Page(#[from] RoomPageProblem),
 }
 
 fn default_pass_ttl() -> u32 {
@@ -70,6 +77,7 @@ impl WaitingRoom {
             prequeue_opens_at: None,
             pass_ttl_seconds: DEFAULT_PASS_TTL_SECONDS,
             ticket_timeout_seconds: DEFAULT_TICKET_TIMEOUT_SECONDS,
+            page: RoomPage::default(),
         }
     }
 
@@ -87,6 +95,7 @@ impl WaitingRoom {
         if !TICKET_TIMEOUT_SECONDS.contains(&self.ticket_timeout_seconds) {
             return Err(WaitingRoomProblem::TicketTimeout);
         }
+        self.page.validate()?;
         match (self.prequeue_opens_at, opens_at) {
             (Some(prequeue), Some(opens)) if prequeue < opens => Ok(()),
             (Some(_), _) => Err(WaitingRoomProblem::Prequeue),

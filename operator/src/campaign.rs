@@ -3,12 +3,12 @@
 
 use firstcome_contract::{
     CampaignConfig, ConfigError, HeaderConfig, IdentityConfig, IdentityConfigError, JwtConfig,
-    WaitingRoom,
+    RoomPage, WaitingRoom,
 };
 use kube::ResourceExt;
 
 use crate::desired::{HEADER_SECRET_KEY, IDENTITY_DIR};
-use crate::resource::{CouponCampaign, IdentityMode, IdentitySpec, WaitingRoomSpec};
+use crate::resource::{CouponCampaign, IdentityMode, IdentitySpec, RoomPageSpec, WaitingRoomSpec};
 
 /// The id issuers serve a campaign under: `<namespace>.<name>`, unique in the cluster
 /// (namespaces have no dots), used in the apply URL, Redis keys, events and coupons.
@@ -56,6 +56,16 @@ fn waiting_room(spec: &WaitingRoomSpec) -> WaitingRoom {
         prequeue_opens_at: spec.prequeue_opens_at,
         pass_ttl_seconds: spec.pass_ttl_seconds,
         ticket_timeout_seconds: spec.ticket_timeout_seconds,
+        page: spec.page.as_ref().map(room_page).unwrap_or_default(),
+    }
+}
+
+fn room_page(spec: &RoomPageSpec) -> RoomPage {
+    RoomPage {
+        title: spec.title.clone(),
+        message: spec.message.clone(),
+        accent_color: spec.accent_color.clone(),
+        background_color: spec.background_color.clone(),
     }
 }
 
@@ -197,6 +207,25 @@ mod tests {
                 .waiting_room,
             None
         );
+        let page = campaign(
+            "limit: 5\nwaitingRoom: {admissionRate: 5, secretRef: {name: room}, page: {title: Sale, accentColor: '#aa0000'}}\n",
+        );
+        let page = campaign_config(&page).unwrap().waiting_room.unwrap().page;
+        assert_eq!(
+            page,
+            RoomPage {
+                title: "Sale".into(),
+                accent_color: "#aa0000".into(),
+                ..RoomPage::default()
+            }
+        );
+        let bad_page = campaign(
+            "limit: 5\nwaitingRoom: {admissionRate: 5, secretRef: {name: room}, page: {backgroundColor: red}}\n",
+        );
+        assert!(matches!(
+            campaign_config(&bad_page),
+            Err(ConfigError::WaitingRoom { .. })
+        ));
         let early = campaign(
             "limit: 5\nwaitingRoom: {admissionRate: 5, prequeueOpensAt: 2026-11-27T08:00:00Z, secretRef: {name: room}}\n",
         );

@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 use firstcome_contract::{
     Bucket, DEFAULT_PASS_TTL_SECONDS, DEFAULT_TICKET_TIMEOUT_SECONDS, MAX_ADMISSION_RATE,
-    MAX_BUCKET_RATE, RateLimits,
+    MAX_BUCKET_RATE, MAX_PAGE_MESSAGE_CHARS, MAX_PAGE_TITLE_CHARS, PAGE_COLOR_PATTERN, RateLimits,
 };
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -149,6 +149,35 @@ pub struct WaitingRoomSpec {
     /// The Secret whose key `secret` holds the room's secret (at least 32 bytes): passes,
     /// tickets and the pre-queue order derive from it. Read when an issuer starts.
     pub secret_ref: SecretRef,
+
+    /// The customers' page (`GET /v1/campaigns/{campaign}/room`): its text and colours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<RoomPageSpec>,
+}
+
+/// The text and colours of a waiting room's page; the text is shown escaped.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomPageSpec {
+    /// The page's heading and title.
+    #[serde(default = "firstcome_contract::default_page_title")]
+    #[schemars(length(min = 1, max = MAX_PAGE_TITLE_CHARS))]
+    pub title: String,
+
+    /// A paragraph under the heading; empty: none.
+    #[serde(default)]
+    #[schemars(length(max = MAX_PAGE_MESSAGE_CHARS))]
+    pub message: String,
+
+    /// Buttons and progress marks, `#rrggbb`.
+    #[serde(default = "firstcome_contract::default_page_accent")]
+    #[schemars(regex(pattern = PAGE_COLOR_PATTERN))]
+    pub accent_color: String,
+
+    /// The page's background, `#rrggbb`.
+    #[serde(default = "firstcome_contract::default_page_background")]
+    #[schemars(regex(pattern = PAGE_COLOR_PATTERN))]
+    pub background_color: String,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]

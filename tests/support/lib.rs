@@ -3,6 +3,7 @@
 //! control plane (`scripts/controlplane`), the real Prometheus (`scripts/prometheus`, in
 //! [`prometheus`]), and the project's binaries started as processes.
 
+pub mod browser;
 pub mod cluster;
 pub mod invariants;
 pub mod issuer;

@@ -9,6 +9,7 @@ mod error;
 mod lookup;
 mod ops;
 mod queue;
+mod room_page;
 mod summary;
 
 use std::sync::Arc;
@@ -55,6 +56,7 @@ pub fn api_router(issuer: Option<Arc<Issuer>>, trusted_proxies: TrustedProxies) 
             .route("/v1/campaigns/{campaign}/applications", post(apply::apply))
             .route("/v1/campaigns/{campaign}/queue", post(queue::join))
             .route("/v1/campaigns/{campaign}/queue/{ticket}", get(queue::poll))
+            .route("/v1/campaigns/{campaign}/room", get(room_page::page))
             .route(
                 "/v1/campaigns/{campaign}/applications/me",
                 get(lookup::mine),

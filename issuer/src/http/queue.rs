@@ -65,7 +65,8 @@ pub async fn poll(
     Ok(Json(view(campaign, room, &ticket, &polled)))
 }
 
-fn room_of<'a>(
+/// The campaign's room as this issuer serves it; 404 `no_waiting_room` without one.
+pub(super) fn room_of<'a>(
     api: &'a Api,
     campaign: &'a Campaign,
 ) -> Result<(&'a Room, &'a RoomQueue), ApiError> {
