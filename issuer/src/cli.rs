@@ -334,7 +334,6 @@ impl IdentityArgs {
     }
 }
 
-/// Where admission and persistence happen.
 /// How many replicas must have an admission before its hand-off, and how long to wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReplicaWait {
@@ -342,6 +341,7 @@ pub struct ReplicaWait {
     pub timeout: Duration,
 }
 
+/// Where admission and persistence happen.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Mode<'a> {
     Standalone,

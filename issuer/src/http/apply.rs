@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::json;
@@ -63,6 +64,17 @@ fn sold_out(campaign: String) -> ApiError {
 /// The header an apply to a campaign with a waiting room carries its pass in.
 pub const PASS_HEADER: &str = "firstcome-pass";
 
+/// The apply's pass header, if any: one value taken, not the whole header map copied.
+pub struct PassHeader(Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PassHeader {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.headers.get(PASS_HEADER).cloned()))
+    }
+}
+
 /// Rate limits first (the client before its credentials or the body are even looked at,
 /// then the user), so what they refuse costs no authentication or admission work; then
 /// the waiting room's pass, if the campaign has one.
@@ -71,7 +83,7 @@ pub async fn apply(
     _within_rate: WithinClientRate,
     Path(campaign): Path<String>,
     caller: Caller,
-    headers: HeaderMap,
+    PassHeader(pass): PassHeader,
     body: Result<Json<ApplyRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let served = api.issuer.campaign(&campaign)?;
@@ -79,7 +91,7 @@ pub async fn apply(
     let user = caller.applicant(request.user_id)?;
     served.limits.check_user(&user)?;
     if let Some(room) = &served.room {
-        let pass = headers.get(PASS_HEADER).map(|value| value.as_bytes());
+        let pass = pass.as_ref().map(HeaderValue::as_bytes);
         room.check_pass(pass, user.as_str(), Utc::now())?;
     }
     let outcome = api.issuer.apply(&campaign, &user).await?;

@@ -27,6 +27,7 @@ pub use error::ApiError;
 pub struct Api {
     pub issuer: Arc<Issuer>,
     sold_out: apply::SoldOutBodies,
+    room_pages: room_page::RoomPages,
     trusted_proxies: TrustedProxies,
 }
 pub use ops::OpsState;
@@ -67,6 +68,7 @@ pub fn api_router(issuer: Option<Arc<Issuer>>, trusted_proxies: TrustedProxies) 
             )
             .with_state(Arc::new(Api {
                 sold_out: apply::SoldOutBodies::new(&issuer),
+                room_pages: room_page::RoomPages::new(&issuer),
                 issuer,
                 trusted_proxies,
             }));

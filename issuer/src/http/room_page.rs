@@ -3,18 +3,23 @@
 //! escaped into it, and a Content-Security-Policy allowing exactly that style and script
 //! (by hash) and requests to this origin.
 
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
+
+use axum::body::Bytes;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use firstcome_contract::{IdentityConfig, RoomPage};
+use firstcome_contract::RoomPage;
 use sha2::{Digest, Sha256};
 
 use super::queue::room_of;
 use super::{Api, ApiError};
+use crate::campaign::Campaign;
+use crate::issuer::Issuer;
 
 const TEMPLATE: &str = include_str!("room_page/page.html");
 const STYLE: &str = include_str!("room_page/page.css");
@@ -29,18 +34,35 @@ pub async fn page(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let campaign = api.issuer.campaign(&name)?;
-    let (room, _) = room_of(&api, campaign)?;
-    let identity = identity_mode(&campaign.config.identity);
-    let page = render(campaign.name(), identity, &room.config.page);
-    Ok(page.into_response())
+    room_of(&api, campaign)?;
+    Ok(api.room_pages.response(campaign))
 }
 
-/// What the page must send for the caller to be known: see the page's script.
-fn identity_mode(identity: &IdentityConfig) -> &'static str {
-    match identity {
-        IdentityConfig::None => "none",
-        IdentityConfig::Jwt { .. } => "jwt",
-        IdentityConfig::Header { .. } => "header",
+/// Each waiting room's page, rendered once: its inputs do not change while the process
+/// runs, and the opening second may bring every waiting customer to it at once.
+pub struct RoomPages(HashMap<String, (Bytes, HeaderValue)>);
+
+impl RoomPages {
+    pub fn new(issuer: &Issuer) -> Self {
+        let pages = issuer.campaigns().filter_map(|campaign| {
+            let page = Rendered::of(campaign)?;
+            let policy = HeaderValue::from_str(&page.policy).expect("the policy is ASCII");
+            Some((
+                campaign.name().to_string(),
+                (Bytes::from(page.html), policy),
+            ))
+        });
+        Self(pages.collect())
+    }
+
+    fn response(&self, campaign: &Campaign) -> Response {
+        match self.0.get(campaign.name()) {
+            Some((html, policy)) => page_response(html.clone(), policy.clone()),
+            None => Rendered::of(campaign).map_or_else(
+                || ApiError::not_found().into_response(),
+                IntoResponse::into_response,
+            ),
+        }
     }
 }
 
@@ -48,6 +70,15 @@ fn identity_mode(identity: &IdentityConfig) -> &'static str {
 struct Rendered {
     html: String,
     policy: String,
+}
+
+impl Rendered {
+    /// The page of `campaign`'s waiting room, if it has one.
+    fn of(campaign: &Campaign) -> Option<Self> {
+        let room = campaign.room.as_ref()?;
+        let identity = campaign.config.identity.mode();
+        Some(render(campaign.name(), identity, &room.config.page))
+    }
 }
 
 fn render(campaign: &str, identity: &str, page: &RoomPage) -> Rendered {
@@ -104,24 +135,28 @@ fn csp_hash(content: &str) -> String {
 impl IntoResponse for Rendered {
     fn into_response(self) -> Response {
         let policy = HeaderValue::from_str(&self.policy).expect("the policy is ASCII");
-        let headers = [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            ),
-            (header::CONTENT_SECURITY_POLICY, policy),
-            (
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ),
-            (
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        ];
-        (headers, self.html).into_response()
+        page_response(Bytes::from(self.html), policy)
     }
+}
+
+fn page_response(html: Bytes, policy: HeaderValue) -> Response {
+    let headers = [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        ),
+        (header::CONTENT_SECURITY_POLICY, policy),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    ];
+    (headers, html).into_response()
 }
 
 #[cfg(test)]
