@@ -187,6 +187,9 @@ impl HeaderConfig {
     }
 }
 
+/// [`is_header_name`] as a regular expression, for schemas.
+pub const HEADER_NAME_PATTERN: &str = r"^[A-Za-z0-9-]+$";
+
 /// A header name both HTTP and Kubernetes accept: letters, digits and '-'.
 fn is_header_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')

@@ -22,8 +22,8 @@ pub use campaign::{
     MAX_BUCKET_RATE, RateLimits, Window,
 };
 pub use identity::{
-    DEFAULT_LEEWAY_SECONDS, DEFAULT_USER_CLAIM, HeaderConfig, IdentityConfig, IdentityConfigError,
-    JwtConfig, JwtKeys, MAX_LEEWAY_SECONDS,
+    DEFAULT_LEEWAY_SECONDS, DEFAULT_USER_CLAIM, HEADER_NAME_PATTERN, HeaderConfig, IdentityConfig,
+    IdentityConfigError, JwtConfig, JwtKeys, MAX_LEEWAY_SECONDS,
 };
 pub use redis_connection::{RedisConnection, SentinelConnection};
 pub use redis_keys::{CampaignKeys, decode_held, encode_held};

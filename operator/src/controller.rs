@@ -224,18 +224,14 @@ async fn apply(campaign: &CouponCampaign, ctx: &Context) -> Result<Action, Error
     let config = campaign_config(campaign);
     let backends = observe::backends(ctx, campaign, &config).await;
     let old_status = campaign.status.as_ref();
-    let plan = scaling::plan(
-        Utc::now(),
-        &campaign.spec,
-        old_status,
-        ctx.defaults.replicas,
-    );
+    let now = Utc::now();
+    let plan = scaling::plan(now, &campaign.spec, old_status, ctx.defaults.replicas);
     let ready_issuers = match &config {
         Ok(config) => owned::apply(&ctx.client, campaign, config, &ctx.defaults, plan).await?,
         Err(_) => 0,
     };
     let observation = Observation {
-        now: Utc::now(),
+        now,
         generation: campaign.meta().generation,
         config,
         backends,

@@ -95,54 +95,15 @@ pub enum Reason {
     InvalidObject,
 }
 
-impl Reason {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::CampaignReady => "CampaignReady",
-            Self::Valid => "Valid",
-            Self::InvalidSpec => "InvalidSpec",
-            Self::BackendsSecretMissing => "BackendsSecretMissing",
-            Self::BackendsSecretIncomplete => "BackendsSecretIncomplete",
-            Self::BackendsSecretUnreadable => "BackendsSecretUnreadable",
-            Self::InvalidBackendSettings => "InvalidBackendSettings",
-            Self::Provisioned => "Provisioned",
-            Self::RedisUnavailable => "RedisUnavailable",
-            Self::RedisCommandFailed => "RedisCommandFailed",
-            Self::AdmissionStateMissing => "AdmissionStateMissing",
-            Self::TopicReady => "TopicReady",
-            Self::KafkaUnavailable => "KafkaUnavailable",
-            Self::TopicRefused => "TopicRefused",
-            Self::PostgresUnavailable => "PostgresUnavailable",
-            Self::IssuersReady => "IssuersReady",
-            Self::NoReadyIssuer => "NoReadyIssuer",
-            Self::Paused => "Paused",
-            Self::LimitApplied => "LimitApplied",
-            Self::LimitBelowAdmitted => "LimitBelowAdmitted",
-            Self::Unknown => "Unknown",
-            Self::SoldOut => "SoldOut",
-            Self::CouponsRemaining => "CouponsRemaining",
-            Self::Pending => "Pending",
-            Self::Provisioning => "Provisioning",
-            Self::Scheduled => "Scheduled",
-            Self::Opened => "Opened",
-            Self::Closed => "Closed",
-            Self::Failed => "Failed",
-            Self::IssuersScaledUp => "IssuersScaledUp",
-            Self::IssuersScaledDown => "IssuersScaledDown",
-            Self::CleanedUp => "CleanedUp",
-            Self::InvalidObject => "InvalidObject",
-        }
-    }
-}
-
+/// A reason reads as its variant's name.
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        fmt::Debug::fmt(self, f)
     }
 }
 
 impl PartialEq<Reason> for String {
     fn eq(&self, reason: &Reason) -> bool {
-        self == reason.as_str()
+        *self == format!("{reason}")
     }
 }

@@ -9,8 +9,9 @@
 
 use chrono::{DateTime, Utc};
 use firstcome_contract::{
-    Bucket, DEFAULT_PASS_TTL_SECONDS, DEFAULT_TICKET_TIMEOUT_SECONDS, MAX_ADMISSION_RATE,
-    MAX_BUCKET_RATE, MAX_PAGE_MESSAGE_CHARS, MAX_PAGE_TITLE_CHARS, PAGE_COLOR_PATTERN, RateLimits,
+    Bucket, DEFAULT_PASS_TTL_SECONDS, DEFAULT_TICKET_TIMEOUT_SECONDS, HEADER_NAME_PATTERN,
+    MAX_ADMISSION_RATE, MAX_BUCKET_RATE, MAX_LEEWAY_SECONDS, MAX_PAGE_MESSAGE_CHARS,
+    MAX_PAGE_TITLE_CHARS, PAGE_COLOR_PATTERN, PASS_TTL_SECONDS, RateLimits, TICKET_TIMEOUT_SECONDS,
 };
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -138,12 +139,12 @@ pub struct WaitingRoomSpec {
 
     /// How long a pass lets its user apply, in seconds.
     #[serde(default = "default_pass_ttl_seconds")]
-    #[schemars(range(min = 10, max = 86_400))]
+    #[schemars(range(min = *PASS_TTL_SECONDS.start(), max = *PASS_TTL_SECONDS.end()))]
     pub pass_ttl_seconds: u32,
 
     /// A waiting ticket not polled for this many seconds loses its place.
     #[serde(default = "default_ticket_timeout_seconds")]
-    #[schemars(range(min = 5, max = 3_600))]
+    #[schemars(range(min = *TICKET_TIMEOUT_SECONDS.start(), max = *TICKET_TIMEOUT_SECONDS.end()))]
     pub ticket_timeout_seconds: u32,
 
     /// The Secret whose key `secret` holds the room's secret (at least 32 bytes): passes,
@@ -231,7 +232,7 @@ pub struct JwtSpec {
 
     /// Clock skew allowed on `exp` and `nbf`, in seconds.
     #[serde(default = "default_leeway_seconds")]
-    #[schemars(range(min = 0, max = 300))]
+    #[schemars(range(min = 0, max = MAX_LEEWAY_SECONDS))]
     pub leeway_seconds: u64,
 
     /// The Secret of verification keys: each key of the Secret is one key file, named
@@ -253,11 +254,11 @@ pub struct JwtSpec {
 #[serde(rename_all = "camelCase")]
 pub struct HeaderSpec {
     /// The header the gateway names the authenticated user in.
-    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9-]+$"))]
+    #[schemars(length(min = 1, max = 256), regex(pattern = HEADER_NAME_PATTERN))]
     pub user_header: String,
 
     /// The header the gateway sends the shared secret in.
-    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9-]+$"))]
+    #[schemars(length(min = 1, max = 256), regex(pattern = HEADER_NAME_PATTERN))]
     pub secret_header: String,
 
     /// The Secret whose key `secret` holds the gateway's shared secret.

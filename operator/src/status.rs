@@ -309,7 +309,7 @@ fn set_condition(conditions: &mut Vec<Condition>, kind: &str, v: &Verdict, obs: 
     let fresh = Condition {
         type_: kind.to_string(),
         status: status.to_string(),
-        reason: v.reason.as_str().to_string(),
+        reason: v.reason.to_string(),
         message: v.message.clone(),
         observed_generation: obs.generation,
         last_transition_time: now,
