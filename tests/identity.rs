@@ -13,9 +13,11 @@ use firstcome_e2e::Services;
 use firstcome_e2e::issuer::{
     postgres, start_distributed, start_standalone, temp_dir, wait_for_coupons,
 };
+use firstcome_e2e::process::Process;
 use firstcome_e2e::spike::{Outcome, Spike, admitted_users, tally, try_apply_as};
 use firstcome_e2e::tokens::{
-    AUDIENCE, FORGER, ISSUER, SIGNER, encoding_key, in_five_minutes, keys_dir, signed, token,
+    AUDIENCE, FORGER, ISSUER, SIGNER, encoding_key, in_five_minutes, jwt_flags, keys_dir, signed,
+    token,
 };
 use firstcome_e2e::unique_name;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
@@ -29,26 +31,18 @@ async fn thousand_signed_applies_of_300_users_give_exactly_100_coupons_one_each(
     let keys = keys_dir();
     let limit = format!("{campaign}:100");
     let keys_dir = keys.display().to_string();
-    let flags = [
-        "--campaign",
-        &limit,
-        "--identity",
-        "jwt",
-        "--jwt-keys-dir",
-        &keys_dir,
-    ];
     // Every apply comes from 127.0.0.1, and the client's bucket is taken before the
     // token is checked: out of the way here (tests/rate_limits.rs covers it).
     let unlimited = ["--rate-limit-per-client", "1000000:1000000"];
     let flags = [
-        &flags[..],
-        &["--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE],
+        &["--campaign", &limit][..],
+        &jwt_flags(&keys_dir),
         &unlimited,
     ]
     .concat();
     let issuer = start_distributed(&services, &flags).await;
 
-    refused_tokens_admit_nobody(&issuer.base, &campaign).await;
+    refused_tokens_admit_nobody(&issuer, &campaign).await;
 
     let users: Vec<String> = (0..300).map(|i| format!("user-{i}")).collect();
     let tokens: HashMap<String, String> = (users.iter())
@@ -86,7 +80,8 @@ async fn thousand_signed_applies_of_300_users_give_exactly_100_coupons_one_each(
 
 /// Forged (another key, same kid) and expired tokens of 50 users each: every one 401
 /// invalid_token, and nothing admitted.
-async fn refused_tokens_admit_nobody(base: &str, campaign: &str) {
+async fn refused_tokens_admit_nobody(issuer: &Process, campaign: &str) {
+    let base = issuer.base.as_str();
     let client = reqwest::Client::new();
     let expired_at = chrono::Utc::now().timestamp() - 120;
     for i in 0..50 {
@@ -104,14 +99,7 @@ async fn refused_tokens_admit_nobody(base: &str, campaign: &str) {
             );
         }
     }
-    let summary: Value = (client
-        .get(format!("{base}/v1/campaigns/{campaign}"))
-        .send()
-        .await)
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let summary = issuer.summary(campaign).await;
     assert_eq!(
         (summary["admitted"].as_u64(), summary["identity"].as_str()),
         (Some(0), Some("jwt"))
@@ -261,14 +249,7 @@ async fn keys_come_from_the_providers_key_set_fetched_at_a_bounded_rate() {
         apply("dee", signed(SIGNER, "rsa-1", "dee", exp)).await,
         admitted
     );
-    let summary: Value = (client
-        .get(format!("{}/v1/campaigns/{campaign}", issuer.base))
-        .send()
-        .await)
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let summary = issuer.summary(&campaign).await;
     assert_eq!(
         summary["admitted"].as_u64(),
         Some(3),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use firstcome_e2e::issuer::{start_distributed, temp_dir};
 use firstcome_e2e::process::Process;
-use firstcome_e2e::tokens::{AUDIENCE, FORGER, ISSUER, SIGNER, in_five_minutes, keys_dir, token};
+use firstcome_e2e::tokens::{FORGER, SIGNER, in_five_minutes, jwt_flags, keys_dir, token};
 use firstcome_e2e::{Services, unique_name};
 use serde_json::Value;
 
@@ -52,16 +52,7 @@ async fn every_answer_of_a_live_issuer_conforms_to_its_openapi_document() {
     let campaign = unique_name("conformance");
     let limit = format!("{campaign}:100");
     let keys = keys_dir().display().to_string();
-    let identity = [
-        "--identity",
-        "jwt",
-        "--jwt-keys-dir",
-        &keys,
-        "--jwt-issuer",
-        ISSUER,
-        "--jwt-audience",
-        AUDIENCE,
-    ];
+    let identity = jwt_flags(&keys);
     let issuer = start_distributed(
         &services,
         &[&["--campaign", &limit], &identity[..]].concat(),

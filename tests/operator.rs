@@ -292,7 +292,7 @@ async fn a_scheduled_campaign_refuses_applies_until_it_opens() {
     let _operator = start_operator(&ns, "only", &[]).await;
     // Far enough ahead that the issuer is up (a topic created, the campaign provisioned)
     // before it opens, even on a loaded machine.
-    let opens_at = chrono_like_now_plus(30);
+    let (opens_at, _) = instant_in(30);
     apply_campaign(
         &client,
         &ns,
@@ -321,15 +321,6 @@ async fn a_scheduled_campaign_refuses_applies_until_it_opens() {
             .await
             .contains(&Reason::Opened.to_string())
     );
-}
-
-/// RFC 3339, `seconds` from now, whole seconds.
-fn chrono_like_now_plus(seconds: u64) -> String {
-    let at = std::time::SystemTime::now() + Duration::from_secs(seconds);
-    let secs = at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    k8s_openapi::jiff::Timestamp::from_second(secs)
-        .unwrap()
-        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

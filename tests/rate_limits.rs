@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use firstcome_e2e::issuer::start_distributed;
-use firstcome_e2e::tokens::{AUDIENCE, FORGER, ISSUER, SIGNER, in_five_minutes, keys_dir, token};
+use firstcome_e2e::tokens::{FORGER, SIGNER, in_five_minutes, jwt_flags, keys_dir, token};
 use firstcome_e2e::{Services, unique_name};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -127,20 +127,8 @@ async fn forged_tokens_from_one_address_are_cut_off_at_its_rate() {
     let campaign = unique_name("limits-jwt");
     let keys = keys_dir().display().to_string();
     let limit = format!("{campaign}:1000");
-    let flags = [
-        "--campaign",
-        &limit,
-        "--rate-limit-per-client",
-        "1:3",
-        "--identity",
-        "jwt",
-        "--jwt-keys-dir",
-        &keys,
-        "--jwt-issuer",
-        ISSUER,
-        "--jwt-audience",
-        AUDIENCE,
-    ];
+    let limits = ["--campaign", &limit, "--rate-limit-per-client", "1:3"];
+    let flags = [&limits[..], &jwt_flags(&keys)].concat();
     let issuer = start_distributed(&services, &flags).await;
     let url = format!("{}/v1/campaigns/{campaign}/applications", issuer.base);
     // Signed up front: the applies below follow each other well within a refill (1 s).

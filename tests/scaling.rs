@@ -19,18 +19,6 @@ use kube::{Api, Client};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// RFC 3339 `seconds` from now, in whole seconds, and the same instant.
-fn instant_in(seconds: u64) -> (String, SystemTime) {
-    let secs = (SystemTime::now() + Duration::from_secs(seconds))
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let text = k8s_openapi::jiff::Timestamp::from_second(secs as i64)
-        .unwrap()
-        .to_string();
-    (text, SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
-}
-
 async fn replicas(client: &Client, ns: &str) -> Option<i32> {
     let api = Api::<Deployment>::namespaced(client.clone(), ns);
     api.get_opt("sale-issuer").await.unwrap()?.spec.replicas

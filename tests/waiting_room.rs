@@ -416,7 +416,7 @@ async fn abandoned_tickets_and_expired_passes_lapse_and_bad_passes_are_refused()
     .await;
     assert_eq!(dropped["state"], "expired", "{dropped}");
 
-    bad_passes_are_refused(&client, base, &campaign, &first_pass).await;
+    bad_passes_are_refused(&client, &issuer, &campaign, &first_pass).await;
 
     // The first pass expires after 10 s: it no longer admits, and "kept" is let in.
     let kept_state = wait_for_state(&client, base, &campaign, &kept_ticket, "admitted").await;
@@ -446,7 +446,13 @@ async fn abandoned_tickets_and_expired_passes_lapse_and_bad_passes_are_refused()
 }
 
 /// Missing, forged and other users' passes: each 403 with its reason, nothing admitted.
-async fn bad_passes_are_refused(client: &reqwest::Client, base: &str, campaign: &str, pass: &str) {
+async fn bad_passes_are_refused(
+    client: &reqwest::Client,
+    issuer: &Process,
+    campaign: &str,
+    pass: &str,
+) {
+    let base = issuer.base.as_str();
     let (expires, rest) = pass.split_once('.').unwrap();
     let later = format!("{}.{rest}", expires.parse::<u64>().unwrap() + 60_000);
     // A character inside the mac (the last one also carries padding bits).
@@ -469,14 +475,7 @@ async fn bad_passes_are_refused(client: &reqwest::Client, base: &str, campaign: 
             "{user} with {presented:?}: {body}"
         );
     }
-    let summary: Value = (client
-        .get(format!("{base}/v1/campaigns/{campaign}"))
-        .send()
-        .await)
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let summary = issuer.summary(campaign).await;
     assert_eq!(summary["admitted"], 0, "no refused pass admitted anyone");
 }
 

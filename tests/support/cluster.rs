@@ -2,7 +2,7 @@
 //! its backends Secret, the operator and issuers as local processes.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use firstcome_operator::resource::{CouponCampaign, CouponCampaignStatus};
 use k8s_openapi::ByteString;
@@ -304,4 +304,16 @@ pub fn kubectl_get(namespace: &str) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap()
+}
+
+/// RFC 3339 `seconds` from now, in whole seconds, and the same instant.
+pub fn instant_in(seconds: u64) -> (String, SystemTime) {
+    let secs = (SystemTime::now() + Duration::from_secs(seconds))
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let text = k8s_openapi::jiff::Timestamp::from_second(secs as i64)
+        .unwrap()
+        .to_string();
+    (text, SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }

@@ -167,6 +167,16 @@ impl Process {
     }
 
     /// GET `path`, answered with JSON.
+    /// The summary of `campaign` (`GET /v1/campaigns/{campaign}`), which must answer.
+    pub async fn summary(&self, campaign: &str) -> serde_json::Value {
+        let (status, summary) = self.get(&format!("/v1/campaigns/{campaign}")).await;
+        assert!(
+            status.is_success(),
+            "summary of {campaign}: {status} {summary}"
+        );
+        summary
+    }
+
     pub async fn get(&self, path: &str) -> (reqwest::StatusCode, serde_json::Value) {
         let response = reqwest::get(format!("{}{path}", self.base)).await.unwrap();
         let status = response.status();

@@ -26,6 +26,21 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(Path::new(FIXTURES).join(name)).unwrap()
 }
 
+/// The issuer flags of identity jwt with the keys of `keys_dir`, [`ISSUER`] and
+/// [`AUDIENCE`].
+pub fn jwt_flags(keys_dir: &str) -> [&str; 8] {
+    [
+        "--identity",
+        "jwt",
+        "--jwt-keys-dir",
+        keys_dir,
+        "--jwt-issuer",
+        ISSUER,
+        "--jwt-audience",
+        AUDIENCE,
+    ]
+}
+
 /// A fresh keys directory holding the public key of [`SIGNER`] as [`KID`].
 pub fn keys_dir() -> PathBuf {
     let keys = crate::issuer::temp_dir("identity-keys");
