@@ -180,7 +180,7 @@ mod tests {
                 burst: 3
             }
         );
-        assert_eq!(limits.per_client, RateLimits::default_per_client());
+        assert_eq!(limits.per_client, None, "per client: off unless set");
         let plain = campaign("limit: 5\n");
         assert_eq!(
             campaign_config(&plain).unwrap().rate_limits,

@@ -130,6 +130,11 @@ impl Wiring {
             .map(|config| {
                 let identity = Identity::load(&config.name, &config.identity)
                     .with_context(|| format!("campaign {}: identity", config.name))?;
+                tracing::info!(
+                    campaign = %config.name,
+                    "rate limits: {}",
+                    config.rate_limits
+                );
                 let room = (secret.as_ref()).and_then(|secret| {
                     let metrics = self.metrics.waiting_room.of(&config.name);
                     Room::of(config, secret, metrics)
