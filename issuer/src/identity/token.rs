@@ -20,6 +20,8 @@ pub enum TokenError {
     Oversized,
     #[error("the token is not a well-formed JWT with a supported algorithm")]
     Malformed(#[source] jsonwebtoken::errors::Error),
+    #[error("the token is not a well-formed JWT: it holds characters other than visible ASCII")]
+    NotAscii,
     #[error("the token names no key this issuer knows")]
     UnknownKey,
     #[error("the token's algorithm is not one its key may sign with")]
