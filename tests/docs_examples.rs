@@ -139,7 +139,8 @@ fn campaigns_file(document: &Value) -> Result<Kind, String> {
     }
     let file: CampaignsFile = serde_json::from_value(document.clone())
         .map_err(|e| format!("not a campaigns file: {e}"))?;
-    file.validate().map_err(|e| format!("an invalid campaigns file: {e}"))?;
+    file.validate()
+        .map_err(|e| format!("an invalid campaigns file: {e}"))?;
     Ok(Kind::CampaignsFile)
 }
 

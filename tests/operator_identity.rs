@@ -11,8 +11,8 @@ use std::net::IpAddr;
 
 use firstcome_e2e::Services;
 use firstcome_e2e::cluster::*;
-use firstcome_e2e::process::Process;
 use firstcome_e2e::issuer::{postgres, wait_for_coupons};
+use firstcome_e2e::process::Process;
 use firstcome_e2e::spike::{Outcome, Spike, admitted_sequences, tally, users};
 use firstcome_e2e::tokens::{
     AUDIENCE, FORGER, ISSUER, KID, SIGNER, fixture, in_five_minutes, signed_for, token,
@@ -265,7 +265,10 @@ async fn the_example_campaign_gives_every_coupon_to_a_crowd_behind_one_address()
     let campaign = example("campaign.yaml");
     let name = campaign["metadata"]["name"].as_str().unwrap();
     let mut spec = campaign["spec"].clone();
-    assert!(spec.get("rateLimits").is_none(), "the example keeps the defaults");
+    assert!(
+        spec.get("rateLimits").is_none(),
+        "the example keeps the defaults"
+    );
     let fields = spec.as_object_mut().unwrap();
     fields.remove("opensAt");
     fields.remove("closesAt");
@@ -290,7 +293,10 @@ async fn the_example_campaign_gives_every_coupon_to_a_crowd_behind_one_address()
     let campaign = status.campaign_id.unwrap();
     let issuer = start_issuer_like_the_deployment(&client, &ns, name).await;
 
-    let issued_by = (jwt["issuer"].as_str().unwrap(), jwt["audience"].as_str().unwrap());
+    let issued_by = (
+        jwt["issuer"].as_str().unwrap(),
+        jwt["audience"].as_str().unwrap(),
+    );
     let crowd = users("shopper", 1000);
     let tokens = (crowd.iter())
         .map(|user| {

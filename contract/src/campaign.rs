@@ -425,10 +425,7 @@ mod tests {
                 burst: 40
             })
         );
-        assert_eq!(
-            client.rate_limits.per_user,
-            RateLimits::default_per_user()
-        );
+        assert_eq!(client.rate_limits.per_user, RateLimits::default_per_user());
         assert_eq!(
             client.rate_limits.to_string(),
             "per user 5/s burst 10, per client address 20/s burst 40"

@@ -27,9 +27,7 @@ struct Fields {
 
 /// A field that is there must be a string or a non-negative integer (as its decimal
 /// string); `default` makes one that is not there `None`.
-fn present_user_id<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<String>, D::Error> {
+fn present_user_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
     deserializer.deserialize_any(StringOrInteger).map(Some)
 }
 

@@ -181,7 +181,10 @@ mod tests {
             );
         }
         let mut basic = HeaderMap::new();
-        basic.insert(AUTHORIZATION, HeaderValue::from_bytes(b"Basic \xff").unwrap());
+        basic.insert(
+            AUTHORIZATION,
+            HeaderValue::from_bytes(b"Basic \xff").unwrap(),
+        );
         assert!(matches!(
             bearer_token(&basic),
             Err(IdentityError::MissingToken)
