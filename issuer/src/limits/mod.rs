@@ -3,6 +3,7 @@
 //! refuse is answered 429 `rate_limited` and counted by scope.
 
 pub mod buckets;
+pub mod counters;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -10,9 +11,9 @@ use std::time::Duration;
 use firstcome_contract::RateLimits;
 
 use crate::client_addr::bucket_key;
-use crate::metrics::RateLimitedCounters;
 use crate::user_id::UserId;
 use buckets::Buckets;
+use counters::RateLimitedCounters;
 
 /// Whose bucket refused an apply.
 #[derive(

@@ -32,7 +32,8 @@ use crate::issuer::Issuer;
 use crate::kafka::producer::WinnerPublisher;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
-use crate::waiting_room::{Room, RoomSecret, admit_periodically};
+use crate::waiting_room::queue::RoomQueue;
+use crate::waiting_room::{ADMISSION_RUN_EVERY, Room, RoomSecret};
 
 /// How often sold-out campaigns re-read their limit.
 const LIMIT_REFRESH: Duration = Duration::from_secs(1);
@@ -332,6 +333,31 @@ async fn refresh_sold_out_boards(issuer: Arc<Issuer>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(LIMIT_REFRESH);
     while stop.run_until_cancelled(tick.tick()).await.is_some() {
         issuer.refresh_sold_out_boards().await;
+    }
+}
+
+/// Runs the admission script of every room in `campaigns` until `stop`, several times a
+/// second; a failed run is logged and the next one tries again.
+async fn admit_periodically(
+    queue: RoomQueue,
+    campaigns: Vec<Arc<Campaign>>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(ADMISSION_RUN_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while stop.run_until_cancelled(tick.tick()).await.is_some() {
+        for campaign in &campaigns {
+            let Some(room) = &campaign.room else { continue };
+            match queue
+                .admit(&campaign.keys, &room.config, room.opens_ms())
+                .await
+            {
+                Ok(run) => room.metrics.admitted(run.waiting, &run.waits_ms),
+                Err(error) => {
+                    tracing::warn!(%error, campaign = %campaign.name(), "waiting-room admission run failed")
+                }
+            }
+        }
     }
 }
 
