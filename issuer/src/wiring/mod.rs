@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::campaign::Campaign;
 use crate::cli::{Mode, ServeArgs};
 use crate::client_addr::TrustedProxies;
+use crate::http::bare_refusals::{JsonRefusingListener, WithPeer};
 use crate::http::{self, OpsState};
 use crate::identity::Identity;
 use crate::issuer::Issuer;
@@ -254,10 +255,7 @@ pub async fn serve_on(
             drained.cancel();
         }
     };
-    let api = axum::serve(
-        listeners.api,
-        api.into_make_service_with_connect_info::<SocketAddr>(),
-    )
+    let api = axum::serve(JsonRefusingListener(listeners.api), WithPeer(api))
     .with_graceful_shutdown(drained.clone().cancelled_owned());
     let ops = axum::serve(listeners.ops, ops).with_graceful_shutdown(drained.cancelled_owned());
     let (_, api, ops) = tokio::join!(drain, api.into_future(), ops.into_future());
