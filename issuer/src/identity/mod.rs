@@ -124,10 +124,7 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, IdentityError> {
     if !scheme.eq_ignore_ascii_case(b"bearer") || token.is_empty() {
         return Err(IdentityError::MissingToken);
     }
-    std::str::from_utf8(token)
-        .ok()
-        .filter(|token| token.bytes().all(|b| b.is_ascii_graphic()))
-        .ok_or(IdentityError::InvalidToken(TokenError::NotAscii))
+    token::text(token).map_err(IdentityError::InvalidToken)
 }
 
 #[cfg(test)]

@@ -38,6 +38,15 @@ pub enum TokenError {
     },
 }
 
+/// A bearer token's text: a JWT is base64url and dots, so a token with anything but
+/// visible ASCII is malformed, before it is parsed.
+pub fn text(token: &[u8]) -> Result<&str, TokenError> {
+    match token.iter().all(u8::is_ascii_graphic) {
+        true => std::str::from_utf8(token).map_err(|_| TokenError::NotAscii),
+        false => Err(TokenError::NotAscii),
+    }
+}
+
 /// The header of a token not over [`MAX_TOKEN_BYTES`]: its `alg` and `kid`, unchecked.
 pub fn header(token: &str) -> Result<Header, TokenError> {
     if token.len() > MAX_TOKEN_BYTES {
