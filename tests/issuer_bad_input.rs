@@ -321,9 +321,16 @@ async fn raw(issuer: &Process, head: &[u8]) -> (u16, Option<String>, Value) {
     let answer = String::from_utf8(answer).unwrap();
     let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
     let status = head[9..12].parse().unwrap();
-    let content_type = (head.lines())
-        .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-type: ").map(String::from));
-    (status, content_type, serde_json::from_str(body).unwrap_or_default())
+    let content_type = (head.lines()).find_map(|line| {
+        line.to_ascii_lowercase()
+            .strip_prefix("content-type: ")
+            .map(String::from)
+    });
+    (
+        status,
+        content_type,
+        serde_json::from_str(body).unwrap_or_default(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -342,12 +349,17 @@ async fn unreadable_and_repeated_credentials_get_json_reasons_and_admit_nobody()
         (400, Some("application/json"), Some("invalid_request")),
         "{body}"
     );
-    assert!(body["message"].as_str().is_some_and(|m| m.contains("control character")));
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("control character"))
+    );
 
     let client = reqwest::Client::new();
     let alice = format!("Bearer {}", token(SIGNER, "alice", in_five_minutes()));
     let mallory = format!("Bearer {}", token(SIGNER, "mallory", in_five_minutes()));
-    let non_ascii = reqwest::header::HeaderValue::from_bytes("Bearer abc\u{e9}def".as_bytes()).unwrap();
+    let non_ascii =
+        reqwest::header::HeaderValue::from_bytes("Bearer abc\u{e9}def".as_bytes()).unwrap();
     let cases = [
         (
             "a bearer token that is not ASCII",
@@ -389,7 +401,10 @@ async fn unreadable_and_repeated_credentials_get_json_reasons_and_admit_nobody()
             (want_status, Some(want_reason)),
             "{what}: {body}"
         );
-        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
     }
     for campaign in ["jwt", "gateway"] {
         assert_eq!(issuer.summary(campaign).await["admitted"], 0, "{campaign}");
@@ -398,10 +413,16 @@ async fn unreadable_and_repeated_credentials_get_json_reasons_and_admit_nobody()
     // Each credential once: admitted.
     let once = client.post(url("jwt")).header(AUTHORIZATION, &alice);
     let (status, body, _) = send(once.json(&json!({}))).await;
-    assert_eq!((status, body["userId"].as_str()), (StatusCode::CREATED, Some("alice")));
+    assert_eq!(
+        (status, body["userId"].as_str()),
+        (StatusCode::CREATED, Some("alice"))
+    );
     let gateway = (client.post(url("gateway")))
         .header("x-gateway-secret", GATEWAY_SECRET)
         .header("x-user", "bob");
     let (status, body, _) = send(gateway.json(&json!({}))).await;
-    assert_eq!((status, body["userId"].as_str()), (StatusCode::CREATED, Some("bob")));
+    assert_eq!(
+        (status, body["userId"].as_str()),
+        (StatusCode::CREATED, Some("bob"))
+    );
 }

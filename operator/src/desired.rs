@@ -24,7 +24,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::campaign::{HEADER_SECRET_KEY, IDENTITY_DIR, issuer_name};
+use crate::campaign::{IDENTITY_DIR, issuer_name};
 use crate::defaults::IssuerDefaults;
 use crate::resource::{CouponCampaign, IdentityMode};
 

@@ -256,7 +256,7 @@ pub async fn serve_on(
         }
     };
     let api = axum::serve(JsonRefusingListener(listeners.api), WithPeer(api))
-    .with_graceful_shutdown(drained.clone().cancelled_owned());
+        .with_graceful_shutdown(drained.clone().cancelled_owned());
     let ops = axum::serve(listeners.ops, ops).with_graceful_shutdown(drained.cancelled_owned());
     let (_, api, ops) = tokio::join!(drain, api.into_future(), ops.into_future());
     api.context("serving the API")?;
