@@ -155,8 +155,10 @@ fn manifest(document: &Value) -> Result<Kind, String> {
     if kind != "CouponCampaign" {
         return Ok(Kind::Manifest);
     }
-    let campaign: CouponCampaign = serde_json::from_value(document.clone())
+    let mut campaign: CouponCampaign = serde_json::from_value(document.clone())
         .map_err(|e| format!("not a CouponCampaign: {e}"))?;
+    // Applied without a namespace, as `kubectl apply -f` does: into `default`.
+    (campaign.metadata.namespace).get_or_insert_with(|| "default".into());
     let read = serde_json::to_value(&campaign).unwrap();
     let unknown = unknown_fields(document, &read, "");
     if !unknown.is_empty() {
