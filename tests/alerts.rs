@@ -38,7 +38,7 @@ fn name(rule: &Value) -> &str {
 fn promtool_accepts_the_rule_file() {
     let (ok, output) = promtool(&["check", "rules", RULES]);
     assert!(ok, "{output}");
-    assert!(output.contains("SUCCESS: 8 rules found"), "{output}");
+    assert!(output.contains("SUCCESS: 9 rules found"), "{output}");
 }
 
 #[test]

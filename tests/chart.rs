@@ -198,7 +198,7 @@ fn the_alerts_are_the_rule_file_promtool_tests_and_the_dashboard_is_its_file() {
     assert_eq!(moved_text, expected);
     assert_eq!(
         moved_text.matches("https://wiki.example.com/rb#").count(),
-        8
+        9
     );
 
     let dashboard = render_one(

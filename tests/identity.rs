@@ -31,15 +31,8 @@ async fn thousand_signed_applies_of_300_users_give_exactly_100_coupons_one_each(
     let keys = keys_dir();
     let limit = format!("{campaign}:100");
     let keys_dir = keys.display().to_string();
-    // Every apply comes from 127.0.0.1, and the client's bucket is taken before the
-    // token is checked: out of the way here (tests/rate_limits.rs covers it).
-    let unlimited = ["--rate-limit-per-client", "1000000:1000000"];
-    let flags = [
-        &["--campaign", &limit][..],
-        &jwt_flags(&keys_dir),
-        &unlimited,
-    ]
-    .concat();
+    // Every apply comes from 127.0.0.1: no per-client limit by default.
+    let flags = [&["--campaign", &limit][..], &jwt_flags(&keys_dir)].concat();
     let issuer = start_distributed(&services, &flags).await;
 
     refused_tokens_admit_nobody(&issuer, &campaign).await;
@@ -171,9 +164,6 @@ async fn keys_come_from_the_providers_key_set_fetched_at_a_bounded_rate() {
         ISSUER,
         "--jwt-audience",
         AUDIENCE,
-        // Refused tokens count against the client's bucket: lift it for the flood below.
-        "--rate-limit-per-client",
-        "1000000:1000000",
     ];
     let issuer = start_standalone(&data, &flags).await;
     let client = reqwest::Client::new();

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use firstcome_e2e::issuer::*;
+use firstcome_e2e::process::sample;
 use firstcome_e2e::spike::{Outcome, Spike, admitted_sequences, admitted_users, tally, users};
 use reqwest::StatusCode;
 
@@ -93,6 +94,32 @@ async fn one_user_applying_thousand_times_gets_one_coupon() {
     let (_, summary) = issuer.get("/v1/campaigns/solo").await;
     assert_eq!(summary["admitted"], 1, "no stock burnt");
     assert_eq!(summary["remaining"], 99);
+}
+
+/// README command 1 as a new user tries it: no flag but where to listen and keep the
+/// ledger. 1,000 users behind one address (a carrier NAT, a proxy) apply at once, 32 at
+/// a time, and get exactly the demo's 100 coupons: no default limit is per address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_gives_every_coupon_to_a_crowd_behind_one_address() {
+    let dir = temp_dir("firstcome-standalone");
+    let issuer = start_standalone(&dir, &[]).await;
+    let answers = Spike::new(&[&issuer.base], "demo")
+        .from_one_address()
+        .in_flight(32)
+        .run(users("crowd", 1000))
+        .await;
+    let outcomes = tally(&answers);
+    assert_eq!(outcomes.get(&Outcome::Admitted), Some(&100), "{outcomes:?}");
+    assert_eq!(outcomes.get(&Outcome::SoldOut), Some(&900), "{outcomes:?}");
+    assert_eq!(
+        admitted_sequences(&answers),
+        (1..=100).collect::<Vec<u64>>()
+    );
+    let metrics = issuer.metrics().await;
+    for scope in ["client", "user"] {
+        let refused = format!(r#"firstcome_rate_limited_total{{campaign="demo",scope="{scope}"}}"#);
+        assert_eq!(sample(&metrics, &refused), 0, "{refused}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,18 +1,21 @@
 //! An issuer the operator provisioned enforces its campaign's identity and rate limits:
-//! campaigns with `identity` (jwt, header) and `rateLimits` are created on the real
-//! kube-apiserver, the operator (a local process) provisions them, and their issuer runs
-//! exactly as the operator's Deployment says (its arguments, environment, and the
-//! ConfigMap and identity Secret mounted as the kubelet would: tests/support/kubelet.rs),
-//! against the test bed's Redis, Kafka and PostgreSQL.
+//! campaigns with `identity` (jwt, header) and `rateLimits` — and the example campaign
+//! of examples/, with the default limits — are created on the real kube-apiserver, the
+//! operator (a local process) provisions them, and their issuer runs exactly as the
+//! operator's Deployment says (its arguments, environment, and the ConfigMap and
+//! identity Secret mounted as the kubelet would: tests/support/kubelet.rs), against the
+//! test bed's Redis, Kafka and PostgreSQL.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use firstcome_e2e::Services;
 use firstcome_e2e::cluster::*;
+use firstcome_e2e::issuer::{postgres, wait_for_coupons};
 use firstcome_e2e::process::Process;
+use firstcome_e2e::spike::{Outcome, Spike, admitted_sequences, tally, users};
 use firstcome_e2e::tokens::{
-    AUDIENCE, FORGER, ISSUER, KID, SIGNER, fixture, in_five_minutes, token,
+    AUDIENCE, FORGER, ISSUER, KID, SIGNER, fixture, in_five_minutes, signed_for, token,
 };
 use firstcome_operator::resource::Phase;
 use k8s_openapi::ByteString;
@@ -21,6 +24,8 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
 
 /// The per-client bucket of the jwt campaign: this many applies at once, then 429.
 const CLIENT_BURST: usize = 5;
@@ -241,4 +246,77 @@ identity: {mode: header, header: {userHeader: X-User, secretHeader: X-Gateway-Se
         (StatusCode::CREATED, "admitted", Some("alice"))
     );
     assert_eq!(admitted(&issuer, &campaign).await, 1);
+}
+
+/// A file of examples/ as JSON.
+fn example(file: &str) -> Value {
+    let text = std::fs::read_to_string(format!("{EXAMPLES}/{file}")).unwrap();
+    serde_yaml_ng::from_str(&text).unwrap()
+}
+
+/// The example campaign as a shop applies it (no `rateLimits`: the defaults), changed
+/// only where the test bed needs it: open now (its dates are past) and its topic on one
+/// replica (one broker). Its key Secret holds the test's public key under the example's
+/// key name, and the tokens carry the example's issuer and audience. 1,000 users with
+/// valid tokens apply at once from one address (a carrier NAT, a proxy), 32 at a time:
+/// exactly the campaign's 100 coupons, and 100 coupons in PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_campaign_gives_every_coupon_to_a_crowd_behind_one_address() {
+    let campaign = example("campaign.yaml");
+    let name = campaign["metadata"]["name"].as_str().unwrap();
+    let mut spec = campaign["spec"].clone();
+    assert!(
+        spec.get("rateLimits").is_none(),
+        "the example keeps the defaults"
+    );
+    let fields = spec.as_object_mut().unwrap();
+    fields.remove("opensAt");
+    fields.remove("closesAt");
+    spec["topic"]["replicationFactor"] = json!(1);
+    let jwt = spec["identity"]["jwt"].clone();
+    let keys_secret = example("identity-secret.yaml");
+    let kid = (keys_secret["stringData"].as_object().unwrap().keys().next()).unwrap();
+    assert_eq!(keys_secret["metadata"]["name"], jwt["secretRef"]["name"]);
+
+    let services = Services::from_env();
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = namespace(&client, "example", &services, &services.redis_url).await;
+    let keys = BTreeMap::from([(kid.clone(), fixture("test-only-rsa.pub.pem"))]);
+    let secret_name = jwt["secretRef"]["name"].as_str().unwrap();
+    create_secret(&client, &ns, secret_name, keys).await;
+    let _operator = start_operator(&ns, "only", &[]).await;
+    apply_raw_campaign(&client, &ns, name, spec)
+        .await
+        .expect("the API server accepts the example campaign");
+    let status = wait_status(&client, &ns, name, "phase Open", |s| s.phase == Phase::Open).await;
+    let campaign = status.campaign_id.unwrap();
+    let issuer = start_issuer_like_the_deployment(&client, &ns, name).await;
+
+    let issued_by = (
+        jwt["issuer"].as_str().unwrap(),
+        jwt["audience"].as_str().unwrap(),
+    );
+    let crowd = users("shopper", 1000);
+    let tokens = (crowd.iter())
+        .map(|user| {
+            let token = signed_for(issued_by, SIGNER, kid, user, in_five_minutes());
+            (user.clone(), token)
+        })
+        .collect();
+    let answers = Spike::new(&[&issuer.base], &campaign)
+        .from_one_address()
+        .in_flight(32)
+        .tokens(tokens)
+        .run(crowd)
+        .await;
+    let outcomes = tally(&answers);
+    assert_eq!(outcomes.get(&Outcome::Admitted), Some(&100), "{outcomes:?}");
+    assert_eq!(outcomes.get(&Outcome::SoldOut), Some(&900), "{outcomes:?}");
+    assert_eq!(
+        admitted_sequences(&answers),
+        (1..=100).collect::<Vec<u64>>()
+    );
+    let pool = postgres(&services).await;
+    assert_eq!(wait_for_coupons(&pool, &campaign, 100).await.len(), 100);
 }

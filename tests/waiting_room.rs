@@ -49,7 +49,7 @@ fn room_files_in(
         "limit": 300,
         "topic": format!("firstcome.{campaign}.winners"),
         "waitingRoom": room,
-        "rateLimits": { "perClient": unlimited, "perUser": unlimited },
+        "rateLimits": { "perUser": unlimited },
     });
     if let Some(opens_at) = opens_at {
         config["opensAt"] = json!(opens_at);

@@ -1,5 +1,5 @@
-//! Bearer tokens from any bytes: never a panic; a token over the size bound is refused
-//! before it is parsed; a token verifies only with an algorithm its key allows (an HMAC
+//! Bearer tokens from any bytes: never a panic; a token of anything but visible ASCII is
+//! malformed, and one over the size bound is refused, before it is parsed; a token verifies only with an algorithm its key allows (an HMAC
 //! token never with the RSA key: no algorithm confusion), and then names the user its
 //! own `sub` claim holds. The seeds are signed with the HMAC secret below, so mutations
 //! reach the claim checks.
@@ -48,9 +48,12 @@ fn unverified_sub(token: &str) -> Option<String> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(raw) = std::str::from_utf8(data) else {
-        return;
+    let raw = match token::text(data) {
+        Ok(raw) => raw,
+        Err(TokenError::NotAscii) => return assert!(!data.iter().all(u8::is_ascii_graphic)),
+        Err(other) => panic!("only NotAscii from text(): {other}"),
     };
+    assert_eq!(raw.as_bytes(), data);
     let header = match token::header(raw) {
         Err(TokenError::Oversized) => return assert!(raw.len() > MAX_TOKEN_BYTES),
         Err(_) => return,

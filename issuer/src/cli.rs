@@ -113,7 +113,8 @@ pub struct ServeArgs {
     pub data_dir: PathBuf,
 
     /// JSON file listing the campaigns to serve: {"campaigns": [{"name": ..., "limit": ...,
-    /// "perUserLimit": ..., "opensAt": ..., "closesAt": ..., "topic": ...}]}.
+    /// "perUserLimit": ..., "opensAt": ..., "closesAt": ..., "topic": ..., "identity": ...,
+    /// "rateLimits": ..., "waitingRoom": ...}]} (docs/configuration.md).
     #[arg(long, env = "FIRSTCOME_CAMPAIGNS_FILE")]
     pub campaigns_file: Option<PathBuf>,
 
@@ -127,15 +128,16 @@ pub struct ServeArgs {
     )]
     pub campaigns: Vec<CampaignConfig>,
 
-    /// Token bucket per client address of the --campaign campaigns, as PER_SECOND:BURST.
-    /// (A campaigns file sets each campaign's own `rateLimits`.)
+    /// Token bucket per client address of the --campaign campaigns, as PER_SECOND:BURST;
+    /// off unless given. Every user behind one address (a carrier NAT, an office, a proxy
+    /// not in --trusted-proxies) shares it. (A campaigns file sets each campaign's own
+    /// `rateLimits`.)
     #[arg(
         long,
         env = "FIRSTCOME_RATE_LIMIT_PER_CLIENT",
-        value_parser = parse_bucket,
-        default_value = "20:40"
+        value_parser = parse_bucket
     )]
-    pub rate_limit_per_client: Bucket,
+    pub rate_limit_per_client: Option<Bucket>,
 
     /// Token bucket per user of the --campaign campaigns, as PER_SECOND:BURST.
     #[arg(
@@ -582,6 +584,11 @@ mod tests {
     fn rate_limit_flags_and_trusted_proxies() {
         let plain = args(&[]);
         assert_eq!(plain.shorthand_rate_limits(), RateLimits::default());
+        assert_eq!(
+            plain.shorthand_rate_limits().per_client,
+            None,
+            "no per-client limit unless asked"
+        );
         assert_eq!(plain.trusted_proxies(), TrustedProxies::default());
         let set = args(&[
             "--rate-limit-per-client",
@@ -592,10 +599,10 @@ mod tests {
         let limits = set.shorthand_rate_limits();
         assert_eq!(
             limits.per_client,
-            Bucket {
+            Some(Bucket {
                 per_second: 2,
                 burst: 3
-            }
+            })
         );
         assert_eq!(limits.per_user, RateLimits::default_per_user());
         assert_eq!(set.trusted_proxies.len(), 2);

@@ -97,7 +97,7 @@ impl Issuer {
                 }
             },
         };
-        campaign.counters.count(ApplyOutcome::of(&result));
+        campaign.counters.count(counted_as(&result));
         result
     }
 
@@ -115,7 +115,7 @@ impl Issuer {
         let admission = async move { issuer.backend.admit(&task_campaign, &user).await };
         let result = tokio::spawn(admission.in_current_span()).await?;
         let span = tracing::Span::current();
-        span.record("outcome", tracing::field::debug(ApplyOutcome::of(&result)));
+        span.record("outcome", tracing::field::debug(counted_as(&result)));
         match &result {
             Ok(Outcome::Admitted(admission)) => {
                 span.record("sequence", admission.sequence);
@@ -196,5 +196,17 @@ impl Issuer {
             issued,
             state: campaign.state(counts, Utc::now()),
         })
+    }
+}
+/// The label an apply's result is counted under.
+fn counted_as(result: &Result<Outcome, IssuerError>) -> ApplyOutcome {
+    match result {
+        Ok(Outcome::Admitted(_)) => ApplyOutcome::admitted,
+        Ok(Outcome::AlreadyApplied(_)) => ApplyOutcome::already_applied,
+        Ok(Outcome::SoldOut) => ApplyOutcome::sold_out,
+        Ok(Outcome::NotOpen { .. }) => ApplyOutcome::not_open,
+        Ok(Outcome::Closed { .. }) => ApplyOutcome::closed,
+        Err(IssuerError::Unconfirmed { .. }) => ApplyOutcome::unconfirmed,
+        Err(_) => ApplyOutcome::unavailable,
     }
 }

@@ -30,6 +30,7 @@ pub mod http;
 pub mod identity;
 pub mod issuer;
 pub mod kafka;
+pub mod labels;
 pub mod limits;
 pub mod metrics;
 pub mod readiness;

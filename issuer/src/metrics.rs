@@ -14,10 +14,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 
-use crate::admission::Outcome;
-use crate::error::IssuerError;
-use crate::limits::Scope;
+use crate::labels::CampaignLabel;
+use crate::limits::counters::{RateLimitFamily, RateLimitedCounters};
 use crate::store::postgres::PersistReport;
+use crate::waiting_room::metrics::RoomFamilies;
 
 /// How an apply ended, as counted.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -30,21 +30,6 @@ pub enum ApplyOutcome {
     closed,
     unavailable,
     unconfirmed,
-}
-
-impl ApplyOutcome {
-    /// The label an apply's result is counted under.
-    pub fn of(result: &Result<Outcome, IssuerError>) -> Self {
-        match result {
-            Ok(Outcome::Admitted(_)) => Self::admitted,
-            Ok(Outcome::AlreadyApplied(_)) => Self::already_applied,
-            Ok(Outcome::SoldOut) => Self::sold_out,
-            Ok(Outcome::NotOpen { .. }) => Self::not_open,
-            Ok(Outcome::Closed { .. }) => Self::closed,
-            Err(IssuerError::Unconfirmed { .. }) => Self::unconfirmed,
-            Err(_) => Self::unavailable,
-        }
-    }
 }
 
 const OUTCOMES: [ApplyOutcome; 7] = [
@@ -61,17 +46,6 @@ const OUTCOMES: [ApplyOutcome; 7] = [
 struct ApplyLabels {
     campaign: String,
     outcome: ApplyOutcome,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RateLimitLabels {
-    campaign: String,
-    scope: Scope,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CampaignLabel {
-    pub campaign: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -102,26 +76,10 @@ fn admission_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_1, 2.0, 16))
 }
 
-/// The rate-limit counters of one campaign, one per scope.
-#[derive(Clone, Debug)]
-pub struct RateLimitedCounters {
-    client: Counter,
-    user: Counter,
-}
-
-impl RateLimitedCounters {
-    pub fn count(&self, scope: Scope) {
-        match scope {
-            Scope::client => self.client.inc(),
-            Scope::user => self.user.inc(),
-        };
-    }
-}
-
 pub struct Metrics {
     registry: Registry,
     applies: Family<ApplyLabels, Counter>,
-    rate_limited: Family<RateLimitLabels, Counter>,
+    rate_limited: RateLimitFamily,
     admission_seconds: Family<CampaignLabel, Histogram, fn() -> Histogram>,
     provisioned: Family<CampaignLabel, Gauge>,
     pending_persistence: Family<CampaignLabel, Gauge>,
@@ -137,7 +95,7 @@ pub struct Metrics {
     fenced: Family<CampaignLabel, Counter>,
     refused_twice_given: Family<CampaignLabel, Counter>,
     replica_wait_missed: Counter,
-    pub waiting_room: crate::waiting_room::metrics::RoomFamilies,
+    pub waiting_room: RoomFamilies,
 }
 
 impl Default for Metrics {
@@ -150,12 +108,7 @@ impl Default for Metrics {
                 "Applies by campaign and outcome",
                 Family::<ApplyLabels, Counter>::default(),
             ),
-            rate_limited: register(
-                &mut registry,
-                "rate_limited",
-                "Applies refused by a rate limit before any admission work, by the scope of the bucket",
-                Family::<RateLimitLabels, Counter>::default(),
-            ),
+            rate_limited: RateLimitFamily::register(&mut registry),
             admission_seconds: register(
                 &mut registry,
                 "admission_duration_seconds",
@@ -246,7 +199,7 @@ impl Default for Metrics {
                 "Admissions handed off before enough replicas acknowledged them (--redis-wait-replicas)",
                 Counter::default(),
             ),
-            waiting_room: crate::waiting_room::metrics::RoomFamilies::register(&mut registry),
+            waiting_room: RoomFamilies::register(&mut registry),
             registry,
         }
     }
@@ -259,9 +212,7 @@ fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, 
 }
 
 fn campaign(name: &str) -> CampaignLabel {
-    CampaignLabel {
-        campaign: name.to_string(),
-    }
+    CampaignLabel::of(name)
 }
 
 impl Metrics {
@@ -282,7 +233,7 @@ impl Metrics {
         }
     }
 
-    /// The campaign's provisioned gauge (see [`crate::campaign::Campaign::set_provisioned`]).
+    /// The campaign's provisioned gauge (a campaign sets it as the backend's state goes).
     pub fn provisioned(&self, name: &str) -> Gauge {
         self.provisioned.get_or_create(&campaign(name)).clone()
     }
@@ -300,18 +251,7 @@ impl Metrics {
     }
 
     pub fn rate_limited_counters(&self, name: &str) -> RateLimitedCounters {
-        let counter = |scope| {
-            (self.rate_limited)
-                .get_or_create(&RateLimitLabels {
-                    campaign: name.to_string(),
-                    scope,
-                })
-                .clone()
-        };
-        RateLimitedCounters {
-            client: counter(Scope::client),
-            user: counter(Scope::user),
-        }
+        self.rate_limited.of(name)
     }
 
     pub fn published(&self, name: &str, ok: bool) {

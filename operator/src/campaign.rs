@@ -1,5 +1,6 @@
 //! What the operator derives from a `CouponCampaign` alone: its campaign id, the
-//! configuration its issuers serve, and the names of the objects it owns.
+//! configuration its issuers serve (with the paths in the issuer pod it names), and the
+//! names of the objects it owns.
 
 use firstcome_contract::{
     CampaignConfig, ConfigError, HeaderConfig, IdentityConfig, IdentityConfigError, JwtConfig,
@@ -7,8 +8,15 @@ use firstcome_contract::{
 };
 use kube::ResourceExt;
 
-use crate::desired::{HEADER_SECRET_KEY, IDENTITY_DIR};
 use crate::resource::{CouponCampaign, IdentityMode, IdentitySpec, RoomPageSpec, WaitingRoomSpec};
+
+/// Where the issuer Deployment (`desired`) mounts the identity Secret (JWT keys, or the
+/// gateway secret); the campaigns file points there. Not under the config directory: a
+/// mount inside a read-only ConfigMap volume needs a mount point the runtime cannot
+/// create.
+pub const IDENTITY_DIR: &str = "/etc/firstcome-identity";
+/// The key of a header-mode Secret that holds the gateway's shared secret.
+pub const HEADER_SECRET_KEY: &str = "secret";
 
 /// The id issuers serve a campaign under: `<namespace>.<name>`, unique in the cluster
 /// (namespaces have no dots), used in the apply URL, Redis keys, events and coupons.
@@ -180,7 +188,7 @@ mod tests {
                 burst: 3
             }
         );
-        assert_eq!(limits.per_client, RateLimits::default_per_client());
+        assert_eq!(limits.per_client, None, "per client: off unless set");
         let plain = campaign("limit: 5\n");
         assert_eq!(
             campaign_config(&plain).unwrap().rate_limits,

@@ -27,16 +27,15 @@ use crate::campaign::{campaign_config, campaign_id};
 use crate::defaults::IssuerDefaults;
 use crate::describe;
 use crate::metrics::{Metrics, Outcome};
+use crate::observe;
+use crate::owned::{self, MANAGER, OwnedError};
 use crate::reason::Reason;
 use crate::resource::{CouponCampaign, CouponCampaignStatus, Phase, TopicDeletion};
 use crate::scaling::{self, Plan};
 use crate::status::{self, Observation};
 use crate::transitions::{self, Notice};
-use crate::{observe, owned};
 
 pub const FINALIZER: &str = "firstcome.dev/cleanup";
-/// The field manager of everything the operator applies.
-pub const MANAGER: &str = "firstcome-operator";
 
 /// A CouponCampaign as watched: one that does not deserialize is reported, not fatal.
 type Guarded = DeserializeGuard<CouponCampaign>;
@@ -45,18 +44,8 @@ type Guarded = DeserializeGuard<CouponCampaign>;
 pub enum Error {
     #[error("the stored object is not a valid CouponCampaign")]
     InvalidObject(#[source] Box<InvalidObject>),
-    #[error("cannot apply the issuers' {kind}")]
-    Apply {
-        kind: String,
-        #[source]
-        source: kube::Error,
-    },
-    #[error("cannot delete the issuers' {kind}")]
-    Delete {
-        kind: String,
-        #[source]
-        source: kube::Error,
-    },
+    #[error(transparent)]
+    Owned(#[from] OwnedError),
     #[error("cannot patch the campaign's status")]
     PatchStatus(#[source] kube::Error),
     #[error("cannot clean up the campaign's backends")]
@@ -70,8 +59,7 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Self::InvalidObject(_) => "invalid_object",
-            Self::Apply { .. } => "apply",
-            Self::Delete { .. } => "delete",
+            Self::Owned(e) => e.metric_label(),
             Self::PatchStatus(_) => "status",
             Self::Cleanup(_) => "cleanup",
             Self::Finalizer(e) => match e.as_ref() {
@@ -222,7 +210,9 @@ fn error_policy(guarded: Arc<Guarded>, error: &Error, ctx: Arc<Context>) -> Acti
 
 async fn apply(campaign: &CouponCampaign, ctx: &Context) -> Result<Action, Error> {
     let config = campaign_config(campaign);
-    let backends = observe::backends(ctx, campaign, &config).await;
+    let secret = ctx.defaults.backends_secret(campaign);
+    let backends =
+        observe::backends(&ctx.client, &ctx.connections, secret, campaign, &config).await;
     let old_status = campaign.status.as_ref();
     let now = Utc::now();
     let plan = scaling::plan(now, &campaign.spec, old_status, ctx.defaults.replicas);

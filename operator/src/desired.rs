@@ -24,7 +24,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::campaign::issuer_name;
+use crate::campaign::{IDENTITY_DIR, issuer_name};
 use crate::defaults::IssuerDefaults;
 use crate::resource::{CouponCampaign, IdentityMode};
 
@@ -37,12 +37,6 @@ pub const SECRET_KEYS: [(&str, &str); 3] = [
 const CONFIG_FILE: &str = "campaigns.json";
 const CONFIG_DIR: &str = "/etc/firstcome";
 const HTTP_PORT: i32 = 8080;
-/// Where the identity Secret (JWT keys, or the gateway secret) is mounted; the campaigns
-/// file points there. Not under CONFIG_DIR: a mount inside a read-only ConfigMap volume
-/// needs a mount point the runtime cannot create.
-pub const IDENTITY_DIR: &str = "/etc/firstcome-identity";
-/// The key of a header-mode Secret that holds the gateway's shared secret.
-pub const HEADER_SECRET_KEY: &str = "secret";
 const IDENTITY_VOLUME: &str = "identity";
 /// Where the waiting room's Secret is mounted; the issuer reads its key `secret`.
 pub const WAITING_ROOM_DIR: &str = "/etc/firstcome-waiting-room";

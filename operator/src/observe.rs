@@ -3,17 +3,19 @@
 //! counted) asked concurrently.
 
 use firstcome_contract::{CampaignConfig, ConfigError};
-use kube::ResourceExt;
+use kube::{Client, ResourceExt};
 
-use crate::backends;
-use crate::controller::Context;
+use crate::backends::{self, Connections};
 use crate::describe;
 use crate::resource::CouponCampaign;
 use crate::status::{self, Answers, Backends};
 
-/// Asks the backends; an invalid spec or an unusable Secret asks none.
+/// Asks the backends whose settings the Secret `secret` holds; an invalid spec or an
+/// unusable Secret asks none.
 pub async fn backends(
-    ctx: &Context,
+    client: &Client,
+    connections: &Connections,
+    secret: &str,
     campaign: &CouponCampaign,
     config: &Result<CampaignConfig, ConfigError>,
 ) -> Backends {
@@ -21,23 +23,20 @@ pub async fn backends(
         return Backends::NotTried;
     };
     let namespace = campaign.namespace().unwrap_or_default();
-    let secret = ctx.defaults.backends_secret(campaign);
-    let settings = match backends::settings(&ctx.client, &namespace, secret).await {
+    let settings = match backends::settings(client, &namespace, secret).await {
         Ok(settings) => settings,
         Err(error) => return Backends::NoSettings(error),
     };
     let topic = &campaign.spec.topic;
     let (redis, topic, persistence) = tokio::join!(
-        ctx.connections
-            .provision_redis(&settings.redis_url, config, never_provisioned(campaign)),
+        connections.provision_redis(&settings.redis_url, config, never_provisioned(campaign)),
         backends::ensure_topic(
             &settings.kafka_brokers,
             &config.topic,
             topic.partitions,
             topic.replication_factor
         ),
-        ctx.connections
-            .persistence(&settings.database_url, &config.name),
+        connections.persistence(&settings.database_url, &config.name),
     );
     if let Err(error) = &persistence {
         tracing::warn!(

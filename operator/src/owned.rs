@@ -15,11 +15,40 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::campaign::issuer_name;
-use crate::controller::{Error, MANAGER};
 use crate::defaults::IssuerDefaults;
 use crate::desired;
 use crate::resource::CouponCampaign;
 use crate::scaling::Plan;
+
+/// The field manager of everything the operator applies.
+pub const MANAGER: &str = "firstcome-operator";
+
+/// Why the issuers' objects could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnedError {
+    #[error("cannot apply the issuers' {kind}")]
+    Apply {
+        kind: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot delete the issuers' {kind}")]
+    Delete {
+        kind: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl OwnedError {
+    /// The `error` label of the failure metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Apply { .. } => "apply",
+            Self::Delete { .. } => "delete",
+        }
+    }
+}
 
 /// The field manager that keeps a Deployment's replicas while they pass from the
 /// operator to an autoscaler (see [`deployment_replicas`]).
@@ -32,7 +61,7 @@ pub async fn apply(
     config: &CampaignConfig,
     defaults: &IssuerDefaults,
     plan: Plan,
-) -> Result<i32, Error> {
+) -> Result<i32, OwnedError> {
     let name = issuer_name(campaign);
     let namespace = campaign.namespace().unwrap_or_default();
     let config_map = desired::config_map(campaign, config);
@@ -69,15 +98,18 @@ async fn deployment_replicas(
     name: &str,
     autoscaled: bool,
     plan: Plan,
-) -> Result<Option<i32>, Error> {
+) -> Result<Option<i32>, OwnedError> {
     if !autoscaled {
         return Ok(Some(plan.replicas));
     }
     let api = Api::<Deployment>::namespaced(client.clone(), namespace);
-    let current = api.get_opt(name).await.map_err(|source| Error::Apply {
-        kind: "Deployment".into(),
-        source,
-    })?;
+    let current = api
+        .get_opt(name)
+        .await
+        .map_err(|source| OwnedError::Apply {
+            kind: "Deployment".into(),
+            source,
+        })?;
     let Some(current) = current else {
         // A new Deployment starts at the plan; the next reconcile hands it over.
         return Ok(Some(plan.replicas));
@@ -96,7 +128,7 @@ async fn deployment_replicas(
             &Patch::Apply(keep),
         )
         .await
-        .map_err(|source| Error::Apply {
+        .map_err(|source| OwnedError::Apply {
             kind: "Deployment".into(),
             source,
         })?;
@@ -116,7 +148,12 @@ fn applies_replicas(deployment: &Deployment) -> bool {
     })
 }
 
-async fn apply_one<K>(client: &Client, namespace: &str, name: &str, object: K) -> Result<K, Error>
+async fn apply_one<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    object: K,
+) -> Result<K, OwnedError>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -131,14 +168,14 @@ where
             &Patch::Apply(object),
         )
         .await
-        .map_err(|source| Error::Apply {
+        .map_err(|source| OwnedError::Apply {
             kind: K::kind(&()).into_owned(),
             source,
         })
 }
 
 /// Deletes an object the campaign no longer asks for; one already gone is fine.
-async fn delete_one<K>(client: &Client, namespace: &str, name: &str) -> Result<(), Error>
+async fn delete_one<K>(client: &Client, namespace: &str, name: &str) -> Result<(), OwnedError>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -149,7 +186,7 @@ where
     match api.delete(name, &DeleteParams::default()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
-        Err(source) => Err(Error::Delete {
+        Err(source) => Err(OwnedError::Delete {
             kind: K::kind(&()).into_owned(),
             source,
         }),

@@ -302,16 +302,20 @@ impl Default for TopicSpec {
     }
 }
 
-/// Token buckets an apply must pass in each issuer pod: one per client address (an IPv6
-/// client by its /64), one per user. Over either, the apply is answered 429 with
-/// `Retry-After`.
+/// Token buckets an apply must pass in each issuer pod: one per user, and, when set,
+/// one per client address (an IPv6 client by its /64). Over either, the apply is
+/// answered 429 with `Retry-After`.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RateLimitsSpec {
-    /// Per client address; default 20/s, burst 40.
-    #[serde(default = "RateLimits::default_per_client")]
-    #[schemars(with = "BucketSpec")]
-    pub per_client: Bucket,
+    /// Per client address; off unless set. Every user behind one address shares it: a
+    /// carrier NAT (thousands of phones), an office, or — without `issuer.trustedProxies`
+    /// — the ingress or load balancer in front of the issuers, which makes it a limit on
+    /// the whole campaign. Set it only where clients reach the issuers with addresses of
+    /// their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<BucketSpec>")]
+    pub per_client: Option<Bucket>,
     /// Per user; default 5/s, burst 10.
     #[serde(default = "RateLimits::default_per_user")]
     #[schemars(with = "BucketSpec")]
@@ -374,7 +378,7 @@ pub struct IssuerSpec {
     /// controller's pod network) whose `X-Forwarded-For` names the client. Without them
     /// the client of an apply is the TCP peer: behind an ingress, or a Service that
     /// rewrites source addresses, that is a proxy or a node, and every client behind it
-    /// shares one `rateLimits.perClient` bucket.
+    /// shares one `rateLimits.perClient` bucket (when one is set).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(validation = Rule::new("self.all(p, isCIDR(p) || isIP(p))")
         .message("each entry must be a CIDR (10.0.0.0/8) or an IP address"))]

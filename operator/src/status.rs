@@ -6,29 +6,10 @@ use firstcome_contract::{CampaignConfig, ConfigError, Window};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::backends::BackendError;
+use crate::backends::{BackendError, Persistence, RedisCounts};
 use crate::describe;
 use crate::reason::Reason;
 use crate::resource::{CouponCampaignStatus, Phase, WaitingRoomStatus};
-
-/// What Redis says about a provisioned campaign.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RedisCounts {
-    /// The limit in force (the spec's, unless it was refused).
-    pub limit: u64,
-    pub admitted: u64,
-    /// The spec's limit, when it was refused for being below `admitted`.
-    pub refused_limit: Option<u64>,
-    /// Tickets in the campaign's waiting room, if it has one.
-    pub waiting: Option<u64>,
-}
-
-/// What PostgreSQL says about the campaign's coupons.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Persistence {
-    pub issued: u64,
-    pub failed_events: u64,
-}
 
 /// Everything one reconcile observed.
 #[derive(Debug)]

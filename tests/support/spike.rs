@@ -79,9 +79,9 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The `Retry-After` of a `rate_limited` answer, at least.
 const RATE_LIMITED_PAUSE: Duration = Duration::from_secs(1);
 
-/// The loopback addresses a spike comes from: 127.0.1.0 to 127.0.1.255. A spike is a
-/// crowd; 2000 applies from one address are what the per-client rate limit refuses.
-const CROWD: u8 = 255;
+/// The loopback addresses a spike comes from by default: 127.0.1.0 to 127.0.1.255 (see
+/// [`Spike::from_one_address`] for a crowd behind one address).
+const CROWD: usize = 256;
 
 /// One apply over HTTP: its status and JSON body (null when the body is not JSON).
 pub async fn try_apply(
@@ -170,7 +170,7 @@ async fn apply_under(
 }
 
 /// A spike: one apply per user, `in_flight` at a time, spread round-robin over the
-/// issuers at `bases` and over 256 client addresses. By default 64 in flight,
+/// issuers at `bases` and over 256 client addresses (or one). By default 64 in flight,
 /// [`Retry::Never`], no progress counter.
 #[derive(Clone, Debug)]
 pub struct Spike {
@@ -181,6 +181,8 @@ pub struct Spike {
     progress: Option<Arc<AtomicUsize>>,
     /// Each user's bearer token, for campaigns with identity jwt.
     tokens: Option<Arc<HashMap<String, String>>>,
+    /// How many client addresses the applies come from.
+    addresses: usize,
 }
 
 impl Spike {
@@ -193,6 +195,7 @@ impl Spike {
             retry: Retry::Never,
             progress: None,
             tokens: None,
+            addresses: CROWD,
         }
     }
 
@@ -212,6 +215,12 @@ impl Spike {
         self
     }
 
+    /// Every apply from 127.0.1.0: a crowd behind one address (a carrier NAT, a proxy).
+    pub fn from_one_address(mut self) -> Self {
+        self.addresses = 1;
+        self
+    }
+
     /// Sends each user's apply with its token from `tokens` (user → token).
     pub fn tokens(mut self, tokens: HashMap<String, String>) -> Self {
         self.tokens = Some(Arc::new(tokens));
@@ -220,7 +229,9 @@ impl Spike {
 
     /// Fires one apply per entry of `users`; the answers, in no particular order.
     pub async fn run(self, users: Vec<String>) -> Vec<Answer> {
-        let crowd: Vec<reqwest::Client> = (0..=CROWD).map(|n| self.client_at(n)).collect();
+        let crowd: Vec<reqwest::Client> = (0..self.addresses)
+            .map(|n| self.client_at(u8::try_from(n).expect("at most 256 addresses")))
+            .collect();
         let this = &self;
         futures::stream::iter(users.into_iter().enumerate())
             .map(|(i, user)| {

@@ -57,7 +57,19 @@ pub fn token(private: &str, user: &str, exp: i64) -> String {
 /// A token for `user` naming key `kid`, signed with the fixture key `private` (ES256
 /// for the EC key, RS256 for the others).
 pub fn signed(private: &str, kid: &str, user: &str, exp: i64) -> String {
-    let claims = json!({ "sub": user, "iss": ISSUER, "aud": AUDIENCE, "exp": exp });
+    signed_for((ISSUER, AUDIENCE), private, kid, user, exp)
+}
+
+/// A token of issuer and audience `(iss, aud)` for `user` naming key `kid`, signed with
+/// the fixture key `private`.
+pub fn signed_for(
+    (iss, aud): (&str, &str),
+    private: &str,
+    kid: &str,
+    user: &str,
+    exp: i64,
+) -> String {
+    let claims = json!({ "sub": user, "iss": iss, "aud": aud, "exp": exp });
     let (alg, key) = encoding_key(private);
     let header = Header {
         kid: Some(kid.into()),

@@ -1,4 +1,6 @@
-//! The body of an apply, `{"userId": "..."}`, as the JSON extractor reads it.
+//! The body of an apply, `{"userId": "..."}`, as the JSON extractor reads it. A
+//! non-negative JSON integer is the user of its decimal string (`1` is `"1"`): clients
+//! that hold ids as numbers (a Java `Long`) send them as they are.
 //!
 //! Self-contained (serde only): the fuzz targets compile this file on its own.
 
@@ -17,15 +19,50 @@ pub struct ApplyRequest {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Fields {
-    /// Left out, or a string: `null` is neither (the document says string; found by
+    /// Left out, a string, or a non-negative integer: `null` is none of them (found by
     /// schemathesis, tests/openapi_conformance.rs).
-    #[serde(default, deserialize_with = "present_string")]
+    #[serde(default, deserialize_with = "present_user_id")]
     user_id: Option<String>,
 }
 
-/// A field that is there must be a string; `default` makes one that is not there `None`.
-fn present_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
-    String::deserialize(deserializer).map(Some)
+/// A field that is there must be a string or a non-negative integer (as its decimal
+/// string); `default` makes one that is not there `None`.
+fn present_user_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    deserializer.deserialize_any(StringOrInteger).map(Some)
+}
+
+/// A string, or a non-negative integer; not a fraction, an exponent (`1e3` is a float
+/// to JSON parsers), a negative number, a boolean, `null`, an array or an object.
+struct StringOrInteger;
+
+impl<'de> Visitor<'de> for StringOrInteger {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a user id: a string, or a non-negative integer")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<String, E> {
+        Ok(value.to_string())
+    }
+
+    fn visit_string<E: serde::de::Error>(self, value: String) -> Result<String, E> {
+        Ok(value)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<String, E> {
+        Ok(value.to_string())
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<String, E> {
+        match u64::try_from(value) {
+            Ok(value) => self.visit_u64(value),
+            Err(_) => Err(E::invalid_value(
+                serde::de::Unexpected::Signed(value),
+                &self,
+            )),
+        }
+    }
 }
 
 /// Only an object: serde's derive would also take the fields as an array
@@ -71,9 +108,39 @@ mod tests {
             r#""alice""#,
             "null",
             r#"{"userId":null}"#,
-            r#"{"userId":42}"#,
+            r#"{"userId":["a"]}"#,
+            r#"{"userId":{}}"#,
         ] {
             assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_non_negative_integer_is_its_decimal_string() {
+        for (body, user) in [
+            (r#"{"userId":1}"#, "1"),
+            (r#"{"userId":0}"#, "0"),
+            (r#"{"userId":9007199254740993}"#, "9007199254740993"),
+            (r#"{"userId":18446744073709551615}"#, "18446744073709551615"),
+        ] {
+            assert_eq!(parse(body), Ok(Some(user.into())), "{body}");
+            let string = format!(r#"{{"userId":"{user}"}}"#);
+            assert_eq!(parse(body), parse(&string), "{body} is {string}");
+        }
+        for (bad, why) in [
+            (r#"{"userId":1.5}"#, "floating point `1.5`"),
+            (r#"{"userId":1e3}"#, "floating point `1000.0`"),
+            (r#"{"userId":1.0}"#, "floating point `1.0`"),
+            (r#"{"userId":-1}"#, "integer `-1`"),
+            (r#"{"userId":true}"#, "boolean `true`"),
+            (r#"{"userId":18446744073709551616}"#, "floating point"),
+        ] {
+            let error = parse(bad).unwrap_err();
+            assert!(error.contains(why), "{bad}: {error}");
+            assert!(
+                error.contains("a string, or a non-negative integer"),
+                "{bad}: {error}"
+            );
         }
     }
 }

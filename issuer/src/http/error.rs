@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use crate::error::IssuerError;
 use crate::identity::header::GatewayError;
 use crate::identity::jwks::REFETCH_ON_MISS;
-use crate::identity::{Identity, IdentityError};
+use crate::identity::{Identity, IdentityError, RepeatedHeader};
 use crate::limits::{Limited, Scope};
 use crate::user_id::InvalidUserId;
 use crate::waiting_room::PassRefused;
@@ -84,6 +84,10 @@ impl ApiError {
         };
         let (reason, message) = match &error {
             IdentityError::KeysUnavailable(_) => return Self::identity_unavailable(),
+            IdentityError::Repeated(repeated)
+            | IdentityError::Gateway(GatewayError::Repeated(repeated)) => {
+                return Self::repeated_header(repeated);
+            }
             IdentityError::MissingToken => ("missing_credentials", error.to_string()),
             IdentityError::Gateway(GatewayError::Missing(_)) => {
                 ("missing_credentials", source_message(&error))
@@ -95,6 +99,16 @@ impl ApiError {
             challenge,
             ..Self::new(StatusCode::UNAUTHORIZED, reason, message)
         }
+    }
+
+    /// A credential header sent more than once: the request is malformed, whatever the
+    /// values say.
+    fn repeated_header(repeated: &RepeatedHeader) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "duplicate_header",
+            repeated.to_string(),
+        )
     }
 
     /// A token naming a key not fetched while the provider's key set cannot be fetched:

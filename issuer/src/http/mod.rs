@@ -3,6 +3,7 @@
 
 mod apply;
 pub mod apply_body;
+pub mod bare_refusals;
 mod caller;
 mod client;
 mod error;
@@ -44,7 +45,9 @@ pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
 
 /// The public API: the campaign routes when this process serves applies, and its OpenAPI
 /// document. Applies are rate limited by client behind `trusted_proxies`: serve the
-/// router with connection info (`into_make_service_with_connect_info::<SocketAddr>`).
+/// router with connection info ([`bare_refusals::WithPeer`] on a
+/// [`bare_refusals::JsonRefusingListener`], whose connections also answer the HTTP
+/// parser's refusals in JSON).
 pub fn api_router(issuer: Option<Arc<Issuer>>, trusted_proxies: TrustedProxies) -> Router {
     let mut router = Router::new().route(
         "/openapi.yaml",

@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, HeaderName};
 use firstcome_contract::HeaderConfig;
 use subtle::ConstantTimeEq;
 
+use super::{RepeatedHeader, only_value};
 use crate::user_id::{InvalidUserId, UserId};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,8 @@ pub enum GatewayError {
     Missing(HeaderName),
     #[error("the gateway secret does not match")]
     WrongSecret,
+    #[error(transparent)]
+    Repeated(#[from] RepeatedHeader),
     #[error("the {header} header is not a valid user id")]
     InvalidUser {
         header: HeaderName,
@@ -59,17 +62,16 @@ impl GatewayHeaders {
         })
     }
 
-    /// The user the gateway vouches for.
+    /// The user the gateway vouches for. Either header sent twice is refused before
+    /// anything else: which copy the gateway set is not for the issuer to guess.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<UserId, GatewayError> {
-        let secret = headers
-            .get(&self.secret_header)
-            .ok_or_else(|| GatewayError::Missing(self.secret_header.clone()))?;
+        let secret = only_value(headers, &self.secret_header)?;
+        let user = only_value(headers, &self.user)?;
+        let secret = secret.ok_or_else(|| GatewayError::Missing(self.secret_header.clone()))?;
         if !secret_matches(&self.secret, secret.as_bytes()) {
             return Err(GatewayError::WrongSecret);
         }
-        let user = headers
-            .get(&self.user)
-            .ok_or_else(|| GatewayError::Missing(self.user.clone()))?;
+        let user = user.ok_or_else(|| GatewayError::Missing(self.user.clone()))?;
         let invalid = |source| GatewayError::InvalidUser {
             header: self.user.clone(),
             source,
@@ -149,6 +151,29 @@ mod tests {
             g.authenticate(&no_user),
             Err(GatewayError::Missing(h)) if h == "x-user"
         ));
+    }
+
+    #[test]
+    fn either_header_sent_twice_is_refused() {
+        let g = gateway();
+        for twice in ["x-user", "x-gateway-secret"] {
+            let mut sent = headers(&[("x-user", "alice"), ("x-gateway-secret", "s3cret")]);
+            let copy = match twice {
+                "x-user" => "mallory",
+                _ => "s3cret",
+            };
+            sent.append(
+                HeaderName::from_static(twice),
+                HeaderValue::from_static(copy),
+            );
+            assert_eq!(
+                g.authenticate(&sent),
+                Err(GatewayError::Repeated(RepeatedHeader(
+                    HeaderName::from_static(twice)
+                ))),
+                "{twice}"
+            );
+        }
     }
 
     #[test]

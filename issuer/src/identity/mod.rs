@@ -11,7 +11,7 @@ pub mod jwt;
 pub mod keys;
 pub mod token;
 
-use axum::http::{HeaderMap, header::AUTHORIZATION};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header::AUTHORIZATION};
 use firstcome_contract::{IdentityConfig, IdentityConfigError};
 
 use crate::user_id::UserId;
@@ -47,6 +47,10 @@ pub enum LoadError {
 pub enum IdentityError {
     #[error("send the token as 'Authorization: Bearer <token>'")]
     MissingToken,
+    /// Which value to believe is not for the issuer to guess: a gateway that appends its
+    /// header instead of replacing it would let the client's own through.
+    #[error(transparent)]
+    Repeated(#[from] RepeatedHeader),
     #[error("the token is not valid")]
     InvalidToken(#[source] TokenError),
     /// Not the token's fault: the provider's key set cannot be fetched.
@@ -88,22 +92,39 @@ impl Identity {
     }
 }
 
-/// The token of `Authorization: Bearer <token>`; anything else is no token.
+/// A request carrying a header that must come once more than once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the request carries the {0} header more than once: send it once")]
+pub struct RepeatedHeader(pub HeaderName);
+
+/// The one value of header `name`, if present; refused when it comes more than once.
+pub fn only_value<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<&'a HeaderValue>, RepeatedHeader> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (first, None) => Ok(first),
+        _ => Err(RepeatedHeader(name.clone())),
+    }
+}
+
+/// The token of `Authorization: Bearer <token>`; any other scheme is no token, a bearer
+/// token that is not visible ASCII a malformed one.
 fn bearer_token(headers: &HeaderMap) -> Result<&str, IdentityError> {
-    let value = headers
-        .get(AUTHORIZATION)
-        .ok_or(IdentityError::MissingToken)?;
+    let value = only_value(headers, &AUTHORIZATION)?.ok_or(IdentityError::MissingToken)?;
     if value.len() > token::MAX_TOKEN_BYTES + "Bearer ".len() {
         return Err(IdentityError::InvalidToken(TokenError::Oversized));
     }
-    let value = value.to_str().map_err(|_| IdentityError::MissingToken)?;
-    match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => match token.trim() {
-            "" => Err(IdentityError::MissingToken),
-            token => Ok(token),
-        },
-        _ => Err(IdentityError::MissingToken),
+    let value = value.as_bytes();
+    let Some(space) = value.iter().position(|b| *b == b' ') else {
+        return Err(IdentityError::MissingToken);
+    };
+    let (scheme, token) = (&value[..space], value[space + 1..].trim_ascii());
+    if !scheme.eq_ignore_ascii_case(b"bearer") || token.is_empty() {
+        return Err(IdentityError::MissingToken);
     }
+    token::text(token).map_err(IdentityError::InvalidToken)
 }
 
 #[cfg(test)]
@@ -141,5 +162,48 @@ mod tests {
             bearer_token(&with_authorization(&huge)),
             Err(IdentityError::InvalidToken(TokenError::Oversized))
         ));
+    }
+
+    #[test]
+    fn a_bearer_token_beyond_visible_ascii_is_malformed() {
+        for value in [&b"Bearer ab\xc3\xa9c"[..], b"Bearer \xff", b"bearer a\tb"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(AUTHORIZATION, HeaderValue::from_bytes(value).unwrap());
+            assert!(
+                matches!(
+                    bearer_token(&headers),
+                    Err(IdentityError::InvalidToken(TokenError::NotAscii))
+                ),
+                "{value:?}"
+            );
+        }
+        let mut basic = HeaderMap::new();
+        basic.insert(
+            AUTHORIZATION,
+            HeaderValue::from_bytes(b"Basic \xff").unwrap(),
+        );
+        assert!(matches!(
+            bearer_token(&basic),
+            Err(IdentityError::MissingToken)
+        ));
+    }
+
+    #[test]
+    fn a_header_sent_twice_is_refused() {
+        let mut headers = with_authorization("Bearer abc");
+        assert_eq!(
+            only_value(&headers, &AUTHORIZATION).unwrap(),
+            Some(&HeaderValue::from_static("Bearer abc"))
+        );
+        headers.append(AUTHORIZATION, HeaderValue::from_static("Bearer def"));
+        assert_eq!(
+            only_value(&headers, &AUTHORIZATION),
+            Err(RepeatedHeader(AUTHORIZATION))
+        );
+        assert!(matches!(
+            bearer_token(&headers),
+            Err(IdentityError::Repeated(RepeatedHeader(name))) if name == AUTHORIZATION
+        ));
+        assert_eq!(only_value(&HeaderMap::new(), &AUTHORIZATION), Ok(None));
     }
 }

@@ -20,6 +20,8 @@ pub enum TokenError {
     Oversized,
     #[error("the token is not a well-formed JWT with a supported algorithm")]
     Malformed(#[source] jsonwebtoken::errors::Error),
+    #[error("the token is not a well-formed JWT: it holds characters other than visible ASCII")]
+    NotAscii,
     #[error("the token names no key this issuer knows")]
     UnknownKey,
     #[error("the token's algorithm is not one its key may sign with")]
@@ -34,6 +36,15 @@ pub enum TokenError {
         #[source]
         source: InvalidUserId,
     },
+}
+
+/// A bearer token's text: a JWT is base64url and dots, so a token with anything but
+/// visible ASCII is malformed, before it is parsed.
+pub fn text(token: &[u8]) -> Result<&str, TokenError> {
+    match token.iter().all(u8::is_ascii_graphic) {
+        true => std::str::from_utf8(token).map_err(|_| TokenError::NotAscii),
+        false => Err(TokenError::NotAscii),
+    }
 }
 
 /// The header of a token not over [`MAX_TOKEN_BYTES`]: its `alg` and `kid`, unchecked.

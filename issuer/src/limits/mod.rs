@@ -1,8 +1,9 @@
-//! Abuse limits on applies, checked before any admission work: a token bucket per
-//! client address and one per user, sized by the campaign's `rateLimits`. What they
+//! Abuse limits on applies, checked before any admission work: a token bucket per user
+//! and, when the campaign's `rateLimits` configure it, one per client address. What they
 //! refuse is answered 429 `rate_limited` and counted by scope.
 
 pub mod buckets;
+pub mod counters;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -10,9 +11,9 @@ use std::time::Duration;
 use firstcome_contract::RateLimits;
 
 use crate::client_addr::bucket_key;
-use crate::metrics::RateLimitedCounters;
 use crate::user_id::UserId;
 use buckets::Buckets;
+use counters::RateLimitedCounters;
 
 /// Whose bucket refused an apply.
 #[derive(
@@ -33,7 +34,8 @@ pub struct Limited {
 
 /// The buckets of one campaign.
 pub struct ApplyLimits {
-    clients: Buckets<IpAddr>,
+    /// `None`: no per-client-address limit (the default).
+    clients: Option<Buckets<IpAddr>>,
     users: Buckets<UserId>,
     counters: RateLimitedCounters,
 }
@@ -41,15 +43,19 @@ pub struct ApplyLimits {
 impl ApplyLimits {
     pub fn new(limits: &RateLimits, counters: RateLimitedCounters) -> Self {
         Self {
-            clients: Buckets::new(limits.per_client),
+            clients: limits.per_client.map(Buckets::new),
             users: Buckets::new(limits.per_user),
             counters,
         }
     }
 
-    /// One apply from `client` (IPv6 clients by their /64).
+    /// One apply from `client` (IPv6 clients by their /64); always served when the
+    /// campaign has no per-client limit.
     pub fn check_client(&self, client: IpAddr) -> Result<(), Limited> {
-        self.refused(Scope::client, self.clients.check(&bucket_key(client)))
+        let Some(clients) = &self.clients else {
+            return Ok(());
+        };
+        self.refused(Scope::client, clients.check(&bucket_key(client)))
     }
 
     /// One apply by `user`.

@@ -7,7 +7,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::metrics::CampaignLabel;
+use crate::labels::CampaignLabel;
 
 type HistogramFamily = Family<CampaignLabel, Histogram, fn() -> Histogram>;
 
@@ -57,9 +57,7 @@ impl RoomFamilies {
     }
 
     pub fn of(&self, campaign: &str) -> RoomMetrics {
-        let label = CampaignLabel {
-            campaign: campaign.to_string(),
-        };
+        let label = CampaignLabel::of(campaign);
         RoomMetrics {
             queue_length: self.queue_length.get_or_create(&label).clone(),
             admissions: self.admissions.get_or_create(&label).clone(),

@@ -17,17 +17,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use firstcome_contract::{CampaignConfig, WaitingRoom};
-use tokio_util::sync::CancellationToken;
 
-use crate::campaign::Campaign;
 use metrics::RoomMetrics;
-use queue::RoomQueue;
 
 /// Shortest room secret accepted: 256 bits.
 pub const MIN_SECRET_BYTES: usize = 32;
 /// How often each issuer runs the admission script of each room; several runs a second
 /// (from every issuer) keep the pace smooth, see [`pace`].
-const ADMISSION_RUN_EVERY: Duration = Duration::from_millis(50);
+pub const ADMISSION_RUN_EVERY: Duration = Duration::from_millis(50);
 
 /// The secret tickets, pre-queue order and passes derive from: a file (a mounted Secret)
 /// shared by every issuer of the campaign, read at start.
@@ -128,31 +125,6 @@ impl Room {
         let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
         pass::verify(&self.secret.0, &self.campaign, presented, user, now_ms)?;
         Ok(())
-    }
-}
-
-/// Runs the admission script of every room in `campaigns` until `stop`, several times a
-/// second; a failed run is logged and the next one tries again.
-pub async fn admit_periodically(
-    queue: RoomQueue,
-    campaigns: Vec<Arc<Campaign>>,
-    stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(ADMISSION_RUN_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while stop.run_until_cancelled(tick.tick()).await.is_some() {
-        for campaign in &campaigns {
-            let Some(room) = &campaign.room else { continue };
-            match queue
-                .admit(&campaign.keys, &room.config, room.opens_ms())
-                .await
-            {
-                Ok(run) => room.metrics.admitted(run.waiting, &run.waits_ms),
-                Err(error) => {
-                    tracing::warn!(%error, campaign = %campaign.name(), "waiting-room admission run failed")
-                }
-            }
-        }
     }
 }
 

@@ -26,13 +26,15 @@ use tokio_util::sync::CancellationToken;
 use crate::campaign::Campaign;
 use crate::cli::{Mode, ServeArgs};
 use crate::client_addr::TrustedProxies;
+use crate::http::bare_refusals::{JsonRefusingListener, WithPeer};
 use crate::http::{self, OpsState};
 use crate::identity::Identity;
 use crate::issuer::Issuer;
 use crate::kafka::producer::WinnerPublisher;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
-use crate::waiting_room::{Room, RoomSecret, admit_periodically};
+use crate::waiting_room::queue::RoomQueue;
+use crate::waiting_room::{ADMISSION_RUN_EVERY, Room, RoomSecret};
 
 /// How often sold-out campaigns re-read their limit.
 const LIMIT_REFRESH: Duration = Duration::from_secs(1);
@@ -130,6 +132,11 @@ impl Wiring {
             .map(|config| {
                 let identity = Identity::load(&config.name, &config.identity)
                     .with_context(|| format!("campaign {}: identity", config.name))?;
+                tracing::info!(
+                    campaign = %config.name,
+                    "rate limits: {}",
+                    config.rate_limits
+                );
                 let room = (secret.as_ref()).and_then(|secret| {
                     let metrics = self.metrics.waiting_room.of(&config.name);
                     Room::of(config, secret, metrics)
@@ -248,11 +255,8 @@ pub async fn serve_on(
             drained.cancel();
         }
     };
-    let api = axum::serve(
-        listeners.api,
-        api.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(drained.clone().cancelled_owned());
+    let api = axum::serve(JsonRefusingListener(listeners.api), WithPeer(api))
+        .with_graceful_shutdown(drained.clone().cancelled_owned());
     let ops = axum::serve(listeners.ops, ops).with_graceful_shutdown(drained.cancelled_owned());
     let (_, api, ops) = tokio::join!(drain, api.into_future(), ops.into_future());
     api.context("serving the API")?;
@@ -327,6 +331,31 @@ async fn refresh_sold_out_boards(issuer: Arc<Issuer>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(LIMIT_REFRESH);
     while stop.run_until_cancelled(tick.tick()).await.is_some() {
         issuer.refresh_sold_out_boards().await;
+    }
+}
+
+/// Runs the admission script of every room in `campaigns` until `stop`, several times a
+/// second; a failed run is logged and the next one tries again.
+async fn admit_periodically(
+    queue: RoomQueue,
+    campaigns: Vec<Arc<Campaign>>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(ADMISSION_RUN_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while stop.run_until_cancelled(tick.tick()).await.is_some() {
+        for campaign in &campaigns {
+            let Some(room) = &campaign.room else { continue };
+            match queue
+                .admit(&campaign.keys, &room.config, room.opens_ms())
+                .await
+            {
+                Ok(run) => room.metrics.admitted(run.waiting, &run.waits_ms),
+                Err(error) => {
+                    tracing::warn!(%error, campaign = %campaign.name(), "waiting-room admission run failed")
+                }
+            }
+        }
     }
 }
 

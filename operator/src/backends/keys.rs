@@ -4,7 +4,18 @@
 use firstcome_contract::{CampaignConfig, CampaignKeys, RedisConnection, RedisTarget};
 
 use super::{BackendError, Connections, TIMEOUT, cached};
-use crate::status::RedisCounts;
+
+/// What Redis says about a provisioned campaign.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisCounts {
+    /// The limit in force (the spec's, unless it was refused).
+    pub limit: u64,
+    pub admitted: u64,
+    /// The spec's limit, when it was refused for being below `admitted`.
+    pub refused_limit: Option<u64>,
+    /// Tickets in the campaign's waiting room, if it has one.
+    pub waiting: Option<u64>,
+}
 
 pub(super) fn set_limit_script() -> redis::Script {
     redis::Script::new(include_str!("set_limit.lua"))

@@ -18,6 +18,8 @@ use tokio::sync::Mutex;
 
 pub use self::error::{BackendError, TopicAction};
 pub use self::kafka::{delete_topic, ensure_topic};
+pub use self::keys::RedisCounts;
+pub use self::postgres::Persistence;
 use crate::desired::SECRET_KEYS;
 
 const TIMEOUT: Duration = Duration::from_secs(3);

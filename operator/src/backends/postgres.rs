@@ -3,7 +3,13 @@
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use super::{BackendError, Connections, TIMEOUT, cached};
-use crate::status::Persistence;
+
+/// What PostgreSQL says about the campaign's coupons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Persistence {
+    pub issued: u64,
+    pub failed_events: u64,
+}
 
 /// PostgreSQL's code for "undefined table".
 const UNDEFINED_TABLE: &str = "42P01";
