@@ -209,8 +209,8 @@ impl EmbeddedAdmission {
         user: &str,
     ) -> Result<Outcome, SqliteStoreError> {
         let queue = (self.queues.get(&campaign.name)).expect("every served campaign has a queue");
-        let reserved = (queue.submit(user.to_string()).await)
-            .map_err(|_| SqliteStoreError::WriterGone)?;
+        let reserved =
+            (queue.submit(user.to_string()).await).map_err(|_| SqliteStoreError::WriterGone)?;
         match reserved {
             Ok(reservation) => self.ledgers.write(campaign, user, reservation).await,
             Err(verdict) => Ok(verdict),
@@ -268,7 +268,8 @@ mod tests {
     /// The pure rule applied one apply after the other: what a batch must answer.
     fn rule_in_order(users: &[String], c: &CampaignConfig, held: &[(&str, u64)]) -> Vec<Decision> {
         let mut holders: HashMap<&str, usize> = HashMap::new();
-        held.iter().for_each(|(user, _)| *holders.entry(user).or_default() += 1);
+        held.iter()
+            .for_each(|(user, _)| *holders.entry(user).or_default() += 1);
         let mut admitted = held.len() as u64;
         users
             .iter()

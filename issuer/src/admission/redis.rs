@@ -183,7 +183,14 @@ impl RedisAdmission {
         keys: &CampaignKeys,
         applies: &[Apply],
     ) -> Vec<Result<Outcome, RedisAdmissionError>> {
-        run_batch(&mut self.conn.clone(), &self.script, campaign, keys, applies).await
+        run_batch(
+            &mut self.conn.clone(),
+            &self.script,
+            campaign,
+            keys,
+            applies,
+        )
+        .await
     }
 
     /// Deletes the campaign's counter if Redis is behind the durable record: its counter
@@ -311,7 +318,10 @@ async fn run_batch(
     }
     let replies: Result<Vec<String>, _> = invocation
         .invoke_async(conn)
-        .instrument(tracing::info_span!("admission_batch", applies = applies.len()))
+        .instrument(tracing::info_span!(
+            "admission_batch",
+            applies = applies.len()
+        ))
         .await;
     match replies {
         Ok(replies) if replies.len() == applies.len() => replies
