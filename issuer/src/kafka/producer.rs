@@ -35,13 +35,10 @@ impl WinnerPublisher {
                 delivery_timeout.as_millis().to_string(),
             )
             // Winner events are ~150 bytes: compression costs more CPU than it saves.
-            // No linger: an event is sent at once, and events queued while requests are
-            // in flight (up to 5 with idempotence) leave together, so batches grow with the
-            // load and an idle campaign waits for nothing (LMAX-style). A linger of 1 ms
-            // made the broker thread poll with a zero timeout until the linger expired (its
-            // poll waits whole milliseconds): half of the issuer's CPU under load
-            // (docs/testing.md, the flame graph).
-            .set("linger.ms", "0")
+            // A linger of 1 ms: `linger.ms=0` (send each event at once) was measured worse
+            // on the bench, about 210 µs of issuer CPU per admitted apply against 110-180
+            // (docs/testing.md, the profile of phase A).
+            .set("linger.ms", "1")
             .set("socket.nagle.disable", "true")
             .create()?;
         Ok(Self {
