@@ -9,9 +9,11 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
+-- args[1] (optional) tells apart several wrk processes started in the same second.
 function init(args)
-  math.randomseed(os.time() + id)
-  prefix = "u" .. id .. "-" .. math.random(1, 1000000000) .. "-"
+  local process = args[1] or ""
+  math.randomseed(os.time() + id + 1000 * (tonumber(process) or 0))
+  prefix = "u" .. process .. "." .. id .. "-" .. math.random(1, 1000000000) .. "-"
   statuses = {}
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"

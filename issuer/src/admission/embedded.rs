@@ -1,17 +1,19 @@
 //! Admission inside one process, for the standalone issuer.
 //!
-//! Each campaign has an in-memory ledger behind a mutex; the decision is taken under the
-//! lock ([`rule::decide`]) and the winner is written to SQLite before the apply is
-//! answered. A failed write gives the slot back, so stock is never burnt. On start-up the
-//! ledger is rebuilt from SQLite: nobody wins twice and the counter does not reset.
+//! Each campaign has an in-memory ledger behind a mutex; concurrent applies are decided in
+//! batches ([`super::batch`]), each batch under one lock, one apply after the other
+//! ([`rule::decide`]), and the winners are written to SQLite before they are answered. A
+//! failed write gives the slot back, so stock is never burnt. On start-up the ledger is
+//! rebuilt from SQLite: nobody wins twice and the counter does not reset.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use firstcome_contract::CampaignConfig;
 use uuid::Uuid;
 
+use super::batch::BatchQueue;
 use super::rule::{self, Decision};
 use super::sold_out::SoldOutSnapshot;
 use super::{Admission, Counts, Outcome};
@@ -74,6 +76,18 @@ impl Ledger {
         }
     }
 
+    /// Reserves for each of `users`, in order, exactly as one call each would.
+    fn reserve_batch(
+        &mut self,
+        users: &[String],
+        campaign: &CampaignConfig,
+    ) -> Vec<Result<(u64, u32), Outcome>> {
+        users
+            .iter()
+            .map(|user| self.reserve(user, campaign))
+            .collect()
+    }
+
     fn release(&mut self, user: &str, sequence: u64) {
         if let Some(held) = self.holders.get_mut(user) {
             held.retain(|s| *s != sequence);
@@ -85,9 +99,61 @@ impl Ledger {
     }
 }
 
+/// Per apply, its reservation (sequence, ordinal) or the verdict that it gets none.
+type LedgerQueue = BatchQueue<String, Result<(u64, u32), Outcome>>;
+
 pub struct EmbeddedAdmission {
+    ledgers: Arc<Ledgers>,
+    /// One batching worker per campaign.
+    queues: HashMap<String, LedgerQueue>,
+}
+
+/// The ledgers of every campaign, and where their winners are written.
+struct Ledgers {
     ledgers: HashMap<String, Mutex<Ledger>>,
     store: SqliteStore,
+}
+
+impl Ledgers {
+    fn ledger(&self, campaign: &str) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledgers
+            .get(campaign)
+            .expect("every served campaign has a ledger")
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes a reserved winner; a failed write gives the slot back.
+    async fn write(
+        &self,
+        campaign: &CampaignConfig,
+        user: &str,
+        (sequence, ordinal): (u64, u32),
+    ) -> Result<Outcome, SqliteStoreError> {
+        let admitted_at = Utc::now();
+        let written = self
+            .store
+            .record(NewCoupon {
+                campaign: campaign.name.clone(),
+                user_id: user.to_string(),
+                ordinal,
+                sequence,
+                coupon_id: Uuid::new_v4(),
+                admitted_at,
+            })
+            .await;
+        match written {
+            Ok(()) => Ok(Outcome::Admitted(Admission {
+                sequence,
+                ordinal,
+                admitted_at,
+            })),
+            Err(error) => {
+                self.ledger(&campaign.name).release(user, sequence);
+                Err(error)
+            }
+        }
+    }
 }
 
 impl EmbeddedAdmission {
@@ -109,52 +175,45 @@ impl EmbeddedAdmission {
                 (c.name.clone(), Mutex::new(ledger))
             })
             .collect();
-        Ok(Self { ledgers, store })
+        let ledgers = Arc::new(Ledgers { ledgers, store });
+        let queues = campaigns
+            .iter()
+            .map(|c| (c.name.clone(), Self::spawn_queue(&ledgers, c)))
+            .collect();
+        Ok(Self { ledgers, queues })
+    }
+
+    fn spawn_queue(ledgers: &Arc<Ledgers>, campaign: &CampaignConfig) -> LedgerQueue {
+        let (ledgers, campaign) = (Arc::clone(ledgers), campaign.clone());
+        BatchQueue::spawn(move |users: Vec<String>| {
+            let reserved = ledgers
+                .ledger(&campaign.name)
+                .reserve_batch(&users, &campaign);
+            std::future::ready(reserved)
+        })
     }
 
     pub fn store(&self) -> &SqliteStore {
-        &self.store
+        &self.ledgers.store
     }
 
     fn ledger(&self, campaign: &str) -> std::sync::MutexGuard<'_, Ledger> {
-        self.ledgers
-            .get(campaign)
-            .expect("every served campaign has a ledger")
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.ledgers.ledger(campaign)
     }
 
+    /// Decides one apply, together with the applies of the campaign waiting beside it (one
+    /// lock for the batch); a winner is answered once written.
     pub async fn admit(
         &self,
         campaign: &CampaignConfig,
         user: &str,
     ) -> Result<Outcome, SqliteStoreError> {
-        let (sequence, ordinal) = match self.ledger(&campaign.name).reserve(user, campaign) {
-            Ok(reserved) => reserved,
-            Err(verdict) => return Ok(verdict),
-        };
-        let admission = Admission {
-            sequence,
-            ordinal,
-            admitted_at: Utc::now(),
-        };
-        let written = self
-            .store
-            .record(NewCoupon {
-                campaign: campaign.name.clone(),
-                user_id: user.to_string(),
-                ordinal,
-                sequence,
-                coupon_id: Uuid::new_v4(),
-                admitted_at: admission.admitted_at,
-            })
-            .await;
-        match written {
-            Ok(()) => Ok(Outcome::Admitted(admission)),
-            Err(error) => {
-                self.ledger(&campaign.name).release(user, sequence);
-                Err(error)
-            }
+        let queue = (self.queues.get(&campaign.name)).expect("every served campaign has a queue");
+        let reserved =
+            (queue.submit(user.to_string()).await).map_err(|_| SqliteStoreError::WriterGone)?;
+        match reserved {
+            Ok(reservation) => self.ledgers.write(campaign, user, reservation).await,
+            Err(verdict) => Ok(verdict),
         }
     }
 
@@ -204,6 +263,50 @@ mod tests {
         assert_eq!(ledger.reserve("b", &c), Ok((2, 1)));
         assert_eq!(ledger.reserve("c", &c), Err(Outcome::SoldOut));
         assert_eq!(ledger.admitted(), 2);
+    }
+
+    /// The pure rule applied one apply after the other: what a batch must answer.
+    fn rule_in_order(users: &[String], c: &CampaignConfig, held: &[(&str, u64)]) -> Vec<Decision> {
+        let mut holders: HashMap<&str, usize> = HashMap::new();
+        held.iter()
+            .for_each(|(user, _)| *holders.entry(user).or_default() += 1);
+        let mut admitted = held.len() as u64;
+        users
+            .iter()
+            .map(|user| {
+                let count = holders.entry(user).or_default();
+                let decision = rule::decide(*count, c.per_user_limit, admitted, c.limit);
+                if let Decision::Admit { .. } = decision {
+                    *count += 1;
+                    admitted += 1;
+                }
+                decision
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_decides_as_the_rule_does_one_apply_after_the_other() {
+        let held = [("u1", 1), ("u4", 2)];
+        for (limit, per_user) in [(0, 1), (2, 1), (3, 1), (6, 2), (40, 3)] {
+            let c = campaign(limit, per_user);
+            // Users from a small pool: repeats meet the per-user limit inside one batch.
+            let users: Vec<String> = (0..60u32)
+                .map(|i| format!("u{}", (i * 7 + i / 3) % 9))
+                .collect();
+            let mut ledger = Ledger::rebuilt(held.map(|(u, s)| (u.to_string(), s)));
+            let got: Vec<Decision> = ledger
+                .reserve_batch(&users, &c)
+                .into_iter()
+                .map(|reserved| match reserved {
+                    Ok((_, ordinal)) => Decision::Admit { ordinal },
+                    Err(Outcome::AlreadyApplied(_)) => Decision::AlreadyApplied,
+                    Err(Outcome::SoldOut) => Decision::SoldOut,
+                    Err(other) => panic!("not a verdict of the rule: {other:?}"),
+                })
+                .collect();
+            assert_eq!(got, rule_in_order(&users, &c, &held), "limit {limit}");
+        }
     }
 
     #[test]

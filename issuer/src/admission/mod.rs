@@ -5,6 +5,7 @@
 //! [`connection::RedisConnection`]) and an embedded ledger (the standalone issuer). Once a
 //! campaign is sold out, [`sold_out::SoldOutBoard`] answers from memory.
 
+pub mod batch;
 pub mod embedded;
 pub mod redis;
 pub mod rule;

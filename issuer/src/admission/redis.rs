@@ -1,13 +1,16 @@
-//! Admission in Redis: one Lua script per apply, on one multiplexed connection shared by
-//! every request (commands of concurrent applies are pipelined on it).
+//! Admission in Redis: one Lua script call per batch of concurrent applies of a campaign
+//! ([`super::batch`]), on one multiplexed connection shared by every request.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use firstcome_contract::{CampaignConfig, CampaignKeys, RedisTarget, decode_held, encode_held};
 use redis::AsyncCommands;
+use tracing::Instrument;
 
+use super::batch::{BatchQueue, WorkerGone};
 use super::{Admission, Counts, Outcome};
 use firstcome_contract::RedisConnection;
 
@@ -17,7 +20,7 @@ const FENCE_SCRIPT: &str = include_str!("fence.lua");
 /// Holders written per command while restoring.
 const RESTORE_CHUNK: usize = 1000;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum RedisAdmissionError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
@@ -25,7 +28,20 @@ pub enum RedisAdmissionError {
     Unprovisioned(String),
     #[error("unexpected reply from the admission script: {0:?}")]
     UnexpectedReply(String),
+    #[error(transparent)]
+    WorkerGone(#[from] WorkerGone),
 }
+
+/// One apply, as the admission script takes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Apply {
+    pub user: String,
+    pub per_user_limit: u32,
+    /// Unique per apply: a re-sent script answers what its first run did.
+    pub attempt: String,
+}
+
+type AdmissionQueue = BatchQueue<Apply, Result<Outcome, RedisAdmissionError>>;
 
 /// A winner whose event is not yet confirmed by the broker.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +54,9 @@ pub struct PendingWinner {
 pub struct RedisAdmission {
     conn: RedisConnection,
     script: redis::Script,
+    /// One batching worker per campaign (by its counter's key), started on its first
+    /// apply.
+    queues: Arc<Mutex<HashMap<String, AdmissionQueue>>>,
 }
 
 impl RedisAdmission {
@@ -49,6 +68,7 @@ impl RedisAdmission {
         Ok(Self {
             conn,
             script: redis::Script::new(ADMIT_SCRIPT),
+            queues: Arc::default(),
         })
     }
 
@@ -119,7 +139,8 @@ impl RedisAdmission {
     }
 
     /// Runs the admission script for `attempt`: run again with the same attempt (as a
-    /// connection that re-sends does), it answers what its first run did.
+    /// connection that re-sends does), it answers what its first run did. Concurrent
+    /// applies of one campaign share one script call.
     pub async fn run_admission_attempt(
         &self,
         campaign: &CampaignConfig,
@@ -127,19 +148,49 @@ impl RedisAdmission {
         user: &str,
         attempt: &str,
     ) -> Result<Outcome, RedisAdmissionError> {
-        let reply: String = self
-            .script
-            .key(&keys.limit)
-            .key(&keys.admitted)
-            .key(&keys.holders)
-            .key(&keys.pending)
-            .key(&keys.attempts)
-            .arg(user)
-            .arg(campaign.per_user_limit)
-            .arg(attempt)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        parse_reply(&reply, &campaign.name)
+        let apply = Apply {
+            user: user.to_string(),
+            per_user_limit: campaign.per_user_limit,
+            attempt: attempt.to_string(),
+        };
+        self.queue(&campaign.name, keys).submit(apply).await?
+    }
+
+    /// The batching worker of the campaign whose keys are `keys`.
+    fn queue(&self, campaign: &str, keys: &CampaignKeys) -> AdmissionQueue {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(queue) = queues.get(&keys.admitted) {
+            return queue.clone();
+        }
+        // The worker holds the connection and the script, not `self`: it stops once the
+        // last handle on the queues is dropped.
+        let (conn, script) = (self.conn.clone(), self.script.clone());
+        let (campaign, worker_keys) = (campaign.to_string(), keys.clone());
+        let queue = BatchQueue::spawn(move |applies: Vec<Apply>| {
+            let (mut conn, script) = (conn.clone(), script.clone());
+            let (campaign, keys) = (campaign.clone(), worker_keys.clone());
+            async move { run_batch(&mut conn, &script, &campaign, &keys, &applies).await }
+        });
+        queues.insert(keys.admitted.clone(), queue.clone());
+        queue
+    }
+
+    /// Runs the admission script once over `applies`, in order: each gets the answer it
+    /// would get alone in that order.
+    pub async fn run_admission_batch(
+        &self,
+        campaign: &str,
+        keys: &CampaignKeys,
+        applies: &[Apply],
+    ) -> Vec<Result<Outcome, RedisAdmissionError>> {
+        run_batch(
+            &mut self.conn.clone(),
+            &self.script,
+            campaign,
+            keys,
+            applies,
+        )
+        .await
     }
 
     /// Deletes the campaign's counter if Redis is behind the durable record: its counter
@@ -242,6 +293,50 @@ impl RedisAdmission {
             .query_async(&mut self.conn.clone())
             .await?;
         Ok(())
+    }
+}
+
+/// One call of the admission script over `applies`; a failed call fails every apply.
+async fn run_batch(
+    conn: &mut RedisConnection,
+    script: &redis::Script,
+    campaign: &str,
+    keys: &CampaignKeys,
+    applies: &[Apply],
+) -> Vec<Result<Outcome, RedisAdmissionError>> {
+    let mut invocation = script.key(&keys.limit);
+    invocation
+        .key(&keys.admitted)
+        .key(&keys.holders)
+        .key(&keys.pending)
+        .key(&keys.attempts);
+    for apply in applies {
+        invocation
+            .arg(&apply.user)
+            .arg(apply.per_user_limit)
+            .arg(&apply.attempt);
+    }
+    let replies: Result<Vec<String>, _> = invocation
+        .invoke_async(conn)
+        .instrument(tracing::info_span!(
+            "admission_batch",
+            applies = applies.len()
+        ))
+        .await;
+    match replies {
+        Ok(replies) if replies.len() == applies.len() => replies
+            .iter()
+            .map(|reply| parse_reply(reply, campaign))
+            .collect(),
+        Ok(replies) => {
+            let error = RedisAdmissionError::UnexpectedReply(format!(
+                "{} replies to {} applies",
+                replies.len(),
+                applies.len()
+            ));
+            vec![Err(error); applies.len()]
+        }
+        Err(error) => vec![Err(error.into()); applies.len()],
     }
 }
 

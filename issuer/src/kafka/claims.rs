@@ -13,15 +13,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use firstcome_contract::{CampaignConfig, WinnerEvent};
+use futures::FutureExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// How often the tail looks for partitions added to the topic.
 const PARTITIONS_REFRESH: Duration = Duration::from_secs(10);
+/// Most messages the tail records in one step (one lock, one wake-up of the hand-offs).
+const MAX_READ_BATCH: usize = 1024;
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the topic said so far: pure, so it is tested without a broker.
@@ -141,8 +144,13 @@ impl Claims {
         }
     }
 
-    fn record(&self, partition: i32, offset: i64, event: Option<&WinnerEvent>) {
-        self.book().record(partition, offset, event);
+    /// Records messages read together, then wakes the waiting hand-offs once.
+    fn record(&self, read: &[(i32, i64, Option<WinnerEvent>)]) {
+        let mut book = self.book();
+        for (partition, offset, event) in read {
+            book.record(*partition, *offset, event.as_ref());
+        }
+        drop(book);
         self.advanced.notify_waiters();
     }
 }
@@ -171,13 +179,44 @@ pub async fn tail(
             },
             message = consumer.recv(), if assigned > 0 => match message {
                 Ok(message) => {
-                    let event = (message.payload())
-                        .and_then(|p| WinnerEvent::from_payload(p).ok())
-                        .filter(|e| e.check_belongs_to(&campaign.name).is_ok());
-                    claims.record(message.partition(), message.offset(), event.as_ref());
+                    let mut read = vec![claim(&message, &campaign)];
+                    drop(message);
+                    read_ready(&consumer, &campaign, &mut read);
+                    claims.record(&read);
                 }
                 Err(error) => tracing::warn!(%error, topic = %campaign.topic, "claims tail: consume failed"),
             },
+        }
+    }
+}
+
+/// What one message of the topic claims: its place, and its winner event if it is one of
+/// the campaign's.
+fn claim(
+    message: &BorrowedMessage<'_>,
+    campaign: &CampaignConfig,
+) -> (i32, i64, Option<WinnerEvent>) {
+    let event = (message.payload())
+        .and_then(|p| WinnerEvent::from_payload(p).ok())
+        .filter(|e| e.check_belongs_to(&campaign.name).is_ok());
+    (message.partition(), message.offset(), event)
+}
+
+/// Adds the messages already received to `read`, without waiting for more (LMAX-style:
+/// a busy topic is read back in batches, a quiet one message at a time).
+fn read_ready(
+    consumer: &StreamConsumer,
+    campaign: &CampaignConfig,
+    read: &mut Vec<(i32, i64, Option<WinnerEvent>)>,
+) {
+    while read.len() < MAX_READ_BATCH {
+        match consumer.recv().now_or_never() {
+            Some(Ok(message)) => read.push(claim(&message, campaign)),
+            Some(Err(error)) => {
+                tracing::warn!(%error, topic = %campaign.topic, "claims tail: consume failed");
+                break;
+            }
+            None => break,
         }
     }
 }
@@ -300,7 +339,7 @@ mod tests {
                 .await
         });
         tokio::task::yield_now().await;
-        claims.record(2, 5, Some(&event("me", 9)));
+        claims.record(&[(2, 5, Some(event("me", 9)))]);
         assert_eq!(waiting.await.unwrap().unwrap().as_deref(), Some("me"));
         let late = claims
             .holder_once_read((2, 6), 9, Duration::from_millis(10))

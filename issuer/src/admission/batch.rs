@@ -1,0 +1,109 @@
+//! LMAX-style batching of concurrent applies: a worker takes whatever is waiting (up to a
+//! bound) and decides it in one step, never waiting for a batch to fill. An idle campaign
+//! gets batches of one, with no added wait; a busy one gets one round trip per batch
+//! instead of one per apply.
+
+use std::future::Future;
+
+use tokio::sync::{mpsc, oneshot};
+
+/// Most applies decided in one step: bounds the time one step holds Redis (or the
+/// ledger's lock) and the size of its reply.
+pub const MAX_BATCH: usize = 256;
+
+/// The worker is gone (the runtime is shutting down).
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("the admission worker stopped")]
+pub struct WorkerGone;
+
+type Job<Request, Answer> = (Request, oneshot::Sender<Answer>);
+
+/// The sending side of one worker; cloned by every caller.
+pub struct BatchQueue<Request, Answer> {
+    jobs: mpsc::UnboundedSender<Job<Request, Answer>>,
+}
+
+impl<Request, Answer> Clone for BatchQueue<Request, Answer> {
+    fn clone(&self) -> Self {
+        Self {
+            jobs: self.jobs.clone(),
+        }
+    }
+}
+
+impl<Request, Answer> BatchQueue<Request, Answer>
+where
+    Request: Send + 'static,
+    Answer: Send + 'static,
+{
+    /// Starts a worker that hands each batch to `decide`, which answers every request of
+    /// the batch, in order. The worker stops once every queue handle is dropped.
+    pub fn spawn<Decide, Decided>(mut decide: Decide) -> Self
+    where
+        Decide: FnMut(Vec<Request>) -> Decided + Send + 'static,
+        Decided: Future<Output = Vec<Answer>> + Send,
+    {
+        let (jobs, mut waiting) = mpsc::unbounded_channel::<Job<Request, Answer>>();
+        let worker = async move {
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                let (requests, answer_to): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
+                let answers = decide(requests).await;
+                for (to, answer) in answer_to.into_iter().zip(answers) {
+                    // A caller that went away no longer needs its answer.
+                    let _ = to.send(answer);
+                }
+            }
+        };
+        tokio::spawn(worker);
+        Self { jobs }
+    }
+
+    /// Queues `request` and waits for its answer.
+    pub async fn submit(&self, request: Request) -> Result<Answer, WorkerGone> {
+        let (answer_to, answer) = oneshot::channel();
+        self.jobs
+            .send((request, answer_to))
+            .map_err(|_| WorkerGone)?;
+        answer.await.map_err(|_| WorkerGone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn waiting_requests_are_decided_together_and_each_gets_its_own_answer() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&sizes);
+        let queue = BatchQueue::spawn(move |requests: Vec<u32>| {
+            seen.lock().unwrap().push(requests.len());
+            async move { requests.into_iter().map(|r| r * 10).collect() }
+        });
+        // Queued before the worker runs (current-thread runtime): one batch.
+        let answers = futures::future::join_all((0..5).map(|r| queue.submit(r))).await;
+        let answers: Vec<u32> = answers.into_iter().map(Result::unwrap).collect();
+        assert_eq!(answers, vec![0, 10, 20, 30, 40]);
+        assert_eq!(*sizes.lock().unwrap(), vec![5]);
+        // Alone, a request is decided at once, in a batch of one.
+        assert_eq!(queue.submit(7).await.unwrap(), 70);
+        assert_eq!(*sizes.lock().unwrap(), vec![5, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_never_exceeds_the_bound() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&sizes);
+        let queue = BatchQueue::spawn(move |requests: Vec<usize>| {
+            seen.lock().unwrap().push(requests.len());
+            async move { requests }
+        });
+        let count = 2 * MAX_BATCH + 3;
+        let answers = futures::future::join_all((0..count).map(|r| queue.submit(r))).await;
+        assert_eq!(answers.len(), count);
+        assert_eq!(*sizes.lock().unwrap(), vec![MAX_BATCH, MAX_BATCH, 3]);
+    }
+}
