@@ -79,8 +79,9 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The `Retry-After` of a `rate_limited` answer, at least.
 const RATE_LIMITED_PAUSE: Duration = Duration::from_secs(1);
 
-/// The loopback addresses a spike comes from: 127.0.1.0 to 127.0.1.255. A spike is a
+/// The addresses a spike comes from by default: 127.0.1.0 to 127.0.1.255. A spike is a
 /// crowd; 2000 applies from one address are what the per-client rate limit refuses.
+const LOOPBACK_CROWD: [u8; 3] = [127, 0, 1];
 const CROWD: u8 = 255;
 
 /// One apply over HTTP: its status and JSON body (null when the body is not JSON).
@@ -181,6 +182,8 @@ pub struct Spike {
     progress: Option<Arc<AtomicUsize>>,
     /// Each user's bearer token, for campaigns with identity jwt.
     tokens: Option<Arc<HashMap<String, String>>>,
+    /// The first three octets of the 256 local addresses applies are sent from.
+    crowd: [u8; 3],
 }
 
 impl Spike {
@@ -193,7 +196,16 @@ impl Spike {
             retry: Retry::Never,
             progress: None,
             tokens: None,
+            crowd: LOOPBACK_CROWD,
         }
+    }
+
+    /// Sends from `a.b.c.0` to `a.b.c.255` instead of 127.0.1.x: addresses local to
+    /// this machine (a route `local a.b.c.0/24 dev lo`) from which the issuers are
+    /// reachable, e.g. through a Service's ClusterIP on a real node.
+    pub fn crowd(mut self, prefix: [u8; 3]) -> Self {
+        self.crowd = prefix;
+        self
     }
 
     pub fn in_flight(mut self, in_flight: usize) -> Self {
@@ -242,12 +254,13 @@ impl Spike {
             .await
     }
 
-    /// A client sending from 127.0.1.`n`.
+    /// A client sending from the crowd's address `n` (127.0.1.`n` by default).
     fn client_at(&self, n: u8) -> reqwest::Client {
-        // Plain HTTP to 127.0.0.1: no trust roots to load (256 clients loading the
-        // system's took seconds, enough to make a timed campaign miss its opening).
+        // Plain HTTP: no trust roots to load (256 clients loading the system's took
+        // seconds, enough to make a timed campaign miss its opening).
+        let [a, b, c] = self.crowd;
         let mut client = reqwest::Client::builder()
-            .local_address(std::net::IpAddr::from([127, 0, 1, n]))
+            .local_address(std::net::IpAddr::from([a, b, c, n]))
             .tls_built_in_root_certs(false)
             .pool_max_idle_per_host(self.in_flight);
         if matches!(self.retry, Retry::Unavailable { .. }) {
