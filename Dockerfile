@@ -26,10 +26,14 @@ RUN cargo chef cook --release --locked --recipe-path recipe.json \
         -p firstcome-issuer -p firstcome-operator
 COPY . .
 RUN cargo build --release --locked -p firstcome-issuer -p firstcome-operator --bin firstcome-issuer --bin firstcome-operator
+# librdkafka links zlib, which distroless cc has not: stage it at its own path.
+RUN mkdir -p /src/runtime-libs \
+    && cp -L --parents "$(realpath -s "$(gcc -print-file-name=libz.so.1)")" /src/runtime-libs/
 
 # Distroless: no shell, no package manager; runs as the unprivileged "nonroot" user.
 FROM ${RUNTIME_IMAGE}:nonroot
 COPY --from=build /src/target/release/firstcome-issuer /src/target/release/firstcome-operator /usr/local/bin/
+COPY --from=build /src/runtime-libs/ /
 USER 65532:65532
 EXPOSE 8080 8081
 ENTRYPOINT ["/usr/local/bin/firstcome-issuer"]
