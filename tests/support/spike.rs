@@ -80,7 +80,9 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const RATE_LIMITED_PAUSE: Duration = Duration::from_secs(1);
 
 /// The loopback addresses a spike comes from by default: 127.0.1.0 to 127.0.1.255 (see
-/// [`Spike::from_one_address`] for a crowd behind one address).
+/// [`Spike::from_one_address`] for a crowd behind one address, [`Spike::crowd`] for
+/// another /24).
+const LOOPBACK_CROWD: [u8; 3] = [127, 0, 1];
 const CROWD: usize = 256;
 
 /// One apply over HTTP: its status and JSON body (null when the body is not JSON).
@@ -183,6 +185,8 @@ pub struct Spike {
     tokens: Option<Arc<HashMap<String, String>>>,
     /// How many client addresses the applies come from.
     addresses: usize,
+    /// The first three octets of the local addresses applies are sent from.
+    crowd: [u8; 3],
 }
 
 impl Spike {
@@ -196,7 +200,16 @@ impl Spike {
             progress: None,
             tokens: None,
             addresses: CROWD,
+            crowd: LOOPBACK_CROWD,
         }
+    }
+
+    /// Sends from `a.b.c.0` to `a.b.c.255` instead of 127.0.1.x: addresses local to
+    /// this machine (a route `local a.b.c.0/24 dev lo`) from which the issuers are
+    /// reachable, e.g. through a Service's ClusterIP on a real node.
+    pub fn crowd(mut self, prefix: [u8; 3]) -> Self {
+        self.crowd = prefix;
+        self
     }
 
     pub fn in_flight(mut self, in_flight: usize) -> Self {
@@ -215,7 +228,7 @@ impl Spike {
         self
     }
 
-    /// Every apply from 127.0.1.0: a crowd behind one address (a carrier NAT, a proxy).
+    /// Every apply from the crowd's first address (127.0.1.0 by default): a crowd behind one address (a carrier NAT, a proxy).
     pub fn from_one_address(mut self) -> Self {
         self.addresses = 1;
         self
@@ -253,12 +266,13 @@ impl Spike {
             .await
     }
 
-    /// A client sending from 127.0.1.`n`.
+    /// A client sending from the crowd's address `n` (127.0.1.`n` by default).
     fn client_at(&self, n: u8) -> reqwest::Client {
-        // Plain HTTP to 127.0.0.1: no trust roots to load (256 clients loading the
-        // system's took seconds, enough to make a timed campaign miss its opening).
+        // Plain HTTP: no trust roots to load (256 clients loading the system's took
+        // seconds, enough to make a timed campaign miss its opening).
+        let [a, b, c] = self.crowd;
         let mut client = reqwest::Client::builder()
-            .local_address(std::net::IpAddr::from([127, 0, 1, n]))
+            .local_address(std::net::IpAddr::from([a, b, c, n]))
             .tls_built_in_root_certs(false)
             .pool_max_idle_per_host(self.in_flight);
         if matches!(self.retry, Retry::Unavailable { .. }) {

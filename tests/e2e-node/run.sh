@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# End-to-end on a real Kubernetes node on this machine, without Docker (tests/node.rs):
+#
+#   tests/e2e-node/run.sh
+#
+# Starts scripts/node (control plane, containerd, kubelet, kube-proxy in a private
+# namespace), builds the image from the Dockerfile with scripts/image and imports it
+# into the node, starts a test bed inside the namespace on the node's IP (the managed
+# Redis, Kafka and PostgreSQL of docs/install.md), runs tests/node.rs inside the
+# namespace, and stops the node — whose `down` checks the host is as before. Prints
+# each step's duration. KEEP_NODE=1 leaves the node running for a look around
+# (scripts/node exec kubectl get pods -A), to be stopped with scripts/node down.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+CACHE=${FIRSTCOME_CACHE:-${HOME:-/root}/.cache/firstcome}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target}
+timings=()
+step() { # step LABEL COMMAND...
+    local label=$1 start=$SECONDS
+    shift
+    printf '\n--- %s\n' "$label" >&2
+    "$@"
+    timings+=("$(printf '%-26s %5ss' "$label" $((SECONDS - start)))")
+}
+
+node_was_running=false
+scripts/node status >/dev/null 2>&1 && node_was_running=true
+stop_node() {
+    if [ "$node_was_running" = false ] && [ "${KEEP_NODE:-0}" != 1 ]; then
+        scripts/node down
+    fi
+}
+trap stop_node EXIT
+
+archive=
+build_image() { archive=$(scripts/image build); }
+testbed_env=
+start_testbed() { testbed_env=$(scripts/node testbed); }
+build_test() { cargo test -p firstcome-e2e --test node --locked --no-run; }
+run_test() {
+    local image
+    image=$(scripts/image name)
+    # shellcheck disable=SC2046 # the test bed's export lines, one variable each
+    scripts/node exec env $(sed -n 's/^export //p' <<<"$testbed_env") FIRSTCOME_IMAGE="$image" \
+        CARGO_TARGET_DIR="$CARGO_TARGET_DIR" \
+        cargo test -p firstcome-e2e --test node --locked --offline -- --ignored --nocapture
+}
+
+step "node up" scripts/node up >/dev/null
+step "node smoke" scripts/node smoke
+step "image build" build_image
+step "image import" scripts/node import "$archive"
+step "test bed on the node" start_testbed
+step "build tests/node.rs" build_test
+step "tests/node.rs" run_test
+step "node down (+ host check)" stop_node
+trap - EXIT
+
+printf '\n--- e2e on node: step durations\n'
+printf '%s\n' "${timings[@]}"
