@@ -46,8 +46,16 @@ impl Slot {
     async fn spawn(&self, ready_path: &str) -> Process {
         let deadline = Instant::now() + START_BUDGET;
         loop {
-            match Process::try_start("firstcome-issuer", &self.args, &[], self.ports, ready_path)
-                .await
+            // Errors only: a run's faults make every process warn, thousands of lines a seed.
+            let quiet = [("RUST_LOG", "error".to_string())];
+            match Process::try_start(
+                "firstcome-issuer",
+                &self.args,
+                &quiet,
+                self.ports,
+                ready_path,
+            )
+            .await
             {
                 Ok(process) => return process,
                 Err(why) if Instant::now() < deadline => {
