@@ -4,7 +4,8 @@
 //!
 //! By default a short slice of fixed seeds (the CI slice). `FIRSTCOME_CHAOS_SEED=N`
 //! replays one seed; `FIRSTCOME_CHAOS_SEEDS=A..B` runs seeds A to B-1 (what
-//! `scripts/soak` does), and `FIRSTCOME_CHAOS_REPORT=FILE` writes their report there.
+//! `scripts/soak` does), and `FIRSTCOME_CHAOS_REPORT=FILE` writes their report there
+//! (naming the code's `FIRSTCOME_CHAOS_REVISION`).
 
 use firstcome_e2e::chaos::bed::ChaosBed;
 use firstcome_e2e::chaos::report::{SeedReport, markdown, replay_command};
@@ -47,7 +48,8 @@ async fn seeded_fault_schedules_break_no_promise() {
         }
         reports.push(report);
         if let Ok(file) = std::env::var("FIRSTCOME_CHAOS_REPORT") {
-            std::fs::write(&file, markdown(&reports)).expect("writing the chaos report");
+            let revision = std::env::var("FIRSTCOME_CHAOS_REVISION").unwrap_or("unnamed".into());
+            std::fs::write(&file, markdown(&reports, &revision)).expect("writing the chaos report");
         }
     }
     let failed: Vec<String> = (reports.iter())

@@ -62,8 +62,9 @@ fn listed(counts: &BTreeMap<&str, usize>) -> String {
     parts.join(", ")
 }
 
-/// The soak's report in Markdown: totals, then one row per seed.
-pub fn markdown(reports: &[SeedReport]) -> String {
+/// The soak's report in Markdown: totals, then one row per seed. `revision` names the
+/// code the seeds ran (a seed draws the same plan as long as schedule.rs is unchanged).
+pub fn markdown(reports: &[SeedReport], revision: &str) -> String {
     let minutes = reports.iter().map(|r| r.span.as_secs_f64()).sum::<f64>() / 60.0;
     let faults = sum(reports
         .iter()
@@ -77,7 +78,7 @@ pub fn markdown(reports: &[SeedReport]) -> String {
          path (tests/support/chaos), each checked by the independent checker.\n\n\
          - seeds: {}\n- minutes of schedule: {minutes:.1}\n- faults by kind: {}\n\
          - requests: {} ({})\n- violations: {violations}\n\n\
-         Replay one seed: `{}`\n\n\
+         Revision: {revision}. Replay one seed (at that revision): `{}`\n\n\
          | seed | schedule (s) | run (s) | faults | requests | violations |\n|---|---|---|---|---|---|\n",
         reports.len(),
         listed(&faults),
@@ -121,10 +122,14 @@ mod tests {
 
     #[test]
     fn the_soak_report_sums_every_seed_and_lists_each() {
-        let text = markdown(&[
-            report(1, vec![]),
-            report(2, vec!["c: over_limit: 4 coupons".into()]),
-        ]);
+        let text = markdown(
+            &[
+                report(1, vec![]),
+                report(2, vec!["c: over_limit: 4 coupons".into()]),
+            ],
+            "abc1234",
+        );
+        assert!(text.contains("Revision: abc1234."), "{text}");
         assert!(
             text.contains("- seeds: 2\n- minutes of schedule: 1.0\n"),
             "{text}"
