@@ -12,9 +12,9 @@ use firstcome_e2e::chaos::report::{SeedReport, markdown, replay_command};
 use firstcome_e2e::chaos::run_seed;
 
 /// Seeds whose schedules are short (19 s each) and draw, between them, a rolling
-/// restart, PostgreSQL stopped, the broker killed (twice), an API issuer killed and
-/// paused, and a consumer killed.
-const CI_SLICE: [u64; 3] = [7, 71, 66];
+/// restart, PostgreSQL stopped, the broker killed twice (answers `admission_unconfirmed`
+/// among them), an API issuer and a consumer killed: about 3 minutes on 2 busy cores.
+const CI_SLICE: [u64; 2] = [7, 71];
 
 fn seeds() -> Vec<u64> {
     let parse = |s: &str| {

@@ -254,11 +254,13 @@ fn admitted_without_coupon(observed: &Observed, attempts: &[&Attempt]) -> Vec<Vi
         .collect()
 }
 
-/// Whether an answer leaves open that the attempt admitted its user: no answer at all, or
-/// `503 admission_unconfirmed` ("you were admitted but Kafka did not ack in time").
+/// Whether an answer leaves open that the attempt admitted its user: no answer to a
+/// request that went out, or `503 admission_unconfirmed` ("you were admitted but Kafka
+/// did not ack in time"). A connection no issuer took admitted nobody.
 fn ambiguous(answer: &Answer) -> bool {
     match answer {
         Answer::NoAnswer { .. } => true,
+        Answer::Unreached { .. } => false,
         Answer::Http { status, reason, .. } => *status == 503 && reason == "admission_unconfirmed",
     }
 }
@@ -484,6 +486,15 @@ mod tests {
             // c's only ambiguous attempt is gone: nothing may have admitted it.
             case(&[CouponWithoutAdmission], |_, a| {
                 a.retain(|a| !matches!(a.answer, Answer::NoAnswer { .. }))
+            }),
+            // c's only ambiguous attempt never reached an issuer.
+            case(&[CouponWithoutAdmission], |_, a| {
+                for attempt in a.iter_mut() {
+                    if let Answer::NoAnswer { error } = &attempt.answer {
+                        let error = error.clone();
+                        attempt.answer = Answer::Unreached { error };
+                    }
+                }
             }),
             // b won once but holds two.
             case(&[CouponWithoutAdmission], |o, _| {

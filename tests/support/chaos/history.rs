@@ -15,8 +15,11 @@ pub enum Answer {
         reason: String,
         sequences: Vec<i64>,
     },
-    /// No answer: the connection failed or the attempt timed out.
+    /// No answer: the connection broke or the attempt timed out after the request went
+    /// out, so it may have been admitted.
     NoAnswer { error: String },
+    /// No issuer took the connection: the request never went out.
+    Unreached { error: String },
 }
 
 impl Answer {

@@ -136,7 +136,7 @@ async fn check(
     violations
 }
 
-/// Attempts by answer: `201`, `409 already_applied`, …, `no answer`.
+/// Attempts by answer: `201`, `409 already_applied`, …, `no answer`, `unreached`.
 fn tally(attempts: &[Attempt]) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for attempt in attempts {
@@ -144,6 +144,7 @@ fn tally(attempts: &[Attempt]) -> BTreeMap<String, usize> {
             Answer::Http { status: 201, .. } => "201".to_string(),
             Answer::Http { status, reason, .. } => format!("{status} {reason}"),
             Answer::NoAnswer { .. } => "no answer".to_string(),
+            Answer::Unreached { .. } => "unreached".to_string(),
         };
         *counts.entry(key).or_default() += 1;
     }

@@ -76,7 +76,7 @@ impl Clients {
             let sent = history.now();
             let (answer, pause) = self.attempt(apply, issuer).await;
             let retry = match &answer {
-                Answer::NoAnswer { .. } => true,
+                Answer::NoAnswer { .. } | Answer::Unreached { .. } => true,
                 Answer::Http { status, reason, .. } => {
                     *status == 429 || (*status == 503 && reason != "admission_unconfirmed")
                 }
@@ -101,13 +101,13 @@ impl Clients {
         }
         let response = match request.send().await {
             Ok(response) => response,
+            Err(error) if error.is_connect() => {
+                let error = error.to_string();
+                return (Answer::Unreached { error }, MAX_PAUSE / 5);
+            }
             Err(error) => {
-                return (
-                    Answer::NoAnswer {
-                        error: error.to_string(),
-                    },
-                    MAX_PAUSE / 5,
-                );
+                let error = error.to_string();
+                return (Answer::NoAnswer { error }, MAX_PAUSE / 5);
             }
         };
         let status = response.status().as_u16();
