@@ -286,8 +286,13 @@ fn coupon_without_admission(observed: &Observed, attempts: &[&Attempt]) -> Vec<V
         let (won, maybe) = answered.get(user).cloned().unwrap_or_default();
         let unexplained: Vec<i64> = held.difference(&won).copied().collect();
         if unexplained.len() > maybe {
-            let detail =
-                format!("{user} holds {held:?}: 201 for {won:?}, {maybe} ambiguous answers");
+            let told: Vec<String> = (attempts.iter())
+                .filter(|a| a.user == user)
+                .map(|a| format!("{:?} from issuer {} at {:?}", a.answer, a.issuer, a.sent))
+                .collect();
+            let detail = format!(
+                "{user} holds {held:?}: 201 for {won:?}, {maybe} ambiguous answers; told {told:?}"
+            );
             found.push(violation(Kind::CouponWithoutAdmission, detail));
         }
     }
