@@ -4,6 +4,7 @@
 //! [`prometheus`]), and the project's binaries started as processes.
 
 pub mod browser;
+pub mod chaos;
 pub mod cluster;
 pub mod invariants;
 pub mod issuer;

@@ -87,6 +87,20 @@ impl Process {
         ports: Ports,
         ready_path: &str,
     ) -> Self {
+        Self::try_start(binary, args, env, ports, ready_path)
+            .await
+            .unwrap_or_else(|failure| panic!("{failure}"))
+    }
+
+    /// [`Process::start`], telling why the process did not get ready (it exited, or was
+    /// not ready within 60 s: then it is killed) instead of failing the test.
+    pub async fn try_start(
+        binary: &str,
+        args: &[String],
+        env: &[(&str, String)],
+        ports: Ports,
+        ready_path: &str,
+    ) -> Result<Self, String> {
         let mut command = Command::new(workspace_binary(binary));
         command
             .args(args)
@@ -100,58 +114,67 @@ impl Process {
         }
         let child = command
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
+            .map_err(|e| format!("starting {binary}: {e}"))?;
         let mut process = Self {
             child,
             base: format!("http://127.0.0.1:{}", ports.api),
             ops_base: format!("http://127.0.0.1:{}", ports.ops),
             name: binary.to_string(),
         };
-        process.wait_http(ready_path).await;
-        process
+        process.wait_http(ready_path).await?;
+        Ok(process)
     }
 
-    async fn wait_http(&mut self, path: &str) {
+    async fn wait_http(&mut self, path: &str) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("{} exited during start-up ({status})", self.name);
+                return Err(format!("{} exited during start-up ({status})", self.name));
             }
             if let Ok(response) = reqwest::get(format!("{}{path}", self.ops_base)).await
                 && response.status().is_success()
             {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} not ready within 60 s",
-                self.name
-            );
+            if Instant::now() >= deadline {
+                return Err(format!("{} not ready within 60 s", self.name));
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    /// Sends SIGTERM (the process keeps running until it has shut down).
-    pub fn terminate(&self) {
+    /// Sends `signal` (a name `kill` knows: `STOP`, `CONT`, …).
+    pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status()
             .expect("running kill");
-        assert!(status.success(), "SIGTERM to {}", self.name);
+        assert!(status.success(), "SIG{signal} to {}", self.name);
+    }
+
+    /// Sends SIGTERM (the process keeps running until it has shut down).
+    pub fn terminate(&self) {
+        self.signal("TERM");
     }
 
     /// Waits (bounded) for the process to exit; returns whether it exited successfully.
     pub async fn wait_exit(&mut self, timeout: Duration) -> bool {
+        self.exit_within(timeout)
+            .await
+            .unwrap_or_else(|| panic!("{} still running after {timeout:?}", self.name))
+    }
+
+    /// Waits (bounded) for the process to exit: whether it exited successfully, `None`
+    /// while it still runs after `timeout`.
+    pub async fn exit_within(&mut self, timeout: Duration) -> Option<bool> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                return status.success();
+                return Some(status.success());
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} still running after {timeout:?}",
-                self.name
-            );
+            if Instant::now() >= deadline {
+                return None;
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -1,0 +1,63 @@
+//! Seeded chaos over the whole distributed path (tests/support/chaos): each seed deploys
+//! API issuers and consumers on a test bed of its own, sends a workload under a random
+//! fault schedule, and checks the durable record against the clients' history.
+//!
+//! By default a short slice of fixed seeds (the CI slice). `FIRSTCOME_CHAOS_SEED=N`
+//! replays one seed; `FIRSTCOME_CHAOS_SEEDS=A..B` runs seeds A to B-1 (what
+//! `scripts/soak` does), and `FIRSTCOME_CHAOS_REPORT=FILE` writes their report there
+//! (naming the code's `FIRSTCOME_CHAOS_REVISION`).
+
+use firstcome_e2e::chaos::bed::ChaosBed;
+use firstcome_e2e::chaos::report::{SeedReport, markdown, replay_command};
+use firstcome_e2e::chaos::run_seed;
+
+/// Seeds whose schedules are short (19 s each) and draw, between them, a rolling
+/// restart, PostgreSQL stopped, the broker killed twice (answers `admission_unconfirmed`
+/// among them), an API issuer and a consumer killed: about 3 minutes on 2 busy cores.
+const CI_SLICE: [u64; 2] = [7, 71];
+
+fn seeds() -> Vec<u64> {
+    let parse = |s: &str| {
+        s.trim()
+            .parse::<u64>()
+            .unwrap_or_else(|_| panic!("not a seed: {s}"))
+    };
+    if let Ok(seed) = std::env::var("FIRSTCOME_CHAOS_SEED") {
+        return vec![parse(&seed)];
+    }
+    match std::env::var("FIRSTCOME_CHAOS_SEEDS") {
+        Ok(range) => {
+            let (from, to) = range
+                .split_once("..")
+                .unwrap_or_else(|| panic!("FIRSTCOME_CHAOS_SEEDS is A..B, not {range}"));
+            (parse(from)..parse(to)).collect()
+        }
+        Err(_) => CI_SLICE.to_vec(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_fault_schedules_break_no_promise() {
+    let bed = ChaosBed::up();
+    let mut reports: Vec<SeedReport> = Vec::new();
+    for seed in seeds() {
+        let report = run_seed(&bed, seed).await;
+        println!("{}", report.line());
+        for violation in &report.violations {
+            println!("chaos seed {seed}: {violation}");
+        }
+        reports.push(report);
+        if let Ok(file) = std::env::var("FIRSTCOME_CHAOS_REPORT") {
+            let revision = std::env::var("FIRSTCOME_CHAOS_REVISION").unwrap_or("unnamed".into());
+            std::fs::write(&file, markdown(&reports, &revision)).expect("writing the chaos report");
+        }
+    }
+    let failed: Vec<String> = (reports.iter())
+        .filter(|r| !r.violations.is_empty())
+        .map(|r| replay_command(r.seed))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "seeds with violations; replay each: {failed:#?}"
+    );
+}

@@ -1,0 +1,152 @@
+//! Seeded chaos: a seed draws campaigns, a client workload and a fault schedule
+//! ([`schedule`]); the run deploys API issuers and consumers on the chaos bed ([`bed`],
+//! [`deployment`]), sends the workload recording every answer ([`workload`],
+//! [`history`]) while injecting the faults ([`faults`]), heals, lets the consumers drain,
+//! then reads the durable record ([`observe`]) and checks it against the history with a
+//! checker that shares no code with the issuer ([`checker`]). [`report`] tells the result.
+
+pub mod bed;
+pub mod checker;
+pub mod deployment;
+pub mod faults;
+pub mod history;
+pub mod observe;
+pub mod report;
+pub mod schedule;
+pub mod workload;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bed::ChaosBed;
+use deployment::Deployment;
+use history::{Answer, Attempt, History};
+use report::SeedReport;
+use schedule::Plan;
+
+/// How long the consumers get to persist everything once the faults are healed.
+const DRAIN: Duration = Duration::from_secs(120);
+
+/// Runs `seed` on `bed`: deploys, sends the workload under the schedule's faults, drains,
+/// checks. The report lists every violation; a run that cannot proceed panics (after
+/// printing its seed).
+pub async fn run_seed(bed: &ChaosBed, seed: u64) -> SeedReport {
+    let begun = Instant::now();
+    let plan = Plan::from_seed(seed);
+    println!(
+        "chaos seed {seed}: {} s of schedule, campaigns {:?}, {} applies, faults {:?}",
+        plan.span.as_secs(),
+        plan.campaigns,
+        plan.applies.len(),
+        plan.faults
+    );
+    let names: Vec<String> = (0..plan.campaigns.len())
+        .map(|k| crate::unique_name(&format!("chaos-{seed}-{k}")))
+        .collect();
+    let dir = crate::issuer::temp_dir("chaos");
+    let campaigns: Vec<_> = names
+        .iter()
+        .cloned()
+        .zip(plan.campaigns.iter().cloned())
+        .collect();
+    let deployment = Deployment::start(&bed.services, &dir, &campaigns).await;
+    let clients = workload::Clients::new(&plan, names.clone(), deployment.bases());
+
+    let history = History::new(Instant::now());
+    let injected = futures::future::join_all(plan.faults.iter().map(|fault| {
+        let deployment = &deployment;
+        let history = &history;
+        async move {
+            tokio::time::sleep(fault.at.saturating_sub(history.now())).await;
+            faults::inject(*fault, deployment, bed).await;
+        }
+    }));
+    futures::future::join(clients.run(&plan, &history), injected).await;
+
+    drain(&deployment, &names).await;
+    let attempts = history.attempts();
+    let violations = check(bed, &plan, &names, &deployment, &attempts).await;
+    deployment.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    SeedReport {
+        seed,
+        span: plan.span,
+        took: begun.elapsed(),
+        faults: plan.faults_by_kind(),
+        requests: attempts.len(),
+        answers: tally(&attempts),
+        violations,
+    }
+}
+
+/// Waits (at most [`DRAIN`]) until every campaign's summary shows nothing pending
+/// persistence; the checker judges what is there after that either way.
+async fn drain(deployment: &Deployment, names: &[String]) {
+    let deadline = Instant::now() + DRAIN;
+    let bases = deployment.bases();
+    for name in names {
+        loop {
+            let summary = observe::summary(&bases, name).await;
+            if summary.is_some_and(|s| s.pending_persistence == 0) || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+async fn check(
+    bed: &ChaosBed,
+    plan: &Plan,
+    names: &[String],
+    deployment: &Deployment,
+    attempts: &[Attempt],
+) -> Vec<String> {
+    let pool = crate::issuer::postgres(&bed.services).await;
+    let mut violations = Vec::new();
+    for (index, (name, campaign)) in names.iter().zip(&plan.campaigns).enumerate() {
+        let topic = deployment::topic(name);
+        let observed = observe::observe(
+            &bed.services,
+            &pool,
+            &observe::Campaign {
+                name,
+                topic: &topic,
+                limit: i64::from(campaign.limit),
+                per_user_limit: i64::from(campaign.per_user_limit),
+            },
+            &deployment.bases(),
+        )
+        .await;
+        let own: Vec<&Attempt> = attempts.iter().filter(|a| a.campaign == index).collect();
+        println!(
+            "chaos seed {}: {name}: {} coupons of {} (perUserLimit {}), {} events on the topic",
+            plan.seed,
+            observed.coupons.len(),
+            campaign.limit,
+            campaign.per_user_limit,
+            observed.events.len()
+        );
+        violations.extend(
+            checker::check(&observed, &own)
+                .into_iter()
+                .map(|v| format!("{name}: {v}")),
+        );
+    }
+    violations
+}
+
+/// Attempts by answer: `201`, `409 already_applied`, …, `no answer`, `unreached`.
+fn tally(attempts: &[Attempt]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for attempt in attempts {
+        let key = match &attempt.answer {
+            Answer::Http { status: 201, .. } => "201".to_string(),
+            Answer::Http { status, reason, .. } => format!("{status} {reason}"),
+            Answer::NoAnswer { .. } => "no answer".to_string(),
+            Answer::Unreached { .. } => "unreached".to_string(),
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+    counts
+}

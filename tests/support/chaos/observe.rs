@@ -1,0 +1,173 @@
+//! What a campaign ended with, read for the checker straight from the durable record:
+//! PostgreSQL's coupons and failed events, every message of the campaign's topic, and the
+//! summary the issuers serve.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde_json::Value;
+use sqlx::PgPool;
+
+use super::checker::{Coupon, Event, FailedEvent, Observed, Summary};
+use crate::Services;
+
+/// The campaign `name` (limits as planned), its topic `topic`, and the issuers at `bases`.
+pub struct Campaign<'a> {
+    pub name: &'a str,
+    pub topic: &'a str,
+    pub limit: i64,
+    pub per_user_limit: i64,
+}
+
+pub async fn observe(
+    services: &Services,
+    pool: &PgPool,
+    campaign: &Campaign<'_>,
+    bases: &[String],
+) -> Observed {
+    let brokers = services.kafka_brokers.clone();
+    let topic = campaign.topic.to_string();
+    let name = campaign.name.to_string();
+    let events = tokio::task::spawn_blocking(move || read_topic(&brokers, &topic, &name))
+        .await
+        .expect("the topic reader's thread");
+    Observed {
+        limit: campaign.limit,
+        per_user_limit: campaign.per_user_limit,
+        coupons: coupons(pool, campaign.name).await,
+        events,
+        unresolved: unresolved(pool, campaign).await,
+        summary: summary(bases, campaign.name).await,
+    }
+}
+
+async fn coupons(pool: &PgPool, campaign: &str) -> Vec<Coupon> {
+    let rows: Vec<(String, i32, i64)> = sqlx::query_as(
+        "SELECT user_id, ordinal, sequence FROM coupons WHERE campaign = $1 ORDER BY sequence",
+    )
+    .bind(campaign)
+    .fetch_all(pool)
+    .await
+    .expect("reading the coupons");
+    rows.into_iter()
+        .map(|(user, ordinal, sequence)| Coupon {
+            user,
+            ordinal: i64::from(ordinal),
+            sequence,
+        })
+        .collect()
+}
+
+/// Unresolved failed events of the campaign, its topic or its dead-letter topic.
+async fn unresolved(pool: &PgPool, campaign: &Campaign<'_>) -> Vec<FailedEvent> {
+    let rows: Vec<(i32, i64, String, String)> = sqlx::query_as(
+        "SELECT partition, \"offset\", reason, error FROM failed_events \
+         WHERE (campaign = $1 OR topic = $2 OR topic = $2 || '.dlq') AND resolved_at IS NULL",
+    )
+    .bind(campaign.name)
+    .bind(campaign.topic)
+    .fetch_all(pool)
+    .await
+    .expect("reading the failed events");
+    rows.into_iter()
+        .map(|(partition, offset, reason, error)| FailedEvent {
+            partition,
+            offset,
+            reason,
+            error,
+        })
+        .collect()
+}
+
+/// The first summary an issuer answers with.
+pub async fn summary(bases: &[String], campaign: &str) -> Option<Summary> {
+    for base in bases {
+        let Ok(response) = reqwest::get(format!("{base}/v1/campaigns/{campaign}")).await else {
+            continue;
+        };
+        let Ok(body) = response.json::<Value>().await else {
+            continue;
+        };
+        let count = |field: &str| body[field].as_i64();
+        if let (Some(admitted), Some(issued), Some(pending)) = (
+            count("admitted"),
+            count("issued"),
+            count("pendingPersistence"),
+        ) {
+            return Some(Summary {
+                admitted,
+                issued,
+                pending_persistence: pending,
+            });
+        }
+    }
+    None
+}
+
+/// A winner event of `campaign` as the topic carries it (JSON with `campaign`, `userId`,
+/// `ordinal`, `sequence`); `None` for anything else.
+fn claim(payload: Option<&[u8]>, campaign: &str) -> Option<Coupon> {
+    let event: Value = serde_json::from_slice(payload?).ok()?;
+    (event["campaign"] == campaign).then_some(())?;
+    Some(Coupon {
+        user: event["userId"].as_str()?.to_string(),
+        ordinal: event["ordinal"].as_i64()?,
+        sequence: event["sequence"].as_i64()?,
+    })
+}
+
+/// Every message of `topic`, from the start of each partition to its end as it stands.
+fn read_topic(brokers: &str, topic: &str, campaign: &str) -> Vec<Event> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set(
+            "group.id",
+            format!("chaos-checker-{}", crate::unique_name("read")),
+        )
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a Kafka consumer");
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .expect("the topic's metadata");
+    let partitions: Vec<i32> = (metadata.topics().iter())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut assignment = TopicPartitionList::new();
+    let mut remaining = std::collections::HashMap::new();
+    for &partition in &partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, timeout)
+            .expect("the partition's watermarks");
+        if high > low {
+            remaining.insert(partition, high);
+        }
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .expect("assigning a partition");
+    }
+    consumer.assign(&assignment).expect("assigning the topic");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut events = Vec::new();
+    while !remaining.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "reading {topic}: {remaining:?} left"
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let message = message.expect("a message of the topic");
+        events.push(Event {
+            partition: message.partition(),
+            offset: message.offset(),
+            claim: claim(message.payload(), campaign),
+        });
+        if remaining.get(&message.partition()) <= Some(&(message.offset() + 1)) {
+            remaining.remove(&message.partition());
+        }
+    }
+    events
+}

@@ -1,0 +1,163 @@
+//! What a chaos run tells: one line per seed, and the soak's report (docs/soak.md).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// What one seed did and found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeedReport {
+    pub seed: u64,
+    /// The schedule's span.
+    pub span: Duration,
+    /// Wall time of the whole run: deployment, schedule, drain, check.
+    pub took: Duration,
+    pub faults: BTreeMap<&'static str, usize>,
+    /// Apply attempts sent.
+    pub requests: usize,
+    /// Attempts by answer (`201`, `410 sold_out`, `no answer`, …).
+    pub answers: BTreeMap<String, usize>,
+    /// `campaign: kind: detail` of each violation.
+    pub violations: Vec<String>,
+}
+
+/// The command that replays `seed`.
+pub fn replay_command(seed: u64) -> String {
+    format!("FIRSTCOME_CHAOS_SEED={seed} cargo test -p firstcome-e2e --test chaos -- --nocapture")
+}
+
+impl SeedReport {
+    /// One line: the seed, its figures, and its violations (or how to replay them).
+    pub fn line(&self) -> String {
+        let verdict = if self.violations.is_empty() {
+            "0 violations".to_string()
+        } else {
+            format!(
+                "{} VIOLATIONS; replay: {}",
+                self.violations.len(),
+                replay_command(self.seed)
+            )
+        };
+        format!(
+            "chaos seed {}: {} s of schedule in {} s, faults {:?}, {} requests {:?}, {verdict}",
+            self.seed,
+            self.span.as_secs(),
+            self.took.as_secs(),
+            self.faults,
+            self.requests,
+            self.answers
+        )
+    }
+}
+
+fn sum<'a>(counts: impl Iterator<Item = (&'a str, usize)>) -> BTreeMap<&'a str, usize> {
+    let mut total = BTreeMap::new();
+    for (key, count) in counts {
+        *total.entry(key).or_default() += count;
+    }
+    total
+}
+
+fn listed(counts: &BTreeMap<&str, usize>) -> String {
+    let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    parts.join(", ")
+}
+
+/// The soak's report in Markdown: totals, then one row per seed. `revision` names the
+/// code the seeds ran (a seed draws the same plan as long as schedule.rs is unchanged).
+pub fn markdown(reports: &[SeedReport], revision: &str) -> String {
+    let minutes = reports.iter().map(|r| r.span.as_secs_f64()).sum::<f64>() / 60.0;
+    let faults = sum(reports
+        .iter()
+        .flat_map(|r| r.faults.iter().map(|(k, n)| (*k, *n))));
+    let answers = sum(reports
+        .iter()
+        .flat_map(|r| r.answers.iter().map(|(k, n)| (k.as_str(), *n))));
+    let violations: usize = reports.iter().map(|r| r.violations.len()).sum();
+    let mut text = format!(
+        "# Chaos soak\n\nWritten by `scripts/soak`: seeded random fault schedules over the distributed \
+         path (tests/support/chaos), each checked by the independent checker.\n\n\
+         - seeds: {}\n- minutes of schedule: {minutes:.1}\n- faults by kind: {}\n\
+         - requests: {} ({})\n- violations: {violations}\n\n\
+         Revision: {revision}. Replay one seed (at that revision): `{}`\n\n\
+         | seed | schedule (s) | run (s) | faults | requests | violations |\n|---|---|---|---|---|---|\n",
+        reports.len(),
+        listed(&faults),
+        reports.iter().map(|r| r.requests).sum::<usize>(),
+        listed(&answers),
+        replay_command(reports.first().map_or(0, |r| r.seed)),
+    );
+    for r in reports {
+        let found = if r.violations.is_empty() {
+            "0".to_string()
+        } else {
+            r.violations.join("<br>")
+        };
+        text.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {found} |\n",
+            r.seed,
+            r.span.as_secs(),
+            r.took.as_secs(),
+            listed(&r.faults),
+            r.requests
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(seed: u64, violations: Vec<String>) -> SeedReport {
+        SeedReport {
+            seed,
+            span: Duration::from_secs(30),
+            took: Duration::from_secs(70),
+            faults: BTreeMap::from([("kill_api", 2), ("stop_postgres", 1)]),
+            requests: 100,
+            answers: BTreeMap::from([("201".to_string(), 60), ("410 sold_out".to_string(), 40)]),
+            violations,
+        }
+    }
+
+    #[test]
+    fn the_soak_report_sums_every_seed_and_lists_each() {
+        let text = markdown(
+            &[
+                report(1, vec![]),
+                report(2, vec!["c: over_limit: 4 coupons".into()]),
+            ],
+            "abc1234",
+        );
+        assert!(text.contains("Revision: abc1234."), "{text}");
+        assert!(
+            text.contains("- seeds: 2\n- minutes of schedule: 1.0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("- faults by kind: kill_api 4, stop_postgres 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("- requests: 200 (201 120, 410 sold_out 80)\n- violations: 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| 1 | 30 | 70 | kill_api 2, stop_postgres 1 | 100 | 0 |\n"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "| 2 | 30 | 70 | kill_api 2, stop_postgres 1 | 100 | c: over_limit: 4 coupons |"
+        ));
+    }
+
+    #[test]
+    fn a_failing_seed_says_how_to_replay_it() {
+        let line = report(17, vec!["x".into()]).line();
+        assert!(
+            line.contains("FIRSTCOME_CHAOS_SEED=17 cargo test -p firstcome-e2e --test chaos"),
+            "{line}"
+        );
+        assert!(report(17, vec![]).line().ends_with("0 violations"));
+    }
+}

@@ -1,0 +1,347 @@
+//! A seed drawn into everything a chaos run does: its campaigns, its applies and its
+//! faults with their times. Pure and deterministic (ChaCha8, a fixed algorithm), so a
+//! seed replays the same run on any machine.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// API issuers of a run's deployment.
+pub const API_ISSUERS: usize = 2;
+/// Consumers of a run's deployment (one consumer group: a fault moves partitions).
+pub const CONSUMERS: usize = 2;
+
+/// What a fault does. Grows with the injectors (Redis failovers, partitions, slow links).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// `kill -9` of an API issuer, started again after the fault's length.
+    KillApi,
+    /// SIGSTOP of an API issuer, SIGCONT after the fault's length.
+    PauseApi,
+    /// `kill -9` of a consumer, started again after the fault's length.
+    KillConsumer,
+    /// SIGSTOP of a consumer, SIGCONT after the fault's length.
+    PauseConsumer,
+    /// SIGTERM to each API issuer in turn, each started again before the next, as a
+    /// Kubernetes rolling update does.
+    RollingRestart,
+    /// `kill -9` of the Kafka broker, started again after the fault's length.
+    KillBroker,
+    /// PostgreSQL stopped, started again after the fault's length.
+    StopPostgres,
+}
+
+impl FaultKind {
+    pub const ALL: [Self; 7] = [
+        Self::KillApi,
+        Self::PauseApi,
+        Self::KillConsumer,
+        Self::PauseConsumer,
+        Self::RollingRestart,
+        Self::KillBroker,
+        Self::StopPostgres,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::KillApi => "kill_api",
+            Self::PauseApi => "pause_api",
+            Self::KillConsumer => "kill_consumer",
+            Self::PauseConsumer => "pause_consumer",
+            Self::RollingRestart => "rolling_restart",
+            Self::KillBroker => "kill_broker",
+            Self::StopPostgres => "stop_postgres",
+        }
+    }
+
+    /// The shortest and longest the fault lasts, in milliseconds.
+    fn lengths_ms(self) -> (u64, u64) {
+        match self {
+            Self::KillApi | Self::KillConsumer => (200, 4_000),
+            // Past the 2 s delivery timeout at times: a frozen hand-off.
+            Self::PauseApi | Self::PauseConsumer => (500, 8_000),
+            Self::RollingRestart => (8_000, 8_000),
+            Self::KillBroker => (1_000, 8_000),
+            Self::StopPostgres => (1_000, 10_000),
+        }
+    }
+}
+
+/// What a fault hits. Faults on one target never overlap in a schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    Api(usize),
+    Consumer(usize),
+    /// Every API issuer, one after the other.
+    Apis,
+    Broker,
+    Postgres,
+}
+
+impl Target {
+    /// Whether faults on `self` and `other` touch the same process or service.
+    fn overlaps(self, other: Self) -> bool {
+        match (self, other) {
+            (Self::Apis, Self::Api(_)) | (Self::Api(_), Self::Apis) => true,
+            (a, b) => a == b,
+        }
+    }
+}
+
+/// One fault of a schedule: injected at `at` (from the run's start), healed `lasts` later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub target: Target,
+    pub at: Duration,
+    pub lasts: Duration,
+}
+
+/// A campaign of a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CampaignPlan {
+    pub limit: u32,
+    pub per_user_limit: u32,
+    /// Identity jwt: each user applies with a bearer token naming them.
+    pub jwt: bool,
+}
+
+/// One apply a client sends: to `issuer` (index of the API issuers) at `at`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Apply {
+    pub campaign: usize,
+    pub user: String,
+    pub at: Duration,
+    pub issuer: usize,
+}
+
+/// Everything one seed decides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub seed: u64,
+    /// How long the schedule runs: applies and faults start within it.
+    pub span: Duration,
+    pub campaigns: Vec<CampaignPlan>,
+    /// By time.
+    pub applies: Vec<Apply>,
+    /// By time.
+    pub faults: Vec<Fault>,
+}
+
+impl Plan {
+    pub fn from_seed(seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let span = Duration::from_secs(rng.random_range(15..=40));
+        let campaigns = campaigns(&mut rng);
+        let applies = applies(&mut rng, &campaigns, span);
+        let faults = faults(&mut rng, span);
+        Self {
+            seed,
+            span,
+            campaigns,
+            applies,
+            faults,
+        }
+    }
+
+    /// How many faults of each kind the schedule injects.
+    pub fn faults_by_kind(&self) -> BTreeMap<&'static str, usize> {
+        let mut counts = BTreeMap::new();
+        for fault in &self.faults {
+            *counts.entry(fault.kind.name()).or_default() += 1;
+        }
+        counts
+    }
+}
+
+/// A small campaign (one coupon each), a large one, and one of several coupons per user;
+/// at least one with identity jwt.
+fn campaigns(rng: &mut ChaCha8Rng) -> Vec<CampaignPlan> {
+    let mut plans = vec![
+        CampaignPlan {
+            limit: rng.random_range(3..=30),
+            per_user_limit: 1,
+            jwt: rng.random_bool(0.5),
+        },
+        CampaignPlan {
+            limit: rng.random_range(100..=400),
+            per_user_limit: 1,
+            jwt: rng.random_bool(0.5),
+        },
+        CampaignPlan {
+            limit: rng.random_range(20..=120),
+            per_user_limit: rng.random_range(2..=3),
+            jwt: rng.random_bool(0.5),
+        },
+    ];
+    let with_identity = rng.random_range(0..plans.len());
+    plans[with_identity].jwt = true;
+    plans
+}
+
+/// Users enough to sell some campaigns out and not others; each applies up to its
+/// per-user limit, and some apply again past it (duplicates).
+fn applies(rng: &mut ChaCha8Rng, campaigns: &[CampaignPlan], span: Duration) -> Vec<Apply> {
+    let window = span.as_millis() as u64 * 4 / 5;
+    let mut applies = Vec::new();
+    for (index, campaign) in campaigns.iter().enumerate() {
+        let demand = f64::from(campaign.limit) * rng.random_range(0.6..2.5);
+        let users = (demand / f64::from(campaign.per_user_limit))
+            .ceil()
+            .max(1.0) as usize;
+        for n in 0..users {
+            let user = format!("u{n}");
+            let extra = if rng.random_bool(0.2) {
+                rng.random_range(1..=2)
+            } else {
+                0
+            };
+            for _ in 0..campaign.per_user_limit + extra {
+                applies.push(Apply {
+                    campaign: index,
+                    user: user.clone(),
+                    at: Duration::from_millis(rng.random_range(0..window)),
+                    issuer: rng.random_range(0..API_ISSUERS),
+                });
+            }
+        }
+    }
+    applies.shuffle(rng);
+    applies.sort_by_key(|apply| apply.at);
+    applies
+}
+
+/// A fault about every six seconds of the schedule, none on a target still faulted.
+fn faults(rng: &mut ChaCha8Rng, span: Duration) -> Vec<Fault> {
+    let window = span.as_millis() as u64 * 4 / 5;
+    let draws = (span.as_secs() / 6).max(2);
+    let mut faults: Vec<Fault> = Vec::new();
+    for _ in 0..draws {
+        let kind = FaultKind::ALL[rng.random_range(0..FaultKind::ALL.len())];
+        let target = match kind {
+            FaultKind::KillApi | FaultKind::PauseApi => {
+                Target::Api(rng.random_range(0..API_ISSUERS))
+            }
+            FaultKind::KillConsumer | FaultKind::PauseConsumer => {
+                Target::Consumer(rng.random_range(0..CONSUMERS))
+            }
+            FaultKind::RollingRestart => Target::Apis,
+            FaultKind::KillBroker => Target::Broker,
+            FaultKind::StopPostgres => Target::Postgres,
+        };
+        let (shortest, longest) = kind.lengths_ms();
+        let fault = Fault {
+            kind,
+            target,
+            at: Duration::from_millis(rng.random_range(1_000..window)),
+            lasts: Duration::from_millis(rng.random_range(shortest..=longest)),
+        };
+        let clashes = faults.iter().any(|other| {
+            other.target.overlaps(fault.target)
+                && other.at < fault.at + fault.lasts
+                && fault.at < other.at + other.lasts
+        });
+        if !clashes {
+            faults.push(fault);
+        }
+    }
+    faults.sort_by_key(|fault| fault.at);
+    faults
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_draws_the_same_plan_every_time() {
+        for seed in [0, 1, 42, u64::MAX] {
+            assert_eq!(Plan::from_seed(seed), Plan::from_seed(seed));
+        }
+        assert_ne!(Plan::from_seed(1), Plan::from_seed(2));
+    }
+
+    #[test]
+    fn a_seed_replays_on_any_machine() {
+        // ChaCha8 is a fixed algorithm: these figures are the same everywhere, and
+        // change only if the drawing itself is changed (which changes every seed).
+        let plan = Plan::from_seed(7);
+        let fingerprint = (
+            plan.span.as_secs(),
+            plan.campaigns.iter().map(|c| c.limit).collect::<Vec<_>>(),
+            plan.applies.len(),
+            plan.faults.len(),
+        );
+        assert_eq!(fingerprint, (19, vec![8, 311, 27], 681, 3));
+    }
+
+    #[test]
+    fn campaigns_are_small_large_and_several_per_user_with_identity_on_one_at_least() {
+        for seed in 0..200 {
+            let plan = Plan::from_seed(seed);
+            let [small, large, several] = &plan.campaigns[..] else {
+                panic!("three campaigns")
+            };
+            assert!(small.limit <= 30 && small.per_user_limit == 1);
+            assert!(large.limit >= 100 && large.per_user_limit == 1);
+            assert!(several.per_user_limit > 1);
+            assert!(plan.campaigns.iter().any(|c| c.jwt), "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn applies_fall_within_the_schedule_by_time_with_duplicates() {
+        for seed in 0..200 {
+            let plan = Plan::from_seed(seed);
+            assert!(plan.applies.windows(2).all(|w| w[0].at <= w[1].at));
+            assert!(plan.applies.iter().all(|a| a.at < plan.span));
+            assert!(plan.applies.iter().all(|a| a.issuer < API_ISSUERS));
+            let mut per_user = BTreeMap::new();
+            for apply in &plan.applies {
+                *per_user
+                    .entry((apply.campaign, &apply.user))
+                    .or_insert(0u32) += 1;
+            }
+            for ((campaign, user), applies) in per_user {
+                let limit = plan.campaigns[campaign].per_user_limit;
+                assert!(
+                    applies >= limit,
+                    "seed {seed}: {user} applies up to its limit"
+                );
+            }
+        }
+        let duplicated = (0..20).any(|seed| {
+            let plan = Plan::from_seed(seed);
+            let mut seen = std::collections::HashSet::new();
+            plan.applies
+                .iter()
+                .filter(|a| a.campaign == 0)
+                .any(|a| !seen.insert(&a.user))
+        });
+        assert!(duplicated, "some users apply more than once");
+    }
+
+    #[test]
+    fn faults_on_one_target_never_overlap_and_every_kind_is_drawn() {
+        let mut kinds = std::collections::HashSet::new();
+        for seed in 0..200 {
+            let plan = Plan::from_seed(seed);
+            assert!(!plan.faults.is_empty(), "seed {seed}");
+            for (i, a) in plan.faults.iter().enumerate() {
+                assert!(a.at < plan.span && !a.lasts.is_zero());
+                kinds.insert(a.kind);
+                for b in &plan.faults[i + 1..] {
+                    let disjoint = a.at + a.lasts <= b.at || b.at + b.lasts <= a.at;
+                    assert!(
+                        !a.target.overlaps(b.target) || disjoint,
+                        "seed {seed}: {a:?} and {b:?}"
+                    );
+                }
+            }
+        }
+        assert_eq!(kinds.len(), FaultKind::ALL.len());
+    }
+}
