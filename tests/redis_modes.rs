@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use firstcome_contract::RedisConnection;
@@ -276,6 +276,11 @@ async fn sentinel_leaves_a_hung_primary_for_the_promoted_replica() {
 
 /// The node that owns `key`'s slot, asked of `node` without following redirects.
 async fn slot_owner(node: &str, key: &str) -> String {
+    ask_owner(node, key).await.expect("a MOVED redirect")
+}
+
+/// Like [`slot_owner`], or `None` when `node` answers neither (say `CLUSTERDOWN`).
+async fn ask_owner(node: &str, key: &str) -> Option<String> {
     let client = redis::Client::open(format!("redis://{node}")).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     match redis::cmd("EXISTS")
@@ -283,12 +288,25 @@ async fn slot_owner(node: &str, key: &str) -> String {
         .query_async::<i64>(&mut conn)
         .await
     {
-        Ok(_) => node.to_string(),
-        Err(err) => {
-            let (owner, _slot) = err.redirect_node().expect("a MOVED redirect");
-            owner.to_string()
-        }
+        Ok(_) => Some(node.to_string()),
+        Err(err) => err.redirect_node().map(|(owner, _slot)| owner.to_string()),
     }
+}
+
+/// Waits until `asked` (a healthy primary) no longer names `old` as the owner of `key`'s
+/// slot: a replica of the dead `old` took it over and the cluster knows. Meanwhile `asked`
+/// must keep answering (a redirect), not refuse every key as a cluster that requires full
+/// coverage does (`CLUSTERDOWN`).
+async fn wait_for_new_owner(asked: &str, key: &str, old: &str) {
+    for _ in 0..300 {
+        let owner = ask_owner(asked, key).await;
+        let owner = owner.unwrap_or_else(|| panic!("{asked} refused {key} while {old} was down"));
+        if owner != old {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no replica took {key}'s slot over from {old} within 30 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -434,6 +452,9 @@ async fn a_re_sent_admission_answers_its_first_run_and_admits_once() {
 
 const SPIKE_USERS: usize = 2000;
 const SPIKE_LIMIT: usize = 1000;
+/// Users per round of [`applying_until`], and its bound on rounds.
+const ROUND_USERS: usize = 50;
+const ROUNDS_AT_MOST: usize = 1000;
 /// Few enough in flight that the admissions still run when the fault strikes.
 const SPIKE_IN_FLIGHT: usize = 4;
 
@@ -447,7 +468,16 @@ fn on_redis(url: String) -> Services {
 
 /// An API issuer and a consumer of a campaign of `SPIKE_LIMIT`.
 async fn issuers(services: &Services, campaign: &str) -> (Process, Process) {
-    let spec = format!("{campaign}:{SPIKE_LIMIT}");
+    issuers_with_limit(services, campaign, SPIKE_LIMIT).await
+}
+
+/// An API issuer and a consumer of a campaign of `limit`.
+async fn issuers_with_limit(
+    services: &Services,
+    campaign: &str,
+    limit: usize,
+) -> (Process, Process) {
+    let spec = format!("{campaign}:{limit}");
     let api = start_distributed(services, &["--campaign", &spec, "--role", "api"]).await;
     let consumer = start_distributed(services, &["--campaign", &spec, "--role", "consumer"]).await;
     (api, consumer)
@@ -464,6 +494,29 @@ fn clients(api: &Process, campaign: &str) -> Spike {
 fn spike(api: &Process, campaign: &str, progress: Arc<AtomicUsize>) -> JoinHandle<Vec<Answer>> {
     let spike = clients(api, campaign).progress(progress);
     tokio::spawn(spike.run(spike::users("user", SPIKE_USERS)))
+}
+
+/// Clients applying to `api` in rounds of new users until `stop` is set (at most
+/// `ROUNDS_AT_MOST` rounds), so that their applies span whatever happens meanwhile.
+fn applying_until(api: &Process, campaign: &str, stop: Arc<AtomicBool>) -> JoinHandle<Vec<Answer>> {
+    let (base, campaign) = (api.base.clone(), campaign.to_string());
+    tokio::spawn(async move {
+        let mut answers = Vec::new();
+        for round in 0..ROUNDS_AT_MOST {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let spike = Spike::new(&[&base], &campaign)
+                .in_flight(SPIKE_IN_FLIGHT)
+                .retry(Retry::UNTIL_ANSWERED);
+            answers.extend(
+                spike
+                    .run(spike::users(&format!("round{round}-"), ROUND_USERS))
+                    .await,
+            );
+        }
+        answers
+    })
 }
 
 /// The value of one apply-outcome counter of an issuer.
@@ -610,12 +663,16 @@ async fn killing_a_cluster_primary_mid_spike_loses_no_winner_and_spares_other_sl
         hit_owner,
         "a campaign on another primary"
     );
-    let (hit_progress, spared_progress): (Arc<AtomicUsize>, _) = (Arc::default(), Arc::default());
+    let hit_progress = Arc::new(AtomicUsize::new(0));
+    let spared_stop = Arc::new(AtomicBool::new(false));
+    // (a limit the spared campaign cannot reach: a sold-out campaign answers from memory)
+    let spared_limit = ROUND_USERS * ROUNDS_AT_MOST;
     let (hit_api, _c1) = issuers(&services, &hit).await;
-    let (spared_api, _c2) = issuers(&services, &spared).await;
+    let (spared_api, _c2) = issuers_with_limit(&services, &spared, spared_limit).await;
     let hit_spike = spike(&hit_api, &hit, Arc::clone(&hit_progress));
-    let spared_spike = spike(&spared_api, &spared, spared_progress);
+    let spared_applies = applying_until(&spared_api, &spared, Arc::clone(&spared_stop));
 
+    let spared_owner = owner_of(&spared).await;
     wait_progress(&hit_progress, 20).await;
     let port: u16 = hit_owner.rsplit(':').next().unwrap().parse().unwrap();
     redis_node("kill", port);
@@ -624,10 +681,17 @@ async fn killing_a_cluster_primary_mid_spike_loses_no_winner_and_spares_other_sl
         at_kill < SPIKE_LIMIT,
         "the primary died mid-spike ({at_kill} answered)"
     );
-    for (campaign, spike) in [(&hit, hit_spike), (&spared, spared_spike)] {
+    // The spared campaign applies until a replica has replaced the dead primary.
+    let hit_key = CampaignKeys::new(&hit).admitted;
+    wait_for_new_owner(&spared_owner, &hit_key, &hit_owner).await;
+    spared_stop.store(true, Ordering::Relaxed);
+    for (campaign, spike, limit) in [
+        (&hit, hit_spike, SPIKE_LIMIT),
+        (&spared, spared_applies, spared_limit),
+    ] {
         let answers = spike.await.unwrap();
         println!("{campaign}: {:?}", tally(&answers));
-        assert_invariants(&services, campaign, SPIKE_LIMIT, &answers).await;
+        assert_invariants(&services, campaign, limit, &answers).await;
     }
     println!(
         "503 answers: {} on the killed primary's campaign",

@@ -1,6 +1,8 @@
 //! The connection to Redis that admission (issuer) and provisioning (operator) use, for
 //! each way Redis is deployed: one primary, the primary that Sentinel names (followed
 //! across failovers), or a Redis Cluster (which follows `MOVED`/`ASK` itself).
+//! A cluster must run with `cluster-require-full-coverage no`: otherwise every node refuses
+//! every key (`CLUSTERDOWN`) while any one primary is failed, whatever the client does.
 //!
 //! [`RedisConnection`] is cheap to clone and implements [`ConnectionLike`], so scripts,
 //! pipelines and [`redis::AsyncCommands`] run on it whatever the deployment.
