@@ -8,7 +8,7 @@ use firstcome_contract::{CampaignConfig, ConsumerLane};
 use firstcome_e2e::Services;
 use firstcome_e2e::issuer::*;
 use firstcome_e2e::spike::{
-    Outcome, Spike, admitted_sequences, admitted_users, apply, tally, users,
+    Outcome, Spike, admitted_users, apply, assert_every_coupon_given, tally, users,
 };
 use firstcome_e2e::{unique_name, wait_for};
 use firstcome_issuer::kafka::lag::group_lag;
@@ -36,13 +36,7 @@ async fn thousand_users_limit_hundred_gives_exactly_hundred_coupons() {
         .run(users("u", 1000))
         .await;
 
-    let outcomes = tally(&answers);
-    assert_eq!(outcomes.get(&Outcome::Admitted), Some(&100), "{outcomes:?}");
-    assert_eq!(outcomes.get(&Outcome::SoldOut), Some(&900), "{outcomes:?}");
-    assert_eq!(
-        admitted_sequences(&answers),
-        (1..=100).collect::<Vec<u64>>()
-    );
+    assert_every_coupon_given(&answers, 100, 900);
 
     let pool = postgres(&services).await;
     let coupons = wait_for_coupons(&pool, &campaign, 100).await;
@@ -150,13 +144,7 @@ async fn two_issuer_processes_sharing_redis_still_admit_exactly_the_limit() {
         .run(users("u", 2000))
         .await;
 
-    let outcomes = tally(&answers);
-    assert_eq!(outcomes.get(&Outcome::Admitted), Some(&150), "{outcomes:?}");
-    assert_eq!(outcomes.get(&Outcome::SoldOut), Some(&1850), "{outcomes:?}");
-    assert_eq!(
-        admitted_sequences(&answers),
-        (1..=150).collect::<Vec<u64>>()
-    );
+    assert_every_coupon_given(&answers, 150, 1850);
     let pool = postgres(&services).await;
     let coupons = wait_for_coupons(&pool, &campaign, 150).await;
     assert_eq!(coupons.len(), 150);

@@ -5,7 +5,9 @@ use std::collections::HashSet;
 
 use firstcome_e2e::issuer::*;
 use firstcome_e2e::process::sample;
-use firstcome_e2e::spike::{Outcome, Spike, admitted_sequences, admitted_users, tally, users};
+use firstcome_e2e::spike::{
+    Outcome, Spike, admitted_sequences, admitted_users, assert_every_coupon_given, tally, users,
+};
 use reqwest::StatusCode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,13 +21,7 @@ async fn thousand_users_limit_hundred_and_nothing_lost_across_restarts() {
         .in_flight(64)
         .run(users("u", 1000))
         .await;
-    let outcomes = tally(&answers);
-    assert_eq!(outcomes.get(&Outcome::Admitted), Some(&100), "{outcomes:?}");
-    assert_eq!(outcomes.get(&Outcome::SoldOut), Some(&900), "{outcomes:?}");
-    assert_eq!(
-        admitted_sequences(&answers),
-        (1..=100).collect::<Vec<u64>>()
-    );
+    assert_every_coupon_given(&answers, 100, 900);
     let winners: Vec<String> = admitted_users(&answers).map(String::from).collect();
 
     // kill -9: whatever was answered "admitted" was already fsynced.
@@ -108,13 +104,7 @@ async fn the_demo_gives_every_coupon_to_a_crowd_behind_one_address() {
         .in_flight(32)
         .run(users("crowd", 1000))
         .await;
-    let outcomes = tally(&answers);
-    assert_eq!(outcomes.get(&Outcome::Admitted), Some(&100), "{outcomes:?}");
-    assert_eq!(outcomes.get(&Outcome::SoldOut), Some(&900), "{outcomes:?}");
-    assert_eq!(
-        admitted_sequences(&answers),
-        (1..=100).collect::<Vec<u64>>()
-    );
+    assert_every_coupon_given(&answers, 100, 900);
     let metrics = issuer.metrics().await;
     for scope in ["client", "user"] {
         let refused = format!(r#"firstcome_rate_limited_total{{campaign="demo",scope="{scope}"}}"#);

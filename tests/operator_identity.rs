@@ -13,7 +13,7 @@ use firstcome_e2e::Services;
 use firstcome_e2e::cluster::*;
 use firstcome_e2e::issuer::{postgres, wait_for_coupons};
 use firstcome_e2e::process::Process;
-use firstcome_e2e::spike::{Outcome, Spike, admitted_sequences, tally, users};
+use firstcome_e2e::spike::{Spike, assert_every_coupon_given, users};
 use firstcome_e2e::tokens::{
     AUDIENCE, FORGER, ISSUER, KID, SIGNER, fixture, in_five_minutes, signed_for, token,
 };
@@ -310,13 +310,7 @@ async fn the_example_campaign_gives_every_coupon_to_a_crowd_behind_one_address()
         .tokens(tokens)
         .run(crowd)
         .await;
-    let outcomes = tally(&answers);
-    assert_eq!(outcomes.get(&Outcome::Admitted), Some(&100), "{outcomes:?}");
-    assert_eq!(outcomes.get(&Outcome::SoldOut), Some(&900), "{outcomes:?}");
-    assert_eq!(
-        admitted_sequences(&answers),
-        (1..=100).collect::<Vec<u64>>()
-    );
+    assert_every_coupon_given(&answers, 100, 900);
     let pool = postgres(&services).await;
     assert_eq!(wait_for_coupons(&pool, &campaign, 100).await.len(), 100);
 }

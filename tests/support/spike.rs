@@ -304,6 +304,27 @@ pub fn admitted_users(answers: &[Answer]) -> impl Iterator<Item = &str> {
         .map(|a| a.user.as_str())
 }
 
+/// What a spike on a fresh campaign of `limit` coupons must end with: exactly `limit`
+/// users admitted, holding the sequences 1..=limit, and `sold_out` users told it is sold out.
+pub fn assert_every_coupon_given(answers: &[Answer], limit: u64, sold_out: usize) {
+    let outcomes = tally(answers);
+    let admitted = usize::try_from(limit).expect("a test's limit fits in usize");
+    assert_eq!(
+        outcomes.get(&Outcome::Admitted),
+        Some(&admitted),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes.get(&Outcome::SoldOut),
+        Some(&sold_out),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        admitted_sequences(answers),
+        (1..=limit).collect::<Vec<u64>>()
+    );
+}
+
 /// Sequences of the admitted answers, sorted.
 pub fn admitted_sequences(answers: &[Answer]) -> Vec<u64> {
     let mut sequences: Vec<u64> = answers
