@@ -11,10 +11,10 @@ use firstcome_e2e::chaos::bed::ChaosBed;
 use firstcome_e2e::chaos::report::{SeedReport, markdown, replay_command};
 use firstcome_e2e::chaos::run_seed;
 
-/// Seeds whose schedules are short (19 s each) and draw, between them, a rolling
-/// restart, PostgreSQL stopped, the broker killed twice (answers `admission_unconfirmed`
-/// among them), an API issuer and a consumer killed: about 3 minutes on 2 busy cores.
-const CI_SLICE: [u64; 2] = [7, 71];
+/// Seeds whose schedules are short (19 s each) and draw, between them, every fault kind:
+/// consumers paused and killed, API issuers killed and paused, a rolling restart,
+/// PostgreSQL stopped twice, the broker killed (answers `admission_unconfirmed`).
+const CI_SLICE: [u64; 2] = [71, 2028];
 
 fn seeds() -> Vec<u64> {
     let parse = |s: &str| {
