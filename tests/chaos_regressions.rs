@@ -2,7 +2,6 @@
 //! the seed that found it and replaying its fault deterministically on the shared test
 //! bed, with real processes and services.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use firstcome_contract::{CampaignKeys, RedisConnection, RedisTarget};
@@ -16,15 +15,6 @@ use reqwest::StatusCode;
 
 const LIMIT: usize = 10;
 
-/// `host:port` of a `redis://host:port[/db]` URL.
-fn redis_address(url: &str) -> SocketAddr {
-    let rest = url.strip_prefix("redis://").expect("a redis:// URL");
-    let host_port = rest.split('/').next().unwrap_or(rest);
-    host_port
-        .parse()
-        .expect("the test bed's Redis at an IP address and port")
-}
-
 /// Seed 1005: an issuer paused right after sending the admission script got no answer
 /// within its Redis timeout and told the user 503 `backend_unavailable` ("nothing
 /// admitted") while Redis had admitted them: a coupon after a no. A reply held past the
@@ -33,9 +23,9 @@ fn redis_address(url: &str) -> SocketAddr {
 #[tokio::test]
 async fn seed_1005_an_admission_whose_answer_is_lost_is_answered_outcome_unknown() {
     let services = Services::from_env();
-    let proxy = DelayProxy::start(redis_address(&services.redis_url)).await;
+    let proxy = DelayProxy::in_front_of_redis(&services.redis_url).await;
     let through_proxy = Services {
-        redis_url: format!("redis://{}", proxy.address()),
+        redis_url: proxy.redis_url(),
         database_url: services.database_url.clone(),
         kafka_brokers: services.kafka_brokers.clone(),
     };

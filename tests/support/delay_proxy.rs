@@ -41,8 +41,16 @@ impl DelayProxy {
         }
     }
 
-    pub fn address(&self) -> SocketAddr {
-        self.address
+    /// A proxy to the Redis at `url` (`redis://host:port[/db]`, host an IP address).
+    pub async fn in_front_of_redis(url: &str) -> Self {
+        let rest = url.strip_prefix("redis://").expect("a redis:// URL");
+        let address = rest.split('/').next().unwrap_or(rest);
+        Self::start(address.parse().expect("Redis at an IP address and port")).await
+    }
+
+    /// The Redis URL of the Redis behind a proxy made by [`Self::in_front_of_redis`].
+    pub fn redis_url(&self) -> String {
+        format!("redis://{}", self.address)
     }
 
     /// Holds each reply read from now on for `delay` before passing it on (zero: none).

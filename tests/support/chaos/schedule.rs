@@ -38,10 +38,13 @@ pub enum FaultKind {
     KillBroker,
     /// PostgreSQL stopped, started again after the fault's length.
     StopPostgres,
+    /// The link from an API issuer to Redis holds every reply past the issuer's Redis
+    /// timeout for the fault's length: admissions run whose answers are lost.
+    SlowRedisLink,
 }
 
 impl FaultKind {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::KillApi,
         Self::PauseApi,
         Self::KillConsumer,
@@ -49,6 +52,7 @@ impl FaultKind {
         Self::RollingRestart,
         Self::KillBroker,
         Self::StopPostgres,
+        Self::SlowRedisLink,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +64,7 @@ impl FaultKind {
             Self::RollingRestart => "rolling_restart",
             Self::KillBroker => "kill_broker",
             Self::StopPostgres => "stop_postgres",
+            Self::SlowRedisLink => "slow_redis_link",
         }
     }
 
@@ -82,6 +87,7 @@ impl FaultKind {
             Self::RollingRestart => (8_000, 8_000),
             Self::KillBroker => (1_000, 8_000),
             Self::StopPostgres => (1_000, 10_000),
+            Self::SlowRedisLink => (1_000, 6_000),
         }
     }
 }
@@ -95,6 +101,8 @@ pub enum Target {
     Apis,
     Broker,
     Postgres,
+    /// The link from an API issuer (by index) to Redis.
+    RedisLink(usize),
 }
 
 impl Target {
@@ -279,6 +287,7 @@ fn drawn(seed: u64, span: Duration, kind: FaultKind) -> Vec<Fault> {
             FaultKind::RollingRestart => Target::Apis,
             FaultKind::KillBroker => Target::Broker,
             FaultKind::StopPostgres => Target::Postgres,
+            FaultKind::SlowRedisLink => Target::RedisLink(rng.random_range(0..API_ISSUERS)),
         };
         faults.push(Fault {
             kind,
@@ -316,7 +325,7 @@ mod tests {
                 .map(|f| f.kind.name())
                 .collect::<Vec<_>>(),
         );
-        let faults = vec!["kill_api", "kill_consumer", "kill_consumer"];
+        let faults = vec!["kill_api", "slow_redis_link", "kill_consumer", "kill_consumer"];
         assert_eq!(fingerprint, (19, vec![8, 311, 27], 681, faults));
     }
 
