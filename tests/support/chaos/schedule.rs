@@ -325,7 +325,12 @@ mod tests {
                 .map(|f| f.kind.name())
                 .collect::<Vec<_>>(),
         );
-        let faults = vec!["kill_api", "slow_redis_link", "kill_consumer", "kill_consumer"];
+        let faults = vec![
+            "kill_api",
+            "slow_redis_link",
+            "kill_consumer",
+            "kill_consumer",
+        ];
         assert_eq!(fingerprint, (19, vec![8, 311, 27], 681, faults));
     }
 
