@@ -236,6 +236,7 @@ async fn the_server_serves_its_openapi_document_covering_every_route() {
         "already_applied",
         "campaign_not_open",
         "admission_unconfirmed",
+        "outcome_unknown",
         "pass_missing",
         "pass_invalid",
         "pass_other_user",

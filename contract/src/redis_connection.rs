@@ -12,6 +12,9 @@
 //! API answers 503) and the next one reconnects. The cluster client does re-send after a
 //! dropped connection: with a per-user limit of one the second run answers "already",
 //! with a higher one it may admit that user once more (see docs/configuration.md).
+//! [`RedisConnection::may_have_run`] tells a failure after which the command may have run
+//! (a timeout, a dropped connection: the outcome is unknown) from one where it surely did
+//! not (the connection was refused, Redis refused the command).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -79,6 +82,47 @@ impl RedisConnection {
             }
         }
     }
+}
+
+impl RedisConnection {
+    /// Whether a command that failed with `error` may have run on Redis all the same. The
+    /// cluster client re-sends after a dropped connection, so its last error says nothing
+    /// of an earlier send: any failure may have run there.
+    pub fn may_have_run(&self, error: &RedisError) -> bool {
+        match self {
+            Self::Single(_) | Self::Sentinel(_) => !surely_not_run(error),
+            Self::Cluster(_) => true,
+        }
+    }
+}
+
+/// A failure that proves the command never ran: no connection was made, no primary was
+/// found, or Redis answered with an error that refuses a command before it runs. Anything
+/// else (a timeout, a connection lost while waiting, a reply not understood, an error
+/// raised inside a script) leaves its outcome unknown.
+fn surely_not_run(error: &RedisError) -> bool {
+    if error.is_connection_refusal() {
+        return true;
+    }
+    matches!(
+        error.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+                | ServerErrorKind::NoScript
+                | ServerErrorKind::Moved
+                | ServerErrorKind::Ask
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::CrossSlot
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::ReadOnly
+                | ServerErrorKind::NoPerm
+        ) | ErrorKind::AuthenticationFailed
+            | ErrorKind::InvalidClientConfig
+            | ErrorKind::MasterNameNotFoundBySentinel
+            | ErrorKind::NoValidReplicasFoundBySentinel
+            | ErrorKind::EmptySentinelList
+    )
 }
 
 impl ConnectionLike for RedisConnection {
@@ -274,5 +318,37 @@ impl ConnectionLike for SentinelConnection {
 
     fn get_db(&self) -> i64 {
         self.0.db
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+
+    #[test]
+    fn only_refusals_before_running_prove_a_command_did_not_run() {
+        let never_ran = [
+            RedisError::from(io::Error::from(io::ErrorKind::ConnectionRefused)),
+            RedisError::from((ErrorKind::Server(ServerErrorKind::ReadOnly), "demoted")),
+            RedisError::from((ErrorKind::Server(ServerErrorKind::BusyLoading), "loading")),
+            RedisError::from((ErrorKind::Server(ServerErrorKind::ClusterDown), "down")),
+            RedisError::from((ErrorKind::MasterNameNotFoundBySentinel, "no master")),
+        ];
+        for error in &never_ran {
+            assert!(surely_not_run(error), "{error}");
+        }
+        let may_have_run = [
+            RedisError::from(io::Error::from(io::ErrorKind::TimedOut)),
+            RedisError::from(io::Error::from(io::ErrorKind::ConnectionReset)),
+            RedisError::from(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            RedisError::from(io::Error::from(io::ErrorKind::BrokenPipe)),
+            RedisError::from((ErrorKind::Server(ServerErrorKind::ResponseError), "script")),
+            RedisError::from((ErrorKind::Parse, "garbled")),
+        ];
+        for error in &may_have_run {
+            assert!(!surely_not_run(error), "{error}");
+        }
     }
 }

@@ -25,6 +25,11 @@ pub enum IssuerError {
         admission: Admission,
         source: HandOffError,
     },
+    /// The admission script was sent to Redis but its answer was lost (a timeout, a
+    /// dropped connection, a reply not understood): it may have admitted the user. What
+    /// Redis holds for the user decides what applying again answers.
+    #[error("the admission script may have run but its answer was lost: {0}")]
+    OutcomeUnknown(#[source] RedisAdmissionError),
     /// This issuer has not read the campaign topic yet, so it could not tell a sequence
     /// someone already holds; nothing is admitted until it has.
     #[error("the topic of campaign {0} is not read yet")]

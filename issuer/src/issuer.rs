@@ -207,6 +207,7 @@ fn counted_as(result: &Result<Outcome, IssuerError>) -> ApplyOutcome {
         Ok(Outcome::NotOpen { .. }) => ApplyOutcome::not_open,
         Ok(Outcome::Closed { .. }) => ApplyOutcome::closed,
         Err(IssuerError::Unconfirmed { .. }) => ApplyOutcome::unconfirmed,
+        Err(IssuerError::OutcomeUnknown(_)) => ApplyOutcome::unknown,
         Err(_) => ApplyOutcome::unavailable,
     }
 }

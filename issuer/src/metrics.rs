@@ -30,9 +30,11 @@ pub enum ApplyOutcome {
     closed,
     unavailable,
     unconfirmed,
+    /// The admission script was sent but its answer was lost: it may have admitted.
+    unknown,
 }
 
-const OUTCOMES: [ApplyOutcome; 7] = [
+const OUTCOMES: [ApplyOutcome; 8] = [
     ApplyOutcome::admitted,
     ApplyOutcome::already_applied,
     ApplyOutcome::sold_out,
@@ -40,6 +42,7 @@ const OUTCOMES: [ApplyOutcome; 7] = [
     ApplyOutcome::closed,
     ApplyOutcome::unavailable,
     ApplyOutcome::unconfirmed,
+    ApplyOutcome::unknown,
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod chaos;
 pub mod cluster;
+pub mod delay_proxy;
 pub mod invariants;
 pub mod issuer;
 pub mod kubelet;

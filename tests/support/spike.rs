@@ -61,9 +61,9 @@ impl Answer {
 pub enum Retry {
     /// Every answer is final; a transport error fails the test.
     Never,
-    /// Like a real client: a transport error, a 503 `backend_unavailable` or a 429
-    /// `rate_limited` is tried again, for up to `budget` per user; every other answer is
-    /// final.
+    /// Like a real client: a transport error, a 503 `backend_unavailable` or
+    /// `outcome_unknown`, or a 429 `rate_limited` is tried again, for up to `budget` per
+    /// user; every other answer is final.
     Unavailable { budget: Duration },
 }
 
@@ -143,7 +143,11 @@ async fn apply_under(
         };
         match attempt {
             Ok((StatusCode::SERVICE_UNAVAILABLE, body))
-                if budget_left && body["reason"] == "backend_unavailable" => {}
+                if budget_left
+                    && matches!(
+                        body["reason"].as_str(),
+                        Some("backend_unavailable" | "outcome_unknown")
+                    ) => {}
             Ok((StatusCode::TOO_MANY_REQUESTS, _)) if budget_left => {
                 tokio::time::sleep(RATE_LIMITED_PAUSE).await;
             }

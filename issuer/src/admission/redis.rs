@@ -26,10 +26,22 @@ pub enum RedisAdmissionError {
     Redis(#[from] redis::RedisError),
     #[error("campaign {0} has no admission state in Redis: it is not provisioned (yet)")]
     Unprovisioned(String),
+    /// The command was sent and may have run, but no answer came back (a timeout, a
+    /// dropped connection).
+    #[error("redis did not answer (the command may have run): {0}")]
+    Unanswered(#[source] redis::RedisError),
     #[error("unexpected reply from the admission script: {0:?}")]
     UnexpectedReply(String),
     #[error(transparent)]
     WorkerGone(#[from] WorkerGone),
+}
+
+impl RedisAdmissionError {
+    /// Whether the admission script may have run although its answer is not known: it
+    /// was sent and not answered, or it answered something not understood.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, Self::Unanswered(_) | Self::UnexpectedReply(_))
+    }
 }
 
 /// One apply, as the admission script takes it.
@@ -335,6 +347,9 @@ async fn run_batch(
                 applies.len()
             ));
             vec![Err(error); applies.len()]
+        }
+        Err(error) if conn.may_have_run(&error) => {
+            vec![Err(RedisAdmissionError::Unanswered(error)); applies.len()]
         }
         Err(error) => vec![Err(error.into()); applies.len()],
     }

@@ -60,6 +60,9 @@ impl Distributed {
                 self.restore_in_background(campaign);
                 return Err(IssuerError::Unprovisioned(name));
             }
+            Err(error) if error.outcome_unknown() => {
+                return Err(IssuerError::OutcomeUnknown(error));
+            }
             other => other?,
         };
         if let Outcome::Admitted(admission) = &outcome {

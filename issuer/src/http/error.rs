@@ -227,6 +227,12 @@ impl From<IssuerError> for ApiError {
                 "the issuer cannot reach its backends right now; retry shortly",
             )
             .retry_after(RETRY_AFTER_SECONDS),
+            IssuerError::OutcomeUnknown(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "outcome_unknown",
+                "your apply reached Redis but its answer was lost, so you may have been admitted: apply again (or look up your application) to learn the outcome",
+            )
+            .retry_after(RETRY_AFTER_SECONDS),
             IssuerError::Unconfirmed { .. } => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "admission_unconfirmed",

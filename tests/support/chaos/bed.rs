@@ -21,6 +21,11 @@ const ENV: [(&str, &str); 7] = [
 pub struct ChaosBed {
     pub services: Services,
     started_here: bool,
+    /// Held through each outage of the broker, and of PostgreSQL: a service is started
+    /// again (which may take far longer than the outage's length) before the next
+    /// outage takes it down.
+    broker: tokio::sync::Mutex<()>,
+    postgres: tokio::sync::Mutex<()>,
 }
 
 fn testbed(args: &[&str]) -> Command {
@@ -60,12 +65,33 @@ impl ChaosBed {
                 kafka_brokers: exported(&lines, "FIRSTCOME_TEST_KAFKA_BROKERS"),
             },
             started_here,
+            broker: tokio::sync::Mutex::new(()),
+            postgres: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// An outage of `service` (`kafka` or `postgres`): `action` (`kill`, `stop`), down for
+    /// `lasts`, then started again; outages of one service never overlap.
+    pub async fn outage(
+        &self,
+        action: &'static str,
+        service: &'static str,
+        lasts: std::time::Duration,
+    ) {
+        let lock = match service {
+            "kafka" => &self.broker,
+            "postgres" => &self.postgres,
+            other => panic!("the chaos bed has no outage of {other}"),
+        };
+        let _one_at_a_time = lock.lock().await;
+        self.service(action, service).await;
+        tokio::time::sleep(lasts).await;
+        self.service("start", service).await;
     }
 
     /// `scripts/testbed ACTION SERVICE` on the chaos bed (`kill kafka`, `stop postgres`,
     /// `start …`), off the async threads.
-    pub async fn service(&self, action: &'static str, service: &'static str) {
+    async fn service(&self, action: &'static str, service: &'static str) {
         let status = tokio::task::spawn_blocking(move || {
             testbed(&[action, service]).stdout(Stdio::null()).status()
         })

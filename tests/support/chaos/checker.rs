@@ -198,7 +198,10 @@ fn answers(attempts: &[&Attempt]) -> Vec<Violation> {
                     | (429, "rate_limited")
                     | (
                         503,
-                        "backend_unavailable" | "admission_unconfirmed" | "identity_unavailable"
+                        "backend_unavailable"
+                            | "outcome_unknown"
+                            | "admission_unconfirmed"
+                            | "identity_unavailable"
                     )
             );
             let kind = match *status {
@@ -255,13 +258,16 @@ fn admitted_without_coupon(observed: &Observed, attempts: &[&Attempt]) -> Vec<Vi
 }
 
 /// Whether an answer leaves open that the attempt admitted its user: no answer to a
-/// request that went out, or `503 admission_unconfirmed` ("you were admitted but Kafka
-/// did not ack in time"). A connection no issuer took admitted nobody.
+/// request that went out, `503 outcome_unknown` (Redis's answer was lost) or `503
+/// admission_unconfirmed` ("you were admitted but Kafka did not ack in time"). A
+/// connection no issuer took admitted nobody, nor did a `503 backend_unavailable`.
 fn ambiguous(answer: &Answer) -> bool {
     match answer {
         Answer::NoAnswer { .. } => true,
         Answer::Unreached { .. } => false,
-        Answer::Http { status, reason, .. } => *status == 503 && reason == "admission_unconfirmed",
+        Answer::Http { status, reason, .. } => {
+            *status == 503 && matches!(reason.as_str(), "outcome_unknown" | "admission_unconfirmed")
+        }
     }
 }
 
@@ -452,6 +458,23 @@ mod tests {
     fn a_healthy_run_has_no_violation() {
         let (observed, attempts) = healthy();
         assert_eq!(kinds(&observed, &attempts), vec![]);
+    }
+
+    /// Seed 1005: `outcome_unknown` may have admitted; `backend_unavailable` says nothing
+    /// was, so a coupon behind it alone is a broken promise.
+    #[test]
+    fn outcome_unknown_may_have_admitted_and_backend_unavailable_did_not() {
+        let (observed, mut attempts) = healthy();
+        let lost = (attempts.iter())
+            .position(|a| matches!(a.answer, Answer::NoAnswer { .. }))
+            .expect("c's first try got no answer");
+        attempts[lost].answer = Answer::refused(503, "outcome_unknown");
+        assert_eq!(kinds(&observed, &attempts), vec![]);
+        attempts[lost].answer = Answer::refused(503, "backend_unavailable");
+        assert_eq!(
+            kinds(&observed, &attempts),
+            vec![Kind::CouponWithoutAdmission]
+        );
     }
 
     type Breakage = fn(&mut Observed, &mut Vec<Attempt>);

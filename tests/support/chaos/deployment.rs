@@ -1,5 +1,6 @@
 //! The deployment a chaos run faults: API issuers and consumers as processes on ports of
-//! their own, each restartable there, all serving the run's campaigns from one file.
+//! their own, each restartable there, all serving the run's campaigns from one file; each
+//! API issuer reaches Redis through a link of its own (a [`DelayProxy`]) a fault can slow.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -9,6 +10,7 @@ use tokio::sync::Mutex;
 
 use super::schedule::{API_ISSUERS, CONSUMERS, CampaignPlan};
 use crate::Services;
+use crate::delay_proxy::DelayProxy;
 use crate::issuer::listen_args;
 use crate::process::{Ports, Process};
 use crate::tokens;
@@ -24,10 +26,11 @@ pub struct Slot {
 }
 
 impl Slot {
-    fn new(role: &str, common: &[String]) -> Self {
+    fn new(role: &str, redis_url: String, common: &[String]) -> Self {
         let ports = Ports::free();
         let mut args = listen_args(ports).to_vec();
         args.extend(["--role".to_string(), role.to_string()]);
+        args.extend(["--redis-url".to_string(), redis_url]);
         args.extend_from_slice(common);
         Self {
             args,
@@ -116,6 +119,8 @@ impl Slot {
 pub struct Deployment {
     pub apis: Vec<Slot>,
     pub consumers: Vec<Slot>,
+    /// The link of each API issuer (by index) to Redis.
+    pub redis_links: Vec<DelayProxy>,
 }
 
 impl Deployment {
@@ -132,8 +137,6 @@ impl Deployment {
         let common: Vec<String> = [
             "--campaigns-file",
             file.to_str().expect("a UTF-8 temporary path"),
-            "--redis-url",
-            services.redis_url.as_str(),
             "--kafka-brokers",
             services.kafka_brokers.as_str(),
             "--database-url",
@@ -148,13 +151,18 @@ impl Deployment {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        let mut redis_links = Vec::new();
+        for _ in 0..API_ISSUERS {
+            redis_links.push(DelayProxy::in_front_of_redis(&services.redis_url).await);
+        }
         let deployment = Self {
-            apis: (0..API_ISSUERS)
-                .map(|_| Slot::new("api", &common))
+            apis: (redis_links.iter())
+                .map(|link| Slot::new("api", link.redis_url(), &common))
                 .collect(),
             consumers: (0..CONSUMERS)
-                .map(|_| Slot::new("consumer", &common))
+                .map(|_| Slot::new("consumer", services.redis_url.clone(), &common))
                 .collect(),
+            redis_links,
         };
         let apis = deployment.apis.iter().map(|slot| slot.start("/readyz"));
         let consumers = deployment

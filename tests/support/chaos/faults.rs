@@ -1,12 +1,19 @@
 //! The injectors: each fault of a schedule done to the real processes and services of
 //! the chaos bed, and healed after its length.
 
+use std::time::Duration;
+
 use super::bed::ChaosBed;
 use super::deployment::Deployment;
 use super::schedule::{Fault, FaultKind, Target};
 
-/// Injects `fault` and heals it; returns once healed. Faults on one process wait for each
-/// other (its slot's lock), so a late heal never overlaps the next fault there.
+/// How long a slow link holds each of Redis's replies: past the issuers' 1 s Redis
+/// timeout.
+const SLOW_LINK_DELAY: Duration = Duration::from_millis(2_000);
+
+/// Injects `fault` and heals it; returns once healed. Faults on one process or service
+/// wait for each other (its slot's or the bed's lock), so a late heal (a broker takes
+/// seconds to start) never overlaps the next fault there.
 pub async fn inject(fault: Fault, deployment: &Deployment, bed: &ChaosBed) {
     let Fault {
         kind,
@@ -28,15 +35,13 @@ pub async fn inject(fault: Fault, deployment: &Deployment, bed: &ChaosBed) {
                 slot.restart_gracefully().await;
             }
         }
-        (FaultKind::KillBroker, Target::Broker) => {
-            bed.service("kill", "kafka").await;
+        (FaultKind::KillBroker, Target::Broker) => bed.outage("kill", "kafka", lasts).await,
+        (FaultKind::StopPostgres, Target::Postgres) => bed.outage("stop", "postgres", lasts).await,
+        (FaultKind::SlowRedisLink, Target::RedisLink(i)) => {
+            let link = &deployment.redis_links[i];
+            link.delay_replies(SLOW_LINK_DELAY);
             tokio::time::sleep(lasts).await;
-            bed.service("start", "kafka").await;
-        }
-        (FaultKind::StopPostgres, Target::Postgres) => {
-            bed.service("stop", "postgres").await;
-            tokio::time::sleep(lasts).await;
-            bed.service("start", "postgres").await;
+            link.delay_replies(Duration::ZERO);
         }
         (kind, target) => panic!("the schedule drew {kind:?} on {target:?}"),
     }

@@ -117,6 +117,28 @@ fn claim(payload: Option<&[u8]>, campaign: &str) -> Option<Coupon> {
     })
 }
 
+/// Tries for the partition's watermarks to read them: a broker just started again may
+/// not lead its partitions yet (`NotLeaderForPartition`) for a few seconds.
+const WATERMARK_TRIES: u32 = 60;
+
+/// The low and high watermarks of `partition`, asked again (at most [`WATERMARK_TRIES`]
+/// times, every 500 ms) while the broker cannot tell them yet.
+fn watermarks(consumer: &BaseConsumer, topic: &str, partition: i32) -> (i64, i64) {
+    let timeout = Duration::from_secs(10);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match consumer.fetch_watermarks(topic, partition, timeout) {
+            Ok(marks) => return marks,
+            Err(error) if tries < WATERMARK_TRIES => {
+                eprintln!("chaos: the watermarks of {topic}/{partition}: {error}; asking again");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(error) => panic!("the watermarks of {topic}/{partition}: {error}"),
+        }
+    }
+}
+
 /// Every message of `topic`, from the start of each partition to its end as it stands.
 fn read_topic(brokers: &str, topic: &str, campaign: &str) -> Vec<Event> {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -138,9 +160,7 @@ fn read_topic(brokers: &str, topic: &str, campaign: &str) -> Vec<Event> {
     let mut assignment = TopicPartitionList::new();
     let mut remaining = std::collections::HashMap::new();
     for &partition in &partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition, timeout)
-            .expect("the partition's watermarks");
+        let (low, high) = watermarks(&consumer, topic, partition);
         if high > low {
             remaining.insert(partition, high);
         }

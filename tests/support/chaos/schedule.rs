@@ -1,6 +1,11 @@
 //! A seed drawn into everything a chaos run does: its campaigns, its applies and its
 //! faults with their times. Pure and deterministic (ChaCha8, a fixed algorithm), so a
 //! seed replays the same run on any machine.
+//!
+//! Each fault kind draws from a ChaCha8 stream of its own, numbered from its name, and
+//! kinds are placed in the order of [`FaultKind::ALL`] (a fault clashing with one placed
+//! before it is dropped): a kind added at the end of `ALL` leaves every other kind's
+//! faults of every seed as they were.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,7 +19,8 @@ pub const API_ISSUERS: usize = 2;
 /// Consumers of a run's deployment (one consumer group: a fault moves partitions).
 pub const CONSUMERS: usize = 2;
 
-/// What a fault does. Grows with the injectors (Redis failovers, partitions, slow links).
+/// What a fault does. Grows with the injectors (Redis failovers, partitions, slow links):
+/// a new kind goes at the end of [`FaultKind::ALL`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FaultKind {
     /// `kill -9` of an API issuer, started again after the fault's length.
@@ -32,10 +38,13 @@ pub enum FaultKind {
     KillBroker,
     /// PostgreSQL stopped, started again after the fault's length.
     StopPostgres,
+    /// The link from an API issuer to Redis holds every reply past the issuer's Redis
+    /// timeout for the fault's length: admissions run whose answers are lost.
+    SlowRedisLink,
 }
 
 impl FaultKind {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::KillApi,
         Self::PauseApi,
         Self::KillConsumer,
@@ -43,6 +52,7 @@ impl FaultKind {
         Self::RollingRestart,
         Self::KillBroker,
         Self::StopPostgres,
+        Self::SlowRedisLink,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,7 +64,18 @@ impl FaultKind {
             Self::RollingRestart => "rolling_restart",
             Self::KillBroker => "kill_broker",
             Self::StopPostgres => "stop_postgres",
+            Self::SlowRedisLink => "slow_redis_link",
         }
+    }
+
+    /// The ChaCha8 stream this kind draws from: FNV-1a of its name, so it depends on
+    /// nothing but the name.
+    fn stream(self) -> u64 {
+        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const PRIME: u64 = 0x0100_0000_01b3;
+        (self.name().bytes()).fold(OFFSET, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(PRIME)
+        })
     }
 
     /// The shortest and longest the fault lasts, in milliseconds.
@@ -66,6 +87,7 @@ impl FaultKind {
             Self::RollingRestart => (8_000, 8_000),
             Self::KillBroker => (1_000, 8_000),
             Self::StopPostgres => (1_000, 10_000),
+            Self::SlowRedisLink => (1_000, 6_000),
         }
     }
 }
@@ -79,6 +101,8 @@ pub enum Target {
     Apis,
     Broker,
     Postgres,
+    /// The link from an API issuer (by index) to Redis.
+    RedisLink(usize),
 }
 
 impl Target {
@@ -137,7 +161,7 @@ impl Plan {
         let span = Duration::from_secs(rng.random_range(15..=40));
         let campaigns = campaigns(&mut rng);
         let applies = applies(&mut rng, &campaigns, span);
-        let faults = faults(&mut rng, span);
+        let faults = faults(seed, span, &FaultKind::ALL);
         Self {
             seed,
             span,
@@ -214,13 +238,45 @@ fn applies(rng: &mut ChaCha8Rng, campaigns: &[CampaignPlan], span: Duration) -> 
     applies
 }
 
-/// A fault about every six seconds of the schedule, none on a target still faulted.
-fn faults(rng: &mut ChaCha8Rng, span: Duration) -> Vec<Fault> {
-    let window = span.as_millis() as u64 * 4 / 5;
-    let draws = (span.as_secs() / 6).max(2);
+/// Seconds of schedule per chance of each kind's fault.
+const SLOT_SECONDS: u64 = 6;
+/// The chance, per slot of [`SLOT_SECONDS`], that a kind injects a fault: with the seven
+/// first kinds, about 1.4 faults every six seconds.
+const CHANCE_PER_SLOT: f64 = 0.2;
+
+/// The faults of `kinds`, each drawn from its own stream, placed in the order given:
+/// none on a target still faulted by one placed before it.
+fn faults(seed: u64, span: Duration, kinds: &[FaultKind]) -> Vec<Fault> {
     let mut faults: Vec<Fault> = Vec::new();
-    for _ in 0..draws {
-        let kind = FaultKind::ALL[rng.random_range(0..FaultKind::ALL.len())];
+    for &kind in kinds {
+        for fault in drawn(seed, span, kind) {
+            let clashes = faults.iter().any(|other| {
+                other.target.overlaps(fault.target)
+                    && other.at < fault.at + fault.lasts
+                    && fault.at < other.at + other.lasts
+            });
+            if !clashes {
+                faults.push(fault);
+            }
+        }
+    }
+    faults.sort_by_key(|fault| (fault.at, fault.kind));
+    faults
+}
+
+/// The faults of one kind a seed draws, before any clash is resolved: from the kind's own
+/// stream of the seed, whatever other kinds exist.
+fn drawn(seed: u64, span: Duration, kind: FaultKind) -> Vec<Fault> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(kind.stream());
+    let window = span.as_millis() as u64 * 4 / 5;
+    let slots = (span.as_secs() / SLOT_SECONDS).max(2);
+    let (shortest, longest) = kind.lengths_ms();
+    let mut faults = Vec::new();
+    for _ in 0..slots {
+        if !rng.random_bool(CHANCE_PER_SLOT) {
+            continue;
+        }
         let target = match kind {
             FaultKind::KillApi | FaultKind::PauseApi => {
                 Target::Api(rng.random_range(0..API_ISSUERS))
@@ -231,24 +287,15 @@ fn faults(rng: &mut ChaCha8Rng, span: Duration) -> Vec<Fault> {
             FaultKind::RollingRestart => Target::Apis,
             FaultKind::KillBroker => Target::Broker,
             FaultKind::StopPostgres => Target::Postgres,
+            FaultKind::SlowRedisLink => Target::RedisLink(rng.random_range(0..API_ISSUERS)),
         };
-        let (shortest, longest) = kind.lengths_ms();
-        let fault = Fault {
+        faults.push(Fault {
             kind,
             target,
             at: Duration::from_millis(rng.random_range(1_000..window)),
             lasts: Duration::from_millis(rng.random_range(shortest..=longest)),
-        };
-        let clashes = faults.iter().any(|other| {
-            other.target.overlaps(fault.target)
-                && other.at < fault.at + fault.lasts
-                && fault.at < other.at + other.lasts
         });
-        if !clashes {
-            faults.push(fault);
-        }
     }
-    faults.sort_by_key(|fault| fault.at);
     faults
 }
 
@@ -273,9 +320,18 @@ mod tests {
             plan.span.as_secs(),
             plan.campaigns.iter().map(|c| c.limit).collect::<Vec<_>>(),
             plan.applies.len(),
-            plan.faults.len(),
+            plan.faults
+                .iter()
+                .map(|f| f.kind.name())
+                .collect::<Vec<_>>(),
         );
-        assert_eq!(fingerprint, (19, vec![8, 311, 27], 681, 3));
+        let faults = vec![
+            "kill_api",
+            "slow_redis_link",
+            "kill_consumer",
+            "kill_consumer",
+        ];
+        assert_eq!(fingerprint, (19, vec![8, 311, 27], 681, faults));
     }
 
     #[test]
@@ -325,11 +381,52 @@ mod tests {
     }
 
     #[test]
+    fn a_kind_added_at_the_end_leaves_every_other_kinds_faults_as_they_were() {
+        for seed in 0..300 {
+            let span = Duration::from_secs(15 + seed % 26);
+            let all = faults(seed, span, &FaultKind::ALL);
+            for known in 1..FaultKind::ALL.len() {
+                let before = &FaultKind::ALL[..known];
+                let of_known: Vec<Fault> = (all.iter())
+                    .filter(|f| before.contains(&f.kind))
+                    .copied()
+                    .collect();
+                assert_eq!(
+                    faults(seed, span, before),
+                    of_known,
+                    "seed {seed}: adding {:?}",
+                    &FaultKind::ALL[known..]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_kinds_draws_depend_on_the_seed_and_its_name_only() {
+        let span = Duration::from_secs(40);
+        let streams: std::collections::HashSet<u64> =
+            FaultKind::ALL.iter().map(|k| k.stream()).collect();
+        assert_eq!(streams.len(), FaultKind::ALL.len(), "one stream per kind");
+        // FNV-1a of the name, fixed forever: a kind renamed is a new kind.
+        assert_eq!(FaultKind::KillApi.stream(), 0xe73e_fad5_d92e_5f76);
+        let seeds_drawing = |kind| {
+            (0..100)
+                .filter(|&s| !drawn(s, span, kind).is_empty())
+                .count()
+        };
+        for kind in FaultKind::ALL {
+            assert!(seeds_drawing(kind) > 50, "{kind:?} is drawn");
+            assert_eq!(drawn(3, span, kind), drawn(3, span, kind));
+        }
+    }
+
+    #[test]
     fn faults_on_one_target_never_overlap_and_every_kind_is_drawn() {
         let mut kinds = std::collections::HashSet::new();
+        let mut without_fault = 0;
         for seed in 0..200 {
             let plan = Plan::from_seed(seed);
-            assert!(!plan.faults.is_empty(), "seed {seed}");
+            without_fault += usize::from(plan.faults.is_empty());
             for (i, a) in plan.faults.iter().enumerate() {
                 assert!(a.at < plan.span && !a.lasts.is_zero());
                 kinds.insert(a.kind);
@@ -343,5 +440,9 @@ mod tests {
             }
         }
         assert_eq!(kinds.len(), FaultKind::ALL.len());
+        assert!(
+            without_fault < 10,
+            "{without_fault} of 200 seeds inject no fault"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The clients of a chaos run: every planned apply sent at its time to its issuer, and
-//! retried as docs/api.md tells clients to (a 503 `backend_unavailable`, a 429, or no
-//! answer, for up to [`RETRY_BUDGET`], on the next issuer); every attempt recorded.
+//! retried as docs/api.md tells clients to (a 503 `backend_unavailable` or
+//! `outcome_unknown`, a 429, or no answer, for up to [`RETRY_BUDGET`], on the next
+//! issuer); every attempt recorded.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
