@@ -165,3 +165,49 @@ async fn a_campaign_redis_does_not_hold_answers_unprovisioned_to_every_apply() {
         );
     }
 }
+
+#[tokio::test]
+async fn concurrent_confirmations_clear_exactly_their_pending_marks() {
+    let services = Services::from_env();
+    let target = RedisTarget::Single {
+        url: services.redis_url.clone(),
+    };
+    let admission = RedisAdmission::connect(&target, TIMEOUT).await.unwrap();
+    let mut conn = RedisConnection::connect(&target, TIMEOUT).await.unwrap();
+    let campaign = CampaignConfig::new(unique_name("confirm"), 1000);
+    let keys = CampaignKeys::new(&campaign.name);
+    let _: () = redis::pipe()
+        .set(&keys.limit, 1000)
+        .set(&keys.admitted, 0)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let batch: Vec<Apply> = (0..320)
+        .map(|i| Apply {
+            user: format!("u{i}"),
+            per_user_limit: 1,
+            attempt: format!("a{i}"),
+        })
+        .collect();
+    for answer in admission
+        .run_admission_batch(&campaign.name, &keys, &batch)
+        .await
+    {
+        assert!(matches!(answer, Ok(Outcome::Admitted(_))), "{answer:?}");
+    }
+    // Sequences 1..=320 are pending; 280 of them (more than one batch of HDEL) are
+    // confirmed at once, and exactly the other 40 stay pending.
+    let confirmed = (1..=280).map(|sequence| admission.confirm_published(&keys, sequence));
+    for result in futures::future::join_all(confirmed).await {
+        result.unwrap();
+    }
+    let mut pending: Vec<u64> = admission
+        .pending(&keys)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|winner| winner.admission.sequence)
+        .collect();
+    pending.sort_unstable();
+    assert_eq!(pending, (281..=320).collect::<Vec<u64>>());
+}

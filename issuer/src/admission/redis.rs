@@ -54,6 +54,8 @@ pub struct Apply {
 }
 
 type AdmissionQueue = BatchQueue<Apply, Result<Outcome, RedisAdmissionError>>;
+/// Sequences whose pending marks go, one `HDEL` per batch.
+type ConfirmQueue = BatchQueue<u64, Result<(), RedisAdmissionError>>;
 
 /// A winner whose event is not yet confirmed by the broker.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,6 +71,9 @@ pub struct RedisAdmission {
     /// One batching worker per campaign (by its counter's key), started on its first
     /// apply.
     queues: Arc<Mutex<HashMap<String, AdmissionQueue>>>,
+    /// One batching worker per campaign (by its pending marks' key) clearing the marks of
+    /// published winners, started on its first confirmation.
+    confirms: Arc<Mutex<HashMap<String, ConfirmQueue>>>,
 }
 
 impl RedisAdmission {
@@ -81,6 +86,7 @@ impl RedisAdmission {
             conn,
             script: redis::Script::new(ADMIT_SCRIPT),
             queues: Arc::default(),
+            confirms: Arc::default(),
         })
     }
 
@@ -239,14 +245,33 @@ impl RedisAdmission {
         Ok(acked)
     }
 
-    /// The broker has the winner's event: it no longer needs re-publishing.
+    /// The broker has the winner's event: it no longer needs re-publishing. Concurrent
+    /// confirmations of one campaign share one `HDEL`.
     pub async fn confirm_published(
         &self,
         keys: &CampaignKeys,
         sequence: u64,
     ) -> Result<(), RedisAdmissionError> {
-        let _: i64 = self.conn.clone().hdel(&keys.pending, sequence).await?;
-        Ok(())
+        self.confirm_queue(keys).submit(sequence).await?
+    }
+
+    /// The worker clearing the pending marks of the campaign whose keys are `keys`.
+    fn confirm_queue(&self, keys: &CampaignKeys) -> ConfirmQueue {
+        let mut confirms = self.confirms.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(queue) = confirms.get(&keys.pending) {
+            return queue.clone();
+        }
+        let (conn, pending) = (self.conn.clone(), keys.pending.clone());
+        let queue = BatchQueue::spawn(move |sequences: Vec<u64>| {
+            let (mut conn, pending) = (conn.clone(), pending.clone());
+            async move {
+                let cleared: Result<i64, _> = conn.hdel(&pending, &sequences).await;
+                let answer = cleared.map(|_| ()).map_err(RedisAdmissionError::from);
+                vec![answer; sequences.len()]
+            }
+        });
+        confirms.insert(keys.pending.clone(), queue.clone());
+        queue
     }
 
     /// Admissions whose events were not confirmed yet.

@@ -5,3 +5,4 @@ pub mod consumer;
 pub mod lag;
 pub mod producer;
 pub mod topics;
+pub mod turns;

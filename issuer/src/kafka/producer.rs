@@ -1,5 +1,6 @@
 //! Publishes winner events: idempotent producer, `acks=all`, a bounded delivery timeout,
 //! so an apply that waits for the broker's ack never hangs and is never answered twice.
+//! Events are handed to librdkafka in turns ([`super::turns`]).
 
 use std::time::Duration;
 
@@ -7,9 +8,11 @@ use firstcome_contract::WinnerEvent;
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::future_producer::Delivery;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
+
+use super::turns::{Outgoing, Turns};
 
 /// Added to the delivery timeout to bound every wait for an ack.
 const ACK_WAIT_MARGIN: Duration = Duration::from_secs(1);
@@ -17,6 +20,7 @@ const ACK_WAIT_MARGIN: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct WinnerPublisher {
     producer: FutureProducer,
+    turns: Turns,
     /// Longest wait for one ack. librdkafka's `message.timeout.ms` does not bound every
     /// state of the idempotent producer (e.g. while it re-acquires its producer id after
     /// a broker crash), so every wait is capped here as well.
@@ -25,8 +29,9 @@ pub struct WinnerPublisher {
 
 impl WinnerPublisher {
     /// `delivery_timeout` bounds the time from send to the broker's ack, retries included.
+    /// Starts the turns' worker: call it within a Tokio runtime.
     pub fn new(brokers: &str, delivery_timeout: Duration) -> Result<Self, KafkaError> {
-        let producer = ClientConfig::new()
+        let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -35,15 +40,17 @@ impl WinnerPublisher {
                 delivery_timeout.as_millis().to_string(),
             )
             // Winner events are ~150 bytes: compression costs more CPU than it saves.
-            // A linger of 1 ms: `linger.ms=0` (send each event at once) was measured worse
-            // on the bench, about 210 µs of issuer CPU per admitted apply against 110-180
-            // (docs/testing.md, the profile of phase A).
+            // A linger of 1 ms gathers each turn's events (handed over within
+            // microseconds) into one request per partition; with `linger.ms=0` the first
+            // event of a turn would go alone.
             .set("linger.ms", "1")
             .set("socket.nagle.disable", "true")
             .create()?;
+        let ack_wait = delivery_timeout + ACK_WAIT_MARGIN;
         Ok(Self {
+            turns: Turns::spawn(producer.clone(), ack_wait),
             producer,
-            ack_wait: delivery_timeout + ACK_WAIT_MARGIN,
+            ack_wait,
         })
     }
 
@@ -52,14 +59,12 @@ impl WinnerPublisher {
         self.ack_wait
     }
 
-    /// Sends `record` and waits for its ack, never longer than `ack_wait`. A message
-    /// given up on may still be delivered later; every consumer of these topics is
-    /// idempotent.
-    async fn send(&self, record: FutureRecord<'_, [u8], [u8]>) -> Result<Delivery, KafkaError> {
-        match tokio::time::timeout(self.ack_wait, self.producer.send(record, Timeout::Never)).await
-        {
-            Ok(Ok(delivery)) => Ok(delivery),
-            Ok(Err((error, _message))) => Err(error),
+    /// Sends `event` in the next turn and waits for its ack, never longer than
+    /// `ack_wait` in all. A message given up on may still be delivered later; every
+    /// consumer of these topics is idempotent.
+    async fn send(&self, event: Outgoing) -> Result<Delivery, KafkaError> {
+        match tokio::time::timeout(self.ack_wait, self.turns.send(event)).await {
+            Ok(answer) => answer,
             Err(_) => Err(KafkaError::MessageProduction(
                 RDKafkaErrorCode::MessageTimedOut,
             )),
@@ -70,11 +75,12 @@ impl WinnerPublisher {
     /// longer than `ack_wait`.
     /// The delivery says where the event landed.
     pub async fn publish(&self, topic: &str, event: &WinnerEvent) -> Result<Delivery, KafkaError> {
-        let (key, payload) = (event.key(), event.to_payload());
-        let record = FutureRecord::to(topic)
-            .key(key.as_bytes())
-            .payload(&payload[..]);
-        self.send(record).await
+        self.send(Outgoing {
+            topic: topic.to_string(),
+            key: Some(event.key().into_bytes()),
+            payload: Some(event.to_payload()),
+        })
+        .await
     }
 
     /// Publishes a message as it is (e.g. parking one on a dead-letter topic), with the
@@ -85,14 +91,13 @@ impl WinnerPublisher {
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
     ) -> Result<(), KafkaError> {
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
-        if let Some(key) = key {
-            record = record.key(key);
-        }
-        if let Some(payload) = payload {
-            record = record.payload(payload);
-        }
-        self.send(record).await.map(|_| ())
+        self.send(Outgoing {
+            topic: topic.to_string(),
+            key: key.map(<[u8]>::to_vec),
+            payload: payload.map(<[u8]>::to_vec),
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Waits for every queued event to be delivered, e.g. on shutdown.
