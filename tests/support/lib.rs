@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod invariants;
 pub mod issuer;
 pub mod kubelet;
+pub mod node;
 pub mod process;
 pub mod prometheus;
 pub mod redis_beds;
