@@ -15,6 +15,7 @@
 //! and the rolls must not overlap another scenario's spike on two cores.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use firstcome_e2e::invariants::assert_invariants;
@@ -22,7 +23,7 @@ use firstcome_e2e::node::{
     self, assert_only_listed_answers, chart_installed, kubectl, open_campaign, shop, signed_spike,
 };
 use firstcome_e2e::spike::{Answer, Outcome, tally, wait_progress};
-use firstcome_e2e::{Services, cluster, wait_for};
+use firstcome_e2e::{Services, cluster, unique_name, wait_for};
 use firstcome_operator::resource::Phase;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
@@ -33,6 +34,10 @@ const USERS: usize = 1000;
 /// still being handed out.
 const FAULT_LIMIT: usize = 400;
 const FAULT_USERS: usize = 1200;
+/// The rolled campaign: applied to in waves until the roll is over, then sold out.
+const ROLL_LIMIT: usize = 600;
+const WAVE: usize = 50;
+const MAX_WAVES: usize = 100;
 /// Answers seen before a fault is injected.
 const BEFORE_FAULT: usize = 150;
 
@@ -56,6 +61,24 @@ fn assert_sold_out_through_fault(answers: &[Answer], limit: usize) {
     );
 }
 
+/// Deletes a fault scenario's campaign (its finalizer runs) and namespace, so the pods
+/// of the scenarios before do not fill the one node's CPU.
+fn delete_namespace(namespace: &str) {
+    kubectl(&[
+        "delete",
+        "couponcampaigns",
+        "--all",
+        "-n",
+        namespace,
+        "--timeout=120s",
+    ]);
+    kubectl(&["delete", "namespace", namespace, "--wait=false"]);
+}
+
+fn answered(progress: &AtomicUsize) -> usize {
+    progress.load(Ordering::Relaxed)
+}
+
 /// Waits until the campaign reports `issued` coupons and phase SoldOut.
 async fn wait_sold_out(client: &kube::Client, namespace: &str, name: &str, issued: usize) {
     let what = format!("status.issued {issued} and phase SoldOut");
@@ -68,7 +91,8 @@ async fn wait_sold_out(client: &kube::Client, namespace: &str, name: &str, issue
 #[tokio::test]
 #[ignore = "needs the real node: scripts/node exec cargo test -p firstcome-e2e --test node -- --ignored"]
 async fn a_user_installs_the_chart_and_sells_out_a_campaign_on_a_real_node() {
-    let (namespace, name) = ("shop", "black-friday");
+    let namespace = &unique_name("shop");
+    let name = "black-friday";
     let services = Services::from_env();
     let client = cluster::client().await;
     let leader = chart_installed(&client).await;
@@ -109,7 +133,8 @@ async fn a_user_installs_the_chart_and_sells_out_a_campaign_on_a_real_node() {
 #[tokio::test]
 #[ignore = "needs the real node: scripts/node exec cargo test -p firstcome-e2e --test node -- --ignored"]
 async fn an_issuer_pod_force_deleted_mid_spike_loses_no_coupon() {
-    let (namespace, name) = ("shop-force-delete", "flash");
+    let namespace = &unique_name("shop-force-delete");
+    let name = "flash";
     let services = Services::from_env();
     let client = cluster::client().await;
     chart_installed(&client).await;
@@ -131,7 +156,10 @@ async fn an_issuer_pod_force_deleted_mid_spike_loses_no_coupon() {
         "--grace-period=0",
         "--force",
     ]);
-    println!("force-deleted {victim}");
+    println!(
+        "force-deleted {victim} after {} answers",
+        answered(&progress)
+    );
     let answers = answers.await.expect("the spike");
 
     assert_sold_out_through_fault(&answers, FAULT_LIMIT);
@@ -147,18 +175,17 @@ async fn an_issuer_pod_force_deleted_mid_spike_loses_no_coupon() {
         },
     )
     .await;
+    delete_namespace(namespace);
 }
 
 #[tokio::test]
 #[ignore = "needs the real node: scripts/node exec cargo test -p firstcome-e2e --test node -- --ignored"]
 async fn the_leader_operator_pod_deleted_mid_spike_hands_over_and_status_keeps_moving() {
-    let (namespace, name) = ("shop-leader", "doorbuster");
+    let namespace = &unique_name("shop-leader");
+    let name = "doorbuster";
     let services = Services::from_env();
     let client = cluster::client().await;
     let leader = chart_installed(&client).await;
-    let operators = node::ready_operator_pods(&client).await;
-    let other: Vec<String> = operators.into_iter().filter(|p| *p != leader).collect();
-    assert_eq!(other.len(), 1, "one other operator replica: {other:?}");
     shop(&client, &services, namespace).await;
     let yaml = node::campaign(name, |spec| spec["limit"] = FAULT_LIMIT.into());
     let id = open_campaign(&client, namespace, name, &yaml).await;
@@ -167,9 +194,25 @@ async fn the_leader_operator_pod_deleted_mid_spike_hands_over_and_status_keeps_m
     let (progress, answers) = node::start(spike, crowd);
     wait_progress(&progress, BEFORE_FAULT).await;
     kubectl(&["delete", "pod", "-n", node::SYSTEM, &leader, "--wait=false"]);
-    println!("deleted the leader {leader}");
-    let successor = node::leader_among(&client, &other).await;
-    println!("the other replica {successor} took the Lease");
+    println!(
+        "deleted the leader {leader} after {} answers",
+        answered(&progress)
+    );
+    // The standby or the Deployment's replacement pod, whichever asks first: both wait
+    // for a released Lease.
+    let successor = wait_for(
+        "another operator pod to hold the Lease",
+        Duration::from_secs(60),
+        || async {
+            let others: Vec<String> = (node::ready_operator_pods(&client).await.into_iter())
+                .filter(|p| *p != leader)
+                .collect();
+            let holder = node::lease_holder(&client).await?;
+            others.contains(&holder).then_some(holder)
+        },
+    )
+    .await;
+    println!("{successor} took the Lease");
     let answers = answers.await.expect("the spike");
 
     assert_sold_out_through_fault(&answers, FAULT_LIMIT);
@@ -182,56 +225,90 @@ async fn the_leader_operator_pod_deleted_mid_spike_hands_over_and_status_keeps_m
         || async { (node::ready_operator_pods(&client).await.len() == 2).then_some(()) },
     )
     .await;
+    delete_namespace(namespace);
 }
 
 #[tokio::test]
 #[ignore = "needs the real node: scripts/node exec cargo test -p firstcome-e2e --test node -- --ignored"]
 async fn a_spec_change_rolls_the_issuers_mid_spike_with_only_listed_answers() {
-    let (namespace, name) = ("shop-roll", "midnight");
+    let namespace = &unique_name("shop-roll");
+    let name = "midnight";
     let services = Services::from_env();
     let client = cluster::client().await;
     chart_installed(&client).await;
     shop(&client, &services, namespace).await;
-    let yaml = node::campaign(name, |spec| spec["limit"] = FAULT_LIMIT.into());
+    let yaml = node::campaign(name, |spec| spec["limit"] = ROLL_LIMIT.into());
     let id = open_campaign(&client, namespace, name, &yaml).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let deployment = format!("{name}-issuer");
-    let generation = |d: Deployment| d.metadata.generation.unwrap_or_default();
-    let before = generation(deployments.get(&deployment).await.unwrap());
     let before_pods = node::ready_pods(&client, namespace, &node::issuer_selector(name)).await;
+    let generation = |d: &Deployment| d.metadata.generation.unwrap_or_default();
+    let before = generation(&deployments.get(&deployment).await.unwrap());
 
-    let (spike, crowd) = signed_spike(&client, namespace, name, &id, "user", FAULT_USERS).await;
-    let (progress, answers) = node::start(spike, crowd);
-    wait_progress(&progress, BEFORE_FAULT).await;
-    // A change of the pod template: the issuers' memory request.
+    // A change of the pod template (the issuers' memory request), then waves of users
+    // until the Deployment has rolled out: every wave's answers come from issuers that
+    // are starting, serving or draining.
     let changed = node::campaign(name, |spec| {
-        spec["limit"] = FAULT_LIMIT.into();
+        spec["limit"] = ROLL_LIMIT.into();
         spec["issuer"]["resources"]["requests"]["memory"] = "96Mi".into();
     });
     node::kubectl_apply(namespace, &changed);
-    println!("changed the issuers' memory request");
-    let answers = answers.await.expect("the spike");
-
-    assert_sold_out_through_fault(&answers, FAULT_LIMIT);
-    assert_invariants(&services, &id, FAULT_LIMIT, &answers).await;
-    wait_sold_out(&client, namespace, name, FAULT_LIMIT).await;
-    let after = generation(deployments.get(&deployment).await.unwrap());
-    assert!(
-        after > before,
-        "the spec change rolled the Deployment ({before} → {after})"
+    let changed_at = std::time::Instant::now();
+    let mut answers = Vec::new();
+    let mut waves = 0;
+    let mut rolled = false;
+    while !rolled {
+        assert!(waves < MAX_WAVES, "not rolled out after {waves} waves");
+        let now = deployments.get(&deployment).await.unwrap();
+        rolled = generation(&now) > before && rolled_out(&now);
+        let prefix = format!("wave{waves}");
+        let (spike, crowd) = signed_spike(&client, namespace, name, &id, &prefix, WAVE).await;
+        let sent = std::time::Instant::now();
+        answers.extend(spike.run(crowd).await);
+        println!(
+            "wave {waves}: signed by {:?}, answered in {:?}",
+            sent - changed_at,
+            sent.elapsed()
+        );
+        waves += 1;
+    }
+    // Then enough users to sell out.
+    let rest = (ROLL_LIMIT + WAVE).saturating_sub(answers.len()).max(WAVE);
+    let (spike, crowd) = signed_spike(&client, namespace, name, &id, "last", rest).await;
+    answers.extend(spike.run(crowd).await);
+    println!(
+        "{waves} waves of {WAVE} users while the issuers rolled ({:?}), then {rest}",
+        changed_at.elapsed()
     );
-    node::issuers_rolled_out(namespace, name);
+
+    assert_sold_out_through_fault(&answers, ROLL_LIMIT);
+    assert_invariants(&services, &id, ROLL_LIMIT, &answers).await;
+    wait_sold_out(&client, namespace, name, ROLL_LIMIT).await;
     let after_pods = node::ready_pods(&client, namespace, &node::issuer_selector(name)).await;
     assert!(
         after_pods.iter().all(|p| !before_pods.contains(p)),
         "every issuer pod replaced: {before_pods:?} → {after_pods:?}"
     );
+    delete_namespace(namespace);
+}
+
+/// Whether the Deployment's latest spec runs on all its replicas and no old pod is left.
+fn rolled_out(deployment: &Deployment) -> bool {
+    let Some(status) = &deployment.status else {
+        return false;
+    };
+    let wanted = deployment.spec.replicas.unwrap_or(1);
+    status.observed_generation >= deployment.metadata.generation
+        && status.updated_replicas == Some(wanted)
+        && status.available_replicas == Some(wanted)
+        && status.replicas == Some(wanted)
 }
 
 #[tokio::test]
 #[ignore = "needs the real node: scripts/node exec cargo test -p firstcome-e2e --test node -- --ignored"]
 async fn a_scaled_campaigns_pods_are_ready_before_it_opens() {
-    let (namespace, name) = ("shop-scaled", "opening");
+    let namespace = &unique_name("shop-scaled");
+    let name = "opening";
     let (base, peak) = (1, 3);
     let services = Services::from_env();
     let client = cluster::client().await;
@@ -282,4 +359,5 @@ async fn a_scaled_campaigns_pods_are_ready_before_it_opens() {
     );
     assert_invariants(&services, &id, LIMIT, &answers).await;
     wait_sold_out(&client, namespace, name, LIMIT).await;
+    delete_namespace(namespace);
 }

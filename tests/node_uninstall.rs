@@ -14,7 +14,7 @@ use firstcome_e2e::node::{
     self, CRD, RELEASE, SYSTEM, chart_installed, kubectl, open_campaign, shop, signed_spike,
 };
 use firstcome_e2e::spike::{Outcome, tally};
-use firstcome_e2e::{Services, cluster, issuer, wait_for};
+use firstcome_e2e::{Services, cluster, issuer, unique_name, wait_for};
 use firstcome_operator::resource::CouponCampaign;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -23,7 +23,6 @@ use kube::Api;
 use kube::api::ListParams;
 use redis::AsyncCommands;
 
-const NAMESPACE: &str = "shop-uninstall";
 const CAMPAIGN: &str = "clearance";
 const LIMIT: usize = 100;
 const USERS: usize = 300;
@@ -84,14 +83,15 @@ async fn upgrade(client: &kube::Client) {
 async fn helm_upgrade_then_a_campaign_deleted_then_helm_uninstall_keeps_the_crd_and_campaigns() {
     let services = Services::from_env();
     let client = cluster::client().await;
+    let namespace = &unique_name("shop-uninstall");
     chart_installed(&client).await;
     upgrade(&client).await;
 
     // The upgraded operator runs a campaign to the end.
-    shop(&client, &services, NAMESPACE).await;
+    shop(&client, &services, namespace).await;
     let yaml = node::campaign(CAMPAIGN, |_| {});
-    let id = open_campaign(&client, NAMESPACE, CAMPAIGN, &yaml).await;
-    let (spike, crowd) = signed_spike(&client, NAMESPACE, CAMPAIGN, &id, "buyer", USERS).await;
+    let id = open_campaign(&client, namespace, CAMPAIGN, &yaml).await;
+    let (spike, crowd) = signed_spike(&client, namespace, CAMPAIGN, &id, "buyer", USERS).await;
     let answers = spike.run(crowd).await;
     let counts = tally(&answers);
     println!("answers: {counts:?}");
@@ -108,7 +108,7 @@ async fn helm_upgrade_then_a_campaign_deleted_then_helm_uninstall_keeps_the_crd_
         "delete",
         "couponcampaign",
         "-n",
-        NAMESPACE,
+        namespace,
         CAMPAIGN,
         "--timeout=120s",
     ]);
@@ -123,8 +123,8 @@ async fn helm_upgrade_then_a_campaign_deleted_then_helm_uninstall_keeps_the_crd_
         LIMIT,
         "the coupons stay in PostgreSQL"
     );
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
-    let services_api: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let services_api: Api<Service> = Api::namespaced(client.clone(), namespace);
     wait_for(
         "the issuer Deployment and Services collected",
         Duration::from_secs(120),
