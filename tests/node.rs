@@ -263,13 +263,7 @@ async fn a_spec_change_rolls_the_issuers_mid_spike_with_only_listed_answers() {
         rolled = generation(&now) > before && rolled_out(&now);
         let prefix = format!("wave{waves}");
         let (spike, crowd) = signed_spike(&client, namespace, name, &id, &prefix, WAVE).await;
-        let sent = std::time::Instant::now();
         answers.extend(spike.run(crowd).await);
-        println!(
-            "wave {waves}: signed by {:?}, answered in {:?}",
-            sent - changed_at,
-            sent.elapsed()
-        );
         waves += 1;
     }
     // Then enough users to sell out.
