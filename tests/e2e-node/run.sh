@@ -48,9 +48,10 @@ run_test() { # run_test FILE: one test file inside the node's namespace, one tes
         cargo test -p firstcome-e2e --test "$1" --locked --offline -- --ignored --nocapture --test-threads=1
 }
 
+# The image first: the node would idle through its build.
+step "image build" build_image
 step "node up" scripts/node up >/dev/null
 step "node smoke" scripts/node smoke
-step "image build" build_image
 step "image import" scripts/node import "$archive"
 step "test bed on the node" start_testbed
 step "build the node tests" build_tests
