@@ -336,6 +336,17 @@ async fn a_scaled_campaigns_pods_are_ready_before_it_opens() {
     })
     .await;
     let id = status.campaign_id.expect("a campaign id");
+    // Served, but not open: a user too early is told when to come back.
+    let (spike, crowd) = signed_spike(&client, namespace, name, &id, "too-early", 1).await;
+    let too_early = spike.run(crowd).await;
+    assert_eq!(
+        (
+            too_early[0].status.map(|s| s.as_u16()),
+            &too_early[0].body["reason"]
+        ),
+        (Some(425), &serde_json::json!("campaign_not_open")),
+        "{too_early:?}"
+    );
 
     let (spike, crowd) = signed_spike(&client, namespace, name, &id, "early", USERS).await;
     let wait = opens
@@ -353,5 +364,17 @@ async fn a_scaled_campaigns_pods_are_ready_before_it_opens() {
     );
     assert_invariants(&services, &id, LIMIT, &answers).await;
     wait_sold_out(&client, namespace, name, LIMIT).await;
+    // Sold out: back to the base.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    wait_for(
+        "the issuers back to baseReplicas once sold out",
+        Duration::from_secs(120),
+        || async {
+            let deployment = deployments.get(&format!("{name}-issuer")).await.ok()?;
+            let ready = node::ready_pods(&client, namespace, &node::issuer_selector(name)).await;
+            (deployment.spec.replicas == Some(base as i32) && ready.len() == base).then_some(())
+        },
+    )
+    .await;
     delete_namespace(namespace);
 }
