@@ -1,240 +1,116 @@
 //! End to end on a real node (`scripts/node`): what README.md and docs/install.md tell a
 //! user to do — `helm install` the chart, the backends and identity Secrets, a campaign
-//! from examples/ — with pods of the image built from the Dockerfile, then a spike of
-//! signed-in users through the campaign's ClusterIP Service (kube-proxy).
+//! from examples/ — with pods of the image built from the Dockerfile, then spikes of
+//! signed-in users through the campaign's ClusterIP Service (kube-proxy), and the faults
+//! only a node shows: an issuer pod force-deleted, the leader operator pod deleted, the
+//! issuers rolled by a spec change, all mid-spike; a scaled campaign's pods Ready before
+//! it opens. Each scenario has its own campaign and namespace and ends with the
+//! invariant checker; each installs the chart if no scenario before did, so any one runs
+//! alone. tests/node_uninstall.rs (upgrade, delete, uninstall) runs after this file.
 //!
 //! Runs inside the node's namespace, where its apiserver, its ClusterIPs and the test bed
 //! on the node's address are reachable: `scripts/node exec cargo test -p firstcome-e2e
-//! --test node -- --ignored` (scripts/test's "e2e on node" stage; docs/testing.md).
+//! --test node -- --ignored --test-threads=1` (tests/e2e-node/run.sh, scripts/test's
+//! "e2e on node" stage; docs/testing.md). One scenario at a time: the leader's deletion
+//! and the rolls must not overlap another scenario's spike on two cores.
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use firstcome_e2e::invariants::assert_invariants;
-use firstcome_e2e::spike::{Outcome, Spike, tally, users};
-use firstcome_e2e::{Services, cluster, required_env, tokens, wait_for};
+use firstcome_e2e::node::{
+    self, assert_only_listed_answers, chart_installed, kubectl, open_campaign, shop, signed_spike,
+};
+use firstcome_e2e::spike::{Answer, Outcome, tally, wait_progress};
+use firstcome_e2e::{Services, cluster, unique_name, wait_for};
 use firstcome_operator::resource::Phase;
-use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
-use kube::api::ListParams;
-use serde_yaml_ng::Value;
 
-const RELEASE: &str = "firstcome";
-const SYSTEM: &str = "firstcome-system";
-const SHOP: &str = "shop";
-const CAMPAIGN: &str = "black-friday";
 const LIMIT: usize = 100;
 const USERS: usize = 1000;
-/// The node's spike addresses (scripts/node routes 10.250.1.0/24 to lo).
-const CROWD: [u8; 3] = [10, 250, 1];
-const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/firstcome");
+/// The fault scenarios' campaigns: large enough that the fault lands while coupons are
+/// still being handed out.
+const FAULT_LIMIT: usize = 400;
+const FAULT_USERS: usize = 1200;
+/// The rolled campaign: applied to in waves until the roll is over, then sold out.
+const ROLL_LIMIT: usize = 600;
+const WAVE: usize = 50;
+const MAX_WAVES: usize = 100;
+/// Answers seen before a fault is injected.
+const BEFORE_FAULT: usize = 150;
 
-/// Runs a command a user would run (kubectl, helm), feeding it `stdin`; its stdout.
-fn run(program: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("running {program}: {e}"));
-    if let Some(input) = stdin {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-fn kubectl(args: &[&str]) -> String {
-    run("kubectl", args, None)
-}
-
-/// `helm install` with the image scripts/image built (FIRSTCOME_IMAGE, e.g.
-/// localhost/firstcome:node), imported into the node's containerd: no registry.
-fn helm_install() {
-    let image = required_env("FIRSTCOME_IMAGE");
-    let (repository, tag) = image.rsplit_once(':').expect("FIRSTCOME_IMAGE is repo:tag");
-    run(
-        "helm",
-        &[
-            "install",
-            RELEASE,
-            CHART,
-            "--namespace",
-            SYSTEM,
-            "--create-namespace",
-            "--set",
-            &format!("image.repository={repository}"),
-            "--set",
-            &format!("image.tag={tag}"),
-            "--set",
-            "image.pullPolicy=Never",
-            "--wait",
-            "--timeout",
-            "300s",
-        ],
-        None,
-    );
-}
-
-fn ready(pod: &Pod) -> bool {
-    let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_ref());
-    conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// Two operator pods Ready, one of them holding the leader Lease.
-async fn assert_operator_ready_with_one_leader(client: &kube::Client) {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM);
-    let selector = "app.kubernetes.io/name=firstcome-operator";
-    let names: Vec<String> = pods
-        .list(&ListParams::default().labels(selector))
-        .await
-        .unwrap()
-        .items
+/// Counts a spike past a fault must end with: every coupon given (to users told
+/// "admitted", or — their first answer lost with the pod — "already applied", or
+/// "admission unconfirmed"), the rest told "sold out", nobody without an answer.
+fn assert_sold_out_through_fault(answers: &[Answer], limit: usize) {
+    let counts = tally(answers);
+    println!("answers: {counts:?}");
+    assert_only_listed_answers(answers);
+    let unconfirmed = Outcome::Unknown("503 Service Unavailable admission_unconfirmed".into());
+    let holders: usize = [Outcome::Admitted, Outcome::AlreadyApplied, unconfirmed]
         .iter()
-        .filter(|p| ready(p))
-        .filter_map(|p| p.metadata.name.clone())
-        .collect();
-    assert_eq!(names.len(), 2, "two operator pods Ready: {names:?}");
-    let leases: Api<Lease> = Api::namespaced(client.clone(), SYSTEM);
-    let holder = wait_for(
-        "an operator pod to hold the leader Lease",
-        Duration::from_secs(60),
-        || async {
-            let list = leases.list(&ListParams::default()).await.ok()?;
-            list.items
-                .iter()
-                .filter_map(|l| l.spec.as_ref()?.holder_identity.clone())
-                .find(|h| names.contains(h))
-        },
-    )
-    .await;
-    println!("leader: {holder}");
-}
-
-/// examples/identity-secret.yaml with the test identity provider's public key.
-fn identity_secret() -> String {
-    let path = format!("{EXAMPLES}/identity-secret.yaml");
-    let mut secret: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap())
-        .expect("examples/identity-secret.yaml");
-    let key = String::from_utf8(tokens::fixture("test-only-rsa.pub.pem")).unwrap();
-    secret["stringData"] = serde_yaml_ng::to_value(HashMap::from([(tokens::KID, key)])).unwrap();
-    serde_yaml_ng::to_string(&secret).unwrap()
-}
-
-/// examples/campaign.yaml as a user adapts it to this one-node cluster: opening now,
-/// one Kafka replica, two issuers with small requests, no autoscaler (no
-/// metrics-server here), the test identity provider.
-fn campaign() -> String {
-    let path = format!("{EXAMPLES}/campaign.yaml");
-    let mut campaign: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap())
-        .expect("examples/campaign.yaml");
-    let spec = campaign["spec"].as_mapping_mut().unwrap();
-    spec.remove("opensAt");
-    spec.remove("closesAt");
-    let spec = &mut campaign["spec"];
-    spec["topic"]["replicationFactor"] = 1.into();
-    spec["issuer"]["scaling"] =
-        serde_yaml_ng::from_str("{ baseReplicas: 2, peakReplicas: 2 }").expect("scaling");
-    spec["issuer"]["resources"]["requests"]["cpu"] = "100m".into();
-    spec["identity"]["jwt"]["issuer"] = tokens::ISSUER.into();
-    spec["identity"]["jwt"]["audience"] = tokens::AUDIENCE.into();
+        .filter_map(|o| counts.get(o))
+        .sum();
+    assert_eq!(holders, limit, "every coupon given: {counts:?}");
     assert_eq!(
-        spec["limit"].as_u64(),
-        Some(LIMIT as u64),
-        "the example's limit"
+        counts.get(&Outcome::SoldOut),
+        Some(&(answers.len() - limit)),
+        "the rest sold out: {counts:?}"
     );
-    serde_yaml_ng::to_string(&campaign).unwrap()
 }
 
-/// `http://<ClusterIP>:<port>` of the campaign's Service.
-async fn service_base(client: &kube::Client) -> String {
-    let services: Api<Service> = Api::namespaced(client.clone(), SHOP);
-    let service = services
-        .get(&format!("{CAMPAIGN}-issuer"))
-        .await
-        .expect("the campaign's Service");
-    let spec = service.spec.expect("a Service spec");
-    let ip = spec.cluster_ip.expect("a ClusterIP");
-    let port = spec.ports.expect("ports")[0].port;
-    format!("http://{ip}:{port}")
+/// Deletes a fault scenario's campaign (its finalizer runs) and namespace, so the pods
+/// of the scenarios before do not fill the one node's CPU.
+fn delete_namespace(namespace: &str) {
+    kubectl(&[
+        "delete",
+        "couponcampaigns",
+        "--all",
+        "-n",
+        namespace,
+        "--timeout=120s",
+    ]);
+    kubectl(&["delete", "namespace", namespace, "--wait=false"]);
+}
+
+fn answered(progress: &AtomicUsize) -> usize {
+    progress.load(Ordering::Relaxed)
+}
+
+/// Waits until the campaign reports `issued` coupons and phase SoldOut.
+async fn wait_sold_out(client: &kube::Client, namespace: &str, name: &str, issued: usize) {
+    let what = format!("status.issued {issued} and phase SoldOut");
+    cluster::wait_status(client, namespace, name, &what, |s| {
+        s.issued == issued as u64 && s.phase == Phase::SoldOut
+    })
+    .await;
 }
 
 #[tokio::test]
 #[ignore = "needs the real node: scripts/node exec cargo test -p firstcome-e2e --test node -- --ignored"]
 async fn a_user_installs_the_chart_and_sells_out_a_campaign_on_a_real_node() {
+    let namespace = &unique_name("shop");
+    let name = "black-friday";
     let services = Services::from_env();
     let client = cluster::client().await;
+    let leader = chart_installed(&client).await;
+    println!("leader: {leader}");
+    shop(&client, &services, namespace).await;
+    let yaml = node::campaign(name, |spec| {
+        assert_eq!(
+            spec["limit"].as_u64(),
+            Some(LIMIT as u64),
+            "the example's limit"
+        );
+    });
+    let id = open_campaign(&client, namespace, name, &yaml).await;
 
-    helm_install();
-    assert_operator_ready_with_one_leader(&client).await;
-
-    kubectl(&["create", "namespace", SHOP]);
-    cluster::put_backends_secret(&client, SHOP, &services, &services.redis_url).await;
-    run(
-        "kubectl",
-        &["apply", "-n", SHOP, "-f", "-"],
-        Some(&identity_secret()),
-    );
-    run(
-        "kubectl",
-        &["apply", "-n", SHOP, "-f", "-"],
-        Some(&campaign()),
-    );
-
-    let status = cluster::wait_status(&client, SHOP, CAMPAIGN, "phase Open", |s| {
-        s.phase == Phase::Open
-    })
-    .await;
-    let id = status.campaign_id.expect("a campaign id");
-    let deployment = format!("deployment/{CAMPAIGN}-issuer");
-    kubectl(&[
-        "rollout",
-        "status",
-        "-n",
-        SHOP,
-        &deployment,
-        "--timeout=300s",
-    ]);
-    kubectl(&[
-        "wait",
-        "-n",
-        SHOP,
-        "pod",
-        "-l",
-        &format!("app.kubernetes.io/instance={CAMPAIGN}"),
-        "--for=condition=Ready",
-        "--timeout=120s",
-    ]);
-
-    let base = service_base(&client).await;
-    let crowd = users("shopper", USERS);
-    let exp = tokens::in_five_minutes();
-    let signed = crowd
-        .iter()
-        .map(|u| (u.clone(), tokens::token(tokens::SIGNER, u, exp)))
-        .collect();
-    let answers = Spike::new(&[&base], &id)
-        .crowd(CROWD)
-        .tokens(signed)
-        .run(crowd)
-        .await;
+    let (spike, crowd) = signed_spike(&client, namespace, name, &id, "shopper", USERS).await;
+    let answers = spike.run(crowd).await;
     let counts = tally(&answers);
+    println!("answers: {counts:?}");
     assert_eq!(counts.get(&Outcome::Admitted), Some(&LIMIT), "{counts:?}");
     assert_eq!(
         counts.get(&Outcome::SoldOut),
@@ -243,19 +119,262 @@ async fn a_user_installs_the_chart_and_sells_out_a_campaign_on_a_real_node() {
     );
     assert_invariants(&services, &id, LIMIT, &answers).await;
 
-    cluster::wait_status(&client, SHOP, CAMPAIGN, "issued 100, SoldOut", |s| {
-        s.issued == LIMIT as u64 && s.phase == Phase::SoldOut
-    })
-    .await;
-    let table = kubectl(&["get", "cc", "-n", SHOP]);
+    wait_sold_out(&client, namespace, name, LIMIT).await;
+    let table = kubectl(&["get", "cc", "-n", namespace]);
     println!("{table}");
-    let row = table
-        .lines()
-        .find(|l| l.starts_with(CAMPAIGN))
-        .expect("a row");
+    let row = table.lines().find(|l| l.starts_with(name)).expect("a row");
     assert!(row.contains("SoldOut"), "kubectl get cc: {table}");
     assert!(
         row.split_whitespace().any(|c| c == "100"),
         "kubectl get cc: {table}"
     );
+}
+
+#[tokio::test]
+#[ignore = "needs the real node: scripts/node exec cargo test -p firstcome-e2e --test node -- --ignored"]
+async fn an_issuer_pod_force_deleted_mid_spike_loses_no_coupon() {
+    let namespace = &unique_name("shop-force-delete");
+    let name = "flash";
+    let services = Services::from_env();
+    let client = cluster::client().await;
+    chart_installed(&client).await;
+    shop(&client, &services, namespace).await;
+    let yaml = node::campaign(name, |spec| spec["limit"] = FAULT_LIMIT.into());
+    let id = open_campaign(&client, namespace, name, &yaml).await;
+    let victim =
+        node::ready_pods(&client, namespace, &node::issuer_selector(name)).await[0].clone();
+
+    let (spike, crowd) = signed_spike(&client, namespace, name, &id, "user", FAULT_USERS).await;
+    let (progress, answers) = node::start(spike, crowd);
+    wait_progress(&progress, BEFORE_FAULT).await;
+    kubectl(&[
+        "delete",
+        "pod",
+        "-n",
+        namespace,
+        &victim,
+        "--grace-period=0",
+        "--force",
+    ]);
+    println!(
+        "force-deleted {victim} after {} answers",
+        answered(&progress)
+    );
+    let answers = answers.await.expect("the spike");
+
+    assert_sold_out_through_fault(&answers, FAULT_LIMIT);
+    assert_invariants(&services, &id, FAULT_LIMIT, &answers).await;
+    wait_sold_out(&client, namespace, name, FAULT_LIMIT).await;
+    // The Deployment replaced the pod.
+    wait_for(
+        "two issuer pods Ready again, none of them the deleted one",
+        Duration::from_secs(120),
+        || async {
+            let ready = node::ready_pods(&client, namespace, &node::issuer_selector(name)).await;
+            (ready.len() == 2 && !ready.contains(&victim)).then_some(())
+        },
+    )
+    .await;
+    delete_namespace(namespace);
+}
+
+#[tokio::test]
+#[ignore = "needs the real node: scripts/node exec cargo test -p firstcome-e2e --test node -- --ignored"]
+async fn the_leader_operator_pod_deleted_mid_spike_hands_over_and_status_keeps_moving() {
+    let namespace = &unique_name("shop-leader");
+    let name = "doorbuster";
+    let services = Services::from_env();
+    let client = cluster::client().await;
+    let leader = chart_installed(&client).await;
+    shop(&client, &services, namespace).await;
+    let yaml = node::campaign(name, |spec| spec["limit"] = FAULT_LIMIT.into());
+    let id = open_campaign(&client, namespace, name, &yaml).await;
+
+    let (spike, crowd) = signed_spike(&client, namespace, name, &id, "user", FAULT_USERS).await;
+    let (progress, answers) = node::start(spike, crowd);
+    wait_progress(&progress, BEFORE_FAULT).await;
+    kubectl(&["delete", "pod", "-n", node::SYSTEM, &leader, "--wait=false"]);
+    println!(
+        "deleted the leader {leader} after {} answers",
+        answered(&progress)
+    );
+    // The standby or the Deployment's replacement pod, whichever asks first: both wait
+    // for a released Lease.
+    let successor = wait_for(
+        "another operator pod to hold the Lease",
+        Duration::from_secs(60),
+        || async {
+            let others: Vec<String> = (node::ready_operator_pods(&client).await.into_iter())
+                .filter(|p| *p != leader)
+                .collect();
+            let holder = node::lease_holder(&client).await?;
+            others.contains(&holder).then_some(holder)
+        },
+    )
+    .await;
+    println!("{successor} took the Lease");
+    let answers = answers.await.expect("the spike");
+
+    assert_sold_out_through_fault(&answers, FAULT_LIMIT);
+    assert_invariants(&services, &id, FAULT_LIMIT, &answers).await;
+    // Only the new leader reconciles: the status moving to SoldOut is its work.
+    wait_sold_out(&client, namespace, name, FAULT_LIMIT).await;
+    wait_for(
+        "two operator pods Ready again",
+        Duration::from_secs(120),
+        || async { (node::ready_operator_pods(&client).await.len() == 2).then_some(()) },
+    )
+    .await;
+    delete_namespace(namespace);
+}
+
+#[tokio::test]
+#[ignore = "needs the real node: scripts/node exec cargo test -p firstcome-e2e --test node -- --ignored"]
+async fn a_spec_change_rolls_the_issuers_mid_spike_with_only_listed_answers() {
+    let namespace = &unique_name("shop-roll");
+    let name = "midnight";
+    let services = Services::from_env();
+    let client = cluster::client().await;
+    chart_installed(&client).await;
+    shop(&client, &services, namespace).await;
+    let yaml = node::campaign(name, |spec| spec["limit"] = ROLL_LIMIT.into());
+    let id = open_campaign(&client, namespace, name, &yaml).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let deployment = format!("{name}-issuer");
+    let before_pods = node::ready_pods(&client, namespace, &node::issuer_selector(name)).await;
+    let generation = |d: &Deployment| d.metadata.generation.unwrap_or_default();
+    let before = generation(&deployments.get(&deployment).await.unwrap());
+
+    // A change of the pod template (the issuers' memory request), then waves of users
+    // until the Deployment has rolled out: every wave's answers come from issuers that
+    // are starting, serving or draining.
+    let changed = node::campaign(name, |spec| {
+        spec["limit"] = ROLL_LIMIT.into();
+        spec["issuer"]["resources"]["requests"]["memory"] = "96Mi".into();
+    });
+    node::kubectl_apply(namespace, &changed);
+    let changed_at = std::time::Instant::now();
+    let mut answers = Vec::new();
+    let mut waves = 0;
+    let mut rolled = false;
+    while !rolled {
+        assert!(waves < MAX_WAVES, "not rolled out after {waves} waves");
+        let now = deployments.get(&deployment).await.unwrap();
+        rolled = generation(&now) > before && rolled_out(&now);
+        let prefix = format!("wave{waves}");
+        let (spike, crowd) = signed_spike(&client, namespace, name, &id, &prefix, WAVE).await;
+        answers.extend(spike.run(crowd).await);
+        waves += 1;
+    }
+    // Then enough users to sell out.
+    let rest = (ROLL_LIMIT + WAVE).saturating_sub(answers.len()).max(WAVE);
+    let (spike, crowd) = signed_spike(&client, namespace, name, &id, "last", rest).await;
+    answers.extend(spike.run(crowd).await);
+    println!(
+        "{waves} waves of {WAVE} users while the issuers rolled ({:?}), then {rest}",
+        changed_at.elapsed()
+    );
+
+    assert_sold_out_through_fault(&answers, ROLL_LIMIT);
+    assert_invariants(&services, &id, ROLL_LIMIT, &answers).await;
+    wait_sold_out(&client, namespace, name, ROLL_LIMIT).await;
+    let after_pods = node::ready_pods(&client, namespace, &node::issuer_selector(name)).await;
+    assert!(
+        after_pods.iter().all(|p| !before_pods.contains(p)),
+        "every issuer pod replaced: {before_pods:?} → {after_pods:?}"
+    );
+    delete_namespace(namespace);
+}
+
+/// Whether the Deployment's latest spec runs on all its replicas and no old pod is left.
+fn rolled_out(deployment: &Deployment) -> bool {
+    let Some(status) = &deployment.status else {
+        return false;
+    };
+    let wanted = deployment.spec.replicas.unwrap_or(1);
+    status.observed_generation >= deployment.metadata.generation
+        && status.updated_replicas == Some(wanted)
+        && status.available_replicas == Some(wanted)
+        && status.replicas == Some(wanted)
+}
+
+#[tokio::test]
+#[ignore = "needs the real node: scripts/node exec cargo test -p firstcome-e2e --test node -- --ignored"]
+async fn a_scaled_campaigns_pods_are_ready_before_it_opens() {
+    let namespace = &unique_name("shop-scaled");
+    let name = "opening";
+    let (base, peak) = (1, 3);
+    let services = Services::from_env();
+    let client = cluster::client().await;
+    chart_installed(&client).await;
+    shop(&client, &services, namespace).await;
+    let (opens_at, opens) = cluster::instant_in(90);
+    let yaml = node::campaign(name, |spec| {
+        spec["opensAt"] = opens_at.as_str().into();
+        spec["issuer"]["scaling"] = serde_yaml_ng::from_str(&format!(
+            "{{ baseReplicas: {base}, peakReplicas: {peak}, leadSeconds: 600 }}"
+        ))
+        .expect("scaling");
+    });
+    node::kubectl_apply(namespace, &yaml);
+
+    let ready = wait_for(
+        "the peak's issuer pods Ready",
+        Duration::from_secs(120),
+        || async {
+            let ready = node::ready_pods(&client, namespace, &node::issuer_selector(name)).await;
+            (ready.len() == peak).then_some(ready)
+        },
+    )
+    .await;
+    let early = opens
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_else(|_| panic!("{peak} pods Ready only after opensAt {opens_at}: {ready:?}"));
+    println!("{peak} issuer pods Ready {early:?} before opensAt");
+    let status = cluster::wait_status(&client, namespace, name, "phase Scheduled", |s| {
+        s.phase == Phase::Scheduled
+    })
+    .await;
+    let id = status.campaign_id.expect("a campaign id");
+    // Served, but not open: a user too early is told when to come back.
+    let (spike, crowd) = signed_spike(&client, namespace, name, &id, "too-early", 1).await;
+    let too_early = spike.run(crowd).await;
+    assert_eq!(
+        (
+            too_early[0].status.map(|s| s.as_u16()),
+            &too_early[0].body["reason"]
+        ),
+        (Some(425), &serde_json::json!("campaign_not_open")),
+        "{too_early:?}"
+    );
+
+    let (spike, crowd) = signed_spike(&client, namespace, name, &id, "early", USERS).await;
+    let wait = opens
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_secs(1)).await;
+    let answers = spike.run(crowd).await;
+    let counts: HashMap<Outcome, usize> = tally(&answers);
+    println!("answers: {counts:?}");
+    assert_eq!(counts.get(&Outcome::Admitted), Some(&LIMIT), "{counts:?}");
+    assert_eq!(
+        counts.get(&Outcome::SoldOut),
+        Some(&(USERS - LIMIT)),
+        "{counts:?}"
+    );
+    assert_invariants(&services, &id, LIMIT, &answers).await;
+    wait_sold_out(&client, namespace, name, LIMIT).await;
+    // Sold out: back to the base.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    wait_for(
+        "the issuers back to baseReplicas once sold out",
+        Duration::from_secs(120),
+        || async {
+            let deployment = deployments.get(&format!("{name}-issuer")).await.ok()?;
+            let ready = node::ready_pods(&client, namespace, &node::issuer_selector(name)).await;
+            (deployment.spec.replicas == Some(base as i32) && ready.len() == base).then_some(())
+        },
+    )
+    .await;
+    delete_namespace(namespace);
 }

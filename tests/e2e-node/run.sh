@@ -7,7 +7,8 @@
 # namespace), builds the image from the Dockerfile with scripts/image and imports it
 # into the node, starts a test bed inside the namespace on the node's IP (the managed
 # Redis, Kafka and PostgreSQL of docs/install.md), runs tests/node.rs inside the
-# namespace, and stops the node — whose `down` checks the host is as before. Prints
+# namespace, then tests/node_uninstall.rs (helm upgrade, a campaign deleted, helm
+# uninstall), and stops the node — whose `down` checks the host is as before. Prints
 # each step's duration. KEEP_NODE=1 leaves the node running for a look around
 # (scripts/node exec kubectl get pods -A), to be stopped with scripts/node down.
 set -euo pipefail
@@ -37,23 +38,27 @@ archive=
 build_image() { archive=$(scripts/image build); }
 testbed_env=
 start_testbed() { testbed_env=$(scripts/node testbed); }
-build_test() { cargo test -p firstcome-e2e --test node --locked --no-run; }
-run_test() {
+build_tests() { cargo test -p firstcome-e2e --test node --test node_uninstall --locked --no-run; }
+run_test() { # run_test FILE: one test file inside the node's namespace, one test at a time
     local image
     image=$(scripts/image name)
     # shellcheck disable=SC2046 # the test bed's export lines, one variable each
     scripts/node exec env $(sed -n 's/^export //p' <<<"$testbed_env") FIRSTCOME_IMAGE="$image" \
         CARGO_TARGET_DIR="$CARGO_TARGET_DIR" \
-        cargo test -p firstcome-e2e --test node --locked --offline -- --ignored --nocapture
+        cargo test -p firstcome-e2e --test "$1" --locked --offline -- --ignored --nocapture --test-threads=1
 }
 
+# The image first: the node would idle through its build.
+step "image build" build_image
 step "node up" scripts/node up >/dev/null
 step "node smoke" scripts/node smoke
-step "image build" build_image
 step "image import" scripts/node import "$archive"
 step "test bed on the node" start_testbed
-step "build tests/node.rs" build_test
-step "tests/node.rs" run_test
+step "build the node tests" build_tests
+# The scenarios, then what ends the release (upgrade, delete, uninstall): last by
+# construction, as a second test file run only after the first passed.
+step "tests/node.rs" run_test node
+step "tests/node_uninstall.rs" run_test node_uninstall
 step "node down (+ host check)" stop_node
 trap - EXIT
 

@@ -10,6 +10,7 @@ pub mod delay_proxy;
 pub mod invariants;
 pub mod issuer;
 pub mod kubelet;
+pub mod node;
 pub mod process;
 pub mod prometheus;
 pub mod redis_beds;
