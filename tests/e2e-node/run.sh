@@ -39,13 +39,16 @@ build_image() { archive=$(scripts/image build); }
 testbed_env=
 start_testbed() { testbed_env=$(scripts/node testbed); }
 build_tests() { cargo test -p firstcome-e2e --test node --test node_uninstall --locked --no-run; }
+# FIRSTCOME_NODE_TEST_LOG: a file the test runner's output is appended to (scripts/test
+# sums its totals with the other tests').
 run_test() { # run_test FILE: one test file inside the node's namespace, one test at a time
     local image
     image=$(scripts/image name)
     # shellcheck disable=SC2046 # the test bed's export lines, one variable each
     scripts/node exec env $(sed -n 's/^export //p' <<<"$testbed_env") FIRSTCOME_IMAGE="$image" \
         CARGO_TARGET_DIR="$CARGO_TARGET_DIR" \
-        cargo test -p firstcome-e2e --test "$1" --locked --offline -- --ignored --nocapture --test-threads=1
+        cargo test -p firstcome-e2e --test "$1" --locked --offline -- --ignored --nocapture --test-threads=1 \
+        2>&1 | tee -a "${FIRSTCOME_NODE_TEST_LOG:-/dev/null}"
 }
 
 # The image first: the node would idle through its build.
