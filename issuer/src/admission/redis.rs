@@ -176,21 +176,17 @@ impl RedisAdmission {
 
     /// The batching worker of the campaign whose keys are `keys`.
     fn queue(&self, campaign: &str, keys: &CampaignKeys) -> AdmissionQueue {
-        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(queue) = queues.get(&keys.admitted) {
-            return queue.clone();
-        }
-        // The worker holds the connection and the script, not `self`: it stops once the
-        // last handle on the queues is dropped.
-        let (conn, script) = (self.conn.clone(), self.script.clone());
-        let (campaign, worker_keys) = (campaign.to_string(), keys.clone());
-        let queue = BatchQueue::spawn(move |applies: Vec<Apply>| {
-            let (mut conn, script) = (conn.clone(), script.clone());
-            let (campaign, keys) = (campaign.clone(), worker_keys.clone());
-            async move { run_batch(&mut conn, &script, &campaign, &keys, &applies).await }
-        });
-        queues.insert(keys.admitted.clone(), queue.clone());
-        queue
+        queue_of(&self.queues, &keys.admitted, || {
+            // The worker holds the connection and the script, not `self`: it stops once
+            // the last handle on the queues is dropped.
+            let (conn, script) = (self.conn.clone(), self.script.clone());
+            let (campaign, worker_keys) = (campaign.to_string(), keys.clone());
+            BatchQueue::spawn(move |applies: Vec<Apply>| {
+                let (mut conn, script) = (conn.clone(), script.clone());
+                let (campaign, keys) = (campaign.clone(), worker_keys.clone());
+                async move { run_batch(&mut conn, &script, &campaign, &keys, &applies).await }
+            })
+        })
     }
 
     /// Runs the admission script once over `applies`, in order: each gets the answer it
@@ -257,21 +253,17 @@ impl RedisAdmission {
 
     /// The worker clearing the pending marks of the campaign whose keys are `keys`.
     fn confirm_queue(&self, keys: &CampaignKeys) -> ConfirmQueue {
-        let mut confirms = self.confirms.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(queue) = confirms.get(&keys.pending) {
-            return queue.clone();
-        }
-        let (conn, pending) = (self.conn.clone(), keys.pending.clone());
-        let queue = BatchQueue::spawn(move |sequences: Vec<u64>| {
-            let (mut conn, pending) = (conn.clone(), pending.clone());
-            async move {
-                let cleared: Result<i64, _> = conn.hdel(&pending, &sequences).await;
-                let answer = cleared.map(|_| ()).map_err(RedisAdmissionError::from);
-                vec![answer; sequences.len()]
-            }
-        });
-        confirms.insert(keys.pending.clone(), queue.clone());
-        queue
+        queue_of(&self.confirms, &keys.pending, || {
+            let (conn, pending) = (self.conn.clone(), keys.pending.clone());
+            BatchQueue::spawn(move |sequences: Vec<u64>| {
+                let (mut conn, pending) = (conn.clone(), pending.clone());
+                async move {
+                    let cleared: Result<i64, _> = conn.hdel(&pending, &sequences).await;
+                    let answer = cleared.map(|_| ()).map_err(RedisAdmissionError::from);
+                    vec![answer; sequences.len()]
+                }
+            })
+        })
     }
 
     /// Admissions whose events were not confirmed yet.
@@ -331,6 +323,21 @@ impl RedisAdmission {
             .await?;
         Ok(())
     }
+}
+
+/// The batching worker under `key` in `queues`, spawned by `spawn` on first use.
+fn queue_of<Request, Answer>(
+    queues: &Mutex<HashMap<String, BatchQueue<Request, Answer>>>,
+    key: &str,
+    spawn: impl FnOnce() -> BatchQueue<Request, Answer>,
+) -> BatchQueue<Request, Answer> {
+    let mut queues = queues.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(queue) = queues.get(key) {
+        return queue.clone();
+    }
+    let queue = spawn();
+    queues.insert(key.to_string(), queue.clone());
+    queue
 }
 
 /// One call of the admission script over `applies`; a failed call fails every apply.
