@@ -14,7 +14,7 @@
 //! "e2e on node" stage; docs/testing.md). One scenario at a time: the leader's deletion
 //! and the rolls must not overlap another scenario's spike on two cores.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use firstcome_e2e::invariants::assert_invariants;
 use firstcome_e2e::node::{
     self, assert_only_listed_answers, chart_installed, kubectl, open_campaign, shop, signed_spike,
 };
-use firstcome_e2e::spike::{Answer, Outcome, tally, wait_progress};
+use firstcome_e2e::spike::{Answer, Outcome, assert_every_coupon_given, tally, wait_progress};
 use firstcome_e2e::{Services, cluster, unique_name, wait_for};
 use firstcome_operator::resource::Phase;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -88,6 +88,73 @@ async fn wait_sold_out(client: &kube::Client, namespace: &str, name: &str, issue
     .await;
 }
 
+/// A fault scenario's open campaign of `limit` coupons, in a namespace of its own.
+struct Scenario {
+    namespace: String,
+    name: &'static str,
+    services: Services,
+    client: kube::Client,
+    /// The operator pod holding the Lease when the campaign was opened.
+    leader: String,
+    id: String,
+}
+
+impl Scenario {
+    async fn open(prefix: &str, name: &'static str, limit: usize) -> Self {
+        let namespace = unique_name(prefix);
+        let services = Services::from_env();
+        let client = cluster::client().await;
+        let leader = chart_installed(&client).await;
+        shop(&client, &services, &namespace).await;
+        let yaml = node::campaign(name, |spec| spec["limit"] = limit.into());
+        let id = open_campaign(&client, &namespace, name, &yaml).await;
+        Self {
+            namespace,
+            name,
+            services,
+            client,
+            leader,
+            id,
+        }
+    }
+
+    async fn issuer_pods(&self) -> Vec<String> {
+        node::ready_pods(
+            &self.client,
+            &self.namespace,
+            &node::issuer_selector(self.name),
+        )
+        .await
+    }
+
+    /// A spike of `users` signed-in users, once `BEFORE_FAULT` of them are answered.
+    async fn spike_until_fault(
+        &self,
+        users: usize,
+    ) -> (Arc<AtomicUsize>, tokio::task::JoinHandle<Vec<Answer>>) {
+        let (spike, crowd) = signed_spike(
+            &self.client,
+            &self.namespace,
+            self.name,
+            &self.id,
+            "user",
+            users,
+        )
+        .await;
+        let (progress, answers) = node::start(spike, crowd);
+        wait_progress(&progress, BEFORE_FAULT).await;
+        (progress, answers)
+    }
+
+    /// What a spike through a fault must end with: every coupon given, the invariants,
+    /// and the campaign's status reporting them.
+    async fn assert_sold_out_through_fault(&self, answers: &[Answer], limit: usize) {
+        assert_sold_out_through_fault(answers, limit);
+        assert_invariants(&self.services, &self.id, limit, answers).await;
+        wait_sold_out(&self.client, &self.namespace, self.name, limit).await;
+    }
+}
+
 #[tokio::test]
 #[ignore = "needs the real node: scripts/node exec cargo test -p firstcome-e2e --test node -- --ignored"]
 async fn a_user_installs_the_chart_and_sells_out_a_campaign_on_a_real_node() {
@@ -109,14 +176,8 @@ async fn a_user_installs_the_chart_and_sells_out_a_campaign_on_a_real_node() {
 
     let (spike, crowd) = signed_spike(&client, namespace, name, &id, "shopper", USERS).await;
     let answers = spike.run(crowd).await;
-    let counts = tally(&answers);
-    println!("answers: {counts:?}");
-    assert_eq!(counts.get(&Outcome::Admitted), Some(&LIMIT), "{counts:?}");
-    assert_eq!(
-        counts.get(&Outcome::SoldOut),
-        Some(&(USERS - LIMIT)),
-        "{counts:?}"
-    );
+    println!("answers: {:?}", tally(&answers));
+    assert_every_coupon_given(&answers, LIMIT as u64, USERS - LIMIT);
     assert_invariants(&services, &id, LIMIT, &answers).await;
 
     wait_sold_out(&client, namespace, name, LIMIT).await;
@@ -133,20 +194,11 @@ async fn a_user_installs_the_chart_and_sells_out_a_campaign_on_a_real_node() {
 #[tokio::test]
 #[ignore = "needs the real node: scripts/node exec cargo test -p firstcome-e2e --test node -- --ignored"]
 async fn an_issuer_pod_force_deleted_mid_spike_loses_no_coupon() {
-    let namespace = &unique_name("shop-force-delete");
-    let name = "flash";
-    let services = Services::from_env();
-    let client = cluster::client().await;
-    chart_installed(&client).await;
-    shop(&client, &services, namespace).await;
-    let yaml = node::campaign(name, |spec| spec["limit"] = FAULT_LIMIT.into());
-    let id = open_campaign(&client, namespace, name, &yaml).await;
-    let victim =
-        node::ready_pods(&client, namespace, &node::issuer_selector(name)).await[0].clone();
+    let scenario = Scenario::open("shop-force-delete", "flash", FAULT_LIMIT).await;
+    let namespace = &scenario.namespace;
+    let victim = scenario.issuer_pods().await[0].clone();
 
-    let (spike, crowd) = signed_spike(&client, namespace, name, &id, "user", FAULT_USERS).await;
-    let (progress, answers) = node::start(spike, crowd);
-    wait_progress(&progress, BEFORE_FAULT).await;
+    let (progress, answers) = scenario.spike_until_fault(FAULT_USERS).await;
     kubectl(&[
         "delete",
         "pod",
@@ -162,15 +214,15 @@ async fn an_issuer_pod_force_deleted_mid_spike_loses_no_coupon() {
     );
     let answers = answers.await.expect("the spike");
 
-    assert_sold_out_through_fault(&answers, FAULT_LIMIT);
-    assert_invariants(&services, &id, FAULT_LIMIT, &answers).await;
-    wait_sold_out(&client, namespace, name, FAULT_LIMIT).await;
+    scenario
+        .assert_sold_out_through_fault(&answers, FAULT_LIMIT)
+        .await;
     // The Deployment replaced the pod.
     wait_for(
         "two issuer pods Ready again, none of them the deleted one",
         Duration::from_secs(120),
         || async {
-            let ready = node::ready_pods(&client, namespace, &node::issuer_selector(name)).await;
+            let ready = scenario.issuer_pods().await;
             (ready.len() == 2 && !ready.contains(&victim)).then_some(())
         },
     )
@@ -181,19 +233,11 @@ async fn an_issuer_pod_force_deleted_mid_spike_loses_no_coupon() {
 #[tokio::test]
 #[ignore = "needs the real node: scripts/node exec cargo test -p firstcome-e2e --test node -- --ignored"]
 async fn the_leader_operator_pod_deleted_mid_spike_hands_over_and_status_keeps_moving() {
-    let namespace = &unique_name("shop-leader");
-    let name = "doorbuster";
-    let services = Services::from_env();
-    let client = cluster::client().await;
-    let leader = chart_installed(&client).await;
-    shop(&client, &services, namespace).await;
-    let yaml = node::campaign(name, |spec| spec["limit"] = FAULT_LIMIT.into());
-    let id = open_campaign(&client, namespace, name, &yaml).await;
+    let scenario = Scenario::open("shop-leader", "doorbuster", FAULT_LIMIT).await;
+    let (client, leader) = (&scenario.client, &scenario.leader);
 
-    let (spike, crowd) = signed_spike(&client, namespace, name, &id, "user", FAULT_USERS).await;
-    let (progress, answers) = node::start(spike, crowd);
-    wait_progress(&progress, BEFORE_FAULT).await;
-    kubectl(&["delete", "pod", "-n", node::SYSTEM, &leader, "--wait=false"]);
+    let (progress, answers) = scenario.spike_until_fault(FAULT_USERS).await;
+    kubectl(&["delete", "pod", "-n", node::SYSTEM, leader, "--wait=false"]);
     println!(
         "deleted the leader {leader} after {} answers",
         answered(&progress)
@@ -204,10 +248,10 @@ async fn the_leader_operator_pod_deleted_mid_spike_hands_over_and_status_keeps_m
         "another operator pod to hold the Lease",
         Duration::from_secs(60),
         || async {
-            let others: Vec<String> = (node::ready_operator_pods(&client).await.into_iter())
-                .filter(|p| *p != leader)
+            let others: Vec<String> = (node::ready_operator_pods(client).await.into_iter())
+                .filter(|p| p != leader)
                 .collect();
-            let holder = node::lease_holder(&client).await?;
+            let holder = node::lease_holder(client).await?;
             others.contains(&holder).then_some(holder)
         },
     )
@@ -215,33 +259,33 @@ async fn the_leader_operator_pod_deleted_mid_spike_hands_over_and_status_keeps_m
     println!("{successor} took the Lease");
     let answers = answers.await.expect("the spike");
 
-    assert_sold_out_through_fault(&answers, FAULT_LIMIT);
-    assert_invariants(&services, &id, FAULT_LIMIT, &answers).await;
     // Only the new leader reconciles: the status moving to SoldOut is its work.
-    wait_sold_out(&client, namespace, name, FAULT_LIMIT).await;
+    scenario
+        .assert_sold_out_through_fault(&answers, FAULT_LIMIT)
+        .await;
     wait_for(
         "two operator pods Ready again",
         Duration::from_secs(120),
-        || async { (node::ready_operator_pods(&client).await.len() == 2).then_some(()) },
+        || async { (node::ready_operator_pods(client).await.len() == 2).then_some(()) },
     )
     .await;
-    delete_namespace(namespace);
+    delete_namespace(&scenario.namespace);
 }
 
 #[tokio::test]
 #[ignore = "needs the real node: scripts/node exec cargo test -p firstcome-e2e --test node -- --ignored"]
 async fn a_spec_change_rolls_the_issuers_mid_spike_with_only_listed_answers() {
-    let namespace = &unique_name("shop-roll");
-    let name = "midnight";
-    let services = Services::from_env();
-    let client = cluster::client().await;
-    chart_installed(&client).await;
-    shop(&client, &services, namespace).await;
-    let yaml = node::campaign(name, |spec| spec["limit"] = ROLL_LIMIT.into());
-    let id = open_campaign(&client, namespace, name, &yaml).await;
+    let scenario = Scenario::open("shop-roll", "midnight", ROLL_LIMIT).await;
+    let Scenario {
+        namespace,
+        name,
+        client,
+        id,
+        ..
+    } = &scenario;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let deployment = format!("{name}-issuer");
-    let before_pods = node::ready_pods(&client, namespace, &node::issuer_selector(name)).await;
+    let before_pods = scenario.issuer_pods().await;
     let generation = |d: &Deployment| d.metadata.generation.unwrap_or_default();
     let before = generation(&deployments.get(&deployment).await.unwrap());
 
@@ -262,23 +306,23 @@ async fn a_spec_change_rolls_the_issuers_mid_spike_with_only_listed_answers() {
         let now = deployments.get(&deployment).await.unwrap();
         rolled = generation(&now) > before && rolled_out(&now);
         let prefix = format!("wave{waves}");
-        let (spike, crowd) = signed_spike(&client, namespace, name, &id, &prefix, WAVE).await;
+        let (spike, crowd) = signed_spike(client, namespace, name, id, &prefix, WAVE).await;
         answers.extend(spike.run(crowd).await);
         waves += 1;
     }
     // Then enough users to sell out.
     let rest = (ROLL_LIMIT + WAVE).saturating_sub(answers.len()).max(WAVE);
-    let (spike, crowd) = signed_spike(&client, namespace, name, &id, "last", rest).await;
+    let (spike, crowd) = signed_spike(client, namespace, name, id, "last", rest).await;
     answers.extend(spike.run(crowd).await);
     println!(
         "{waves} waves of {WAVE} users while the issuers rolled ({:?}), then {rest}",
         changed_at.elapsed()
     );
 
-    assert_sold_out_through_fault(&answers, ROLL_LIMIT);
-    assert_invariants(&services, &id, ROLL_LIMIT, &answers).await;
-    wait_sold_out(&client, namespace, name, ROLL_LIMIT).await;
-    let after_pods = node::ready_pods(&client, namespace, &node::issuer_selector(name)).await;
+    scenario
+        .assert_sold_out_through_fault(&answers, ROLL_LIMIT)
+        .await;
+    let after_pods = scenario.issuer_pods().await;
     assert!(
         after_pods.iter().all(|p| !before_pods.contains(p)),
         "every issuer pod replaced: {before_pods:?} → {after_pods:?}"
@@ -354,14 +398,8 @@ async fn a_scaled_campaigns_pods_are_ready_before_it_opens() {
         .unwrap_or_default();
     tokio::time::sleep(wait + Duration::from_secs(1)).await;
     let answers = spike.run(crowd).await;
-    let counts: HashMap<Outcome, usize> = tally(&answers);
-    println!("answers: {counts:?}");
-    assert_eq!(counts.get(&Outcome::Admitted), Some(&LIMIT), "{counts:?}");
-    assert_eq!(
-        counts.get(&Outcome::SoldOut),
-        Some(&(USERS - LIMIT)),
-        "{counts:?}"
-    );
+    println!("answers: {:?}", tally(&answers));
+    assert_every_coupon_given(&answers, LIMIT as u64, USERS - LIMIT);
     assert_invariants(&services, &id, LIMIT, &answers).await;
     wait_sold_out(&client, namespace, name, LIMIT).await;
     // Sold out: back to the base.
