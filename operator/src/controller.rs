@@ -313,7 +313,8 @@ async fn cleanup(campaign: &CouponCampaign, ctx: &Context) -> Result<Action, Err
         .map_err(Error::Cleanup)?;
     if campaign.spec.deletion_policy.topic == TopicDeletion::Delete {
         for topic in [config.topic.clone(), config.dead_letter_topic()] {
-            backends::delete_topic(&settings.kafka_brokers, &topic)
+            ctx.connections
+                .delete_topic(&settings.kafka_brokers, &topic)
                 .await
                 .map_err(Error::Cleanup)?;
         }

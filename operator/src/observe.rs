@@ -30,7 +30,7 @@ pub async fn backends(
     let topic = &campaign.spec.topic;
     let (redis, topic, persistence) = tokio::join!(
         connections.provision_redis(&settings.redis_url, config, never_provisioned(campaign)),
-        backends::ensure_topic(
+        connections.ensure_topic(
             &settings.kafka_brokers,
             &config.topic,
             topic.partitions,

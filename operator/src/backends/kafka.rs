@@ -1,6 +1,8 @@
 //! A campaign's winners topic in Kafka: created (or grown) on every reconcile, deleted
-//! with the campaign when its deletion policy says so.
+//! with the campaign when its deletion policy says so. One admin client per broker list
+//! is kept in [`Connections`] (librdkafka reconnects it after a broker restart).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -8,15 +10,16 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicRe
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::{BackendError, TIMEOUT, TopicAction};
+use super::{BackendError, Connections, TIMEOUT, TopicAction, cached};
 
-type Admin = AdminClient<DefaultClientContext>;
+pub(super) type Admin = AdminClient<DefaultClientContext>;
 
-fn kafka_admin(brokers: &str) -> Result<Admin, BackendError> {
+fn kafka_admin(brokers: &str) -> Result<Arc<Admin>, BackendError> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("socket.timeout.ms", "5000")
         .create()
+        .map(Arc::new)
         .map_err(BackendError::InvalidKafkaSettings)
 }
 
@@ -26,14 +29,40 @@ fn admin_options() -> AdminOptions {
         .request_timeout(Some(Duration::from_secs(10)))
 }
 
-/// Creates the topic if missing and grows it to `partitions` if it has fewer.
-pub async fn ensure_topic(
-    brokers: &str,
+impl Connections {
+    async fn kafka_admin(&self, brokers: &str) -> Result<Arc<Admin>, BackendError> {
+        cached(&self.kafka, brokers, async |brokers| kafka_admin(brokers)).await
+    }
+
+    /// Creates the topic if missing and grows it to `partitions` if it has fewer.
+    pub async fn ensure_topic(
+        &self,
+        brokers: &str,
+        topic: &str,
+        partitions: i32,
+        replication: i32,
+    ) -> Result<(), BackendError> {
+        ensure_topic(
+            &*self.kafka_admin(brokers).await?,
+            topic,
+            partitions,
+            replication,
+        )
+        .await
+    }
+
+    /// Deletes the topic; one that does not exist is already gone.
+    pub async fn delete_topic(&self, brokers: &str, topic: &str) -> Result<(), BackendError> {
+        delete_topic(&*self.kafka_admin(brokers).await?, topic).await
+    }
+}
+
+async fn ensure_topic(
+    admin: &Admin,
     topic: &str,
     partitions: i32,
     replication: i32,
 ) -> Result<(), BackendError> {
-    let admin = kafka_admin(brokers)?;
     let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
     let results = admin
         .create_topics([&new_topic], &admin_options())
@@ -42,7 +71,7 @@ pub async fn ensure_topic(
     match results.into_iter().next() {
         Some(Ok(_)) => Ok(()),
         Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => {
-            grow_topic(&admin, topic, partitions).await
+            grow_topic(admin, topic, partitions).await
         }
         Some(Err((_, code))) => Err(BackendError::KafkaRefused {
             action: TopicAction::Create,
@@ -74,9 +103,7 @@ async fn grow_topic(admin: &Admin, topic: &str, partitions: i32) -> Result<(), B
     Ok(())
 }
 
-/// Deletes the topic; one that does not exist is already gone.
-pub async fn delete_topic(brokers: &str, topic: &str) -> Result<(), BackendError> {
-    let admin = kafka_admin(brokers)?;
+async fn delete_topic(admin: &Admin, topic: &str) -> Result<(), BackendError> {
     let results = admin
         .delete_topics(&[topic], &admin_options())
         .await

@@ -8,6 +8,7 @@ mod keys;
 mod postgres;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use firstcome_contract::RedisConnection;
@@ -17,7 +18,6 @@ use sqlx::postgres::PgPool;
 use tokio::sync::Mutex;
 
 pub use self::error::{BackendError, TopicAction};
-pub use self::kafka::{delete_topic, ensure_topic};
 pub use self::keys::RedisCounts;
 pub use self::postgres::Persistence;
 use crate::desired::SECRET_KEYS;
@@ -74,6 +74,7 @@ pub async fn settings(
 pub struct Connections {
     redis: Mutex<HashMap<String, RedisConnection>>,
     postgres: Mutex<HashMap<String, PgPool>>,
+    kafka: Mutex<HashMap<String, Arc<kafka::Admin>>>,
     /// Hashed once; sent by SHA on every reconcile.
     set_limit: redis::Script,
 }
@@ -83,6 +84,7 @@ impl Default for Connections {
         Self {
             redis: Mutex::default(),
             postgres: Mutex::default(),
+            kafka: Mutex::default(),
             set_limit: keys::set_limit_script(),
         }
     }
