@@ -284,6 +284,45 @@ async fn a_spike_sells_out_the_limit_can_grow_not_shrink_and_delete_keeps_coupon
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_campaign_whose_policy_is_delete_removes_its_topic() {
+    let services = Services::from_env();
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = namespace(&client, "topicdelete", &services, &services.redis_url).await;
+    let _operator = start_operator(&ns, "only", &[]).await;
+    let spec = "limit: 10\ndeletionPolicy:\n  topic: Delete\n";
+    apply_campaign(&client, &ns, "sale", spec).await.unwrap();
+    let status = wait_status(&client, &ns, "sale", "phase Open", |s| {
+        s.phase == Phase::Open
+    })
+    .await;
+    let topic = CampaignConfig::default_topic(&status.campaign_id.unwrap());
+    assert!(
+        topic_exists(&services, &topic),
+        "the operator made the topic"
+    );
+
+    let campaigns: Api<CouponCampaign> = Api::namespaced(client.clone(), &ns);
+    campaigns
+        .delete("sale", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("the campaign to be gone", TIMEOUT, || async {
+        campaigns
+            .get_opt("sale")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    wait_for("the broker to drop the topic", TIMEOUT, || async {
+        (!topic_exists(&services, &topic)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_campaign_refuses_applies_until_it_opens() {
     let services = Services::from_env();
     let client = client().await;
