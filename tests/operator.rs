@@ -58,6 +58,24 @@ async fn spike(
     counts
 }
 
+/// Deletes the campaign and waits until its finalizer has run and it is gone.
+async fn delete_campaign(client: &kube::Client, namespace: &str, name: &str) {
+    let campaigns: Api<CouponCampaign> = Api::namespaced(client.clone(), namespace);
+    campaigns
+        .delete(name, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("the campaign to be gone", TIMEOUT, || async {
+        campaigns
+            .get_opt(name)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
 fn condition(
     campaign_status: &firstcome_operator::resource::CouponCampaignStatus,
     kind: &str,
@@ -251,20 +269,7 @@ async fn a_spike_sells_out_the_limit_can_grow_not_shrink_and_delete_keeps_coupon
     );
 
     // Delete: the finalizer removes the Redis keys; the coupons stay.
-    let campaigns: Api<CouponCampaign> = Api::namespaced(client.clone(), &ns);
-    campaigns
-        .delete("sale", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_for("the campaign to be gone", TIMEOUT, || async {
-        campaigns
-            .get_opt("sale")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    delete_campaign(&client, &ns, "sale").await;
     for key in CampaignKeys::new(&id).all() {
         let client = redis::Client::open(services.redis_url.as_str()).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -302,20 +307,7 @@ async fn deleting_a_campaign_whose_policy_is_delete_removes_its_topic() {
         "the operator made the topic"
     );
 
-    let campaigns: Api<CouponCampaign> = Api::namespaced(client.clone(), &ns);
-    campaigns
-        .delete("sale", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_for("the campaign to be gone", TIMEOUT, || async {
-        campaigns
-            .get_opt("sale")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    delete_campaign(&client, &ns, "sale").await;
     wait_for("the broker to drop the topic", TIMEOUT, || async {
         (!topic_exists(&services, &topic)).then_some(())
     })
