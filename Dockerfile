@@ -10,30 +10,27 @@ ARG RUST_VERSION=1.95
 ARG RUST_IMAGE=rust
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12
 
-# cargo-chef splits dependency compilation into its own layer, rebuilt only when a
-# manifest or Cargo.lock changes, not on every source edit.
-FROM ${RUST_IMAGE}:${RUST_VERSION}-bookworm AS chef
-RUN cargo install cargo-chef --locked --version 0.1.78
+# One build stage. Its RUN keeps the crates registry and the target directory in cache
+# mounts (BuildKit's and buildah's `--mount=type=cache`), which outlive the layer: a
+# change to a source file, to the tests crate or to Cargo.lock recompiles only the
+# crates it touches, never every dependency. A cache mount is not part of the layer, so
+# the same RUN copies the binaries (and librdkafka's zlib, which distroless cc has not,
+# at its own path) out of it into /out.
+FROM ${RUST_IMAGE}:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
-
-FROM chef AS planner
 COPY . .
-RUN cargo chef prepare --recipe-path recipe.json
-
-FROM chef AS build
-COPY --from=planner /src/recipe.json recipe.json
-RUN cargo chef cook --release --locked --recipe-path recipe.json \
-        -p firstcome-issuer -p firstcome-operator
-COPY . .
-RUN cargo build --release --locked -p firstcome-issuer -p firstcome-operator --bin firstcome-issuer --bin firstcome-operator
-# librdkafka links zlib, which distroless cc has not: stage it at its own path.
-RUN mkdir -p /src/runtime-libs \
-    && cp -L --parents "$(realpath -s "$(gcc -print-file-name=libz.so.1)")" /src/runtime-libs/
+RUN --mount=type=cache,id=firstcome-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
+    --mount=type=cache,id=firstcome-target,target=/src/target,sharing=locked \
+    cargo build --release --locked -p firstcome-issuer -p firstcome-operator \
+        --bin firstcome-issuer --bin firstcome-operator \
+    && mkdir -p /out/bin /out/libs \
+    && cp target/release/firstcome-issuer target/release/firstcome-operator /out/bin/ \
+    && cp -L --parents "$(realpath -s "$(gcc -print-file-name=libz.so.1)")" /out/libs/
 
 # Distroless: no shell, no package manager; runs as the unprivileged "nonroot" user.
 FROM ${RUNTIME_IMAGE}:nonroot
-COPY --from=build /src/target/release/firstcome-issuer /src/target/release/firstcome-operator /usr/local/bin/
-COPY --from=build /src/runtime-libs/ /
+COPY --from=build /out/bin/ /usr/local/bin/
+COPY --from=build /out/libs/ /
 USER 65532:65532
 EXPOSE 8080 8081
 ENTRYPOINT ["/usr/local/bin/firstcome-issuer"]

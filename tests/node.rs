@@ -4,7 +4,7 @@
 //! signed-in users through the campaign's ClusterIP Service (kube-proxy), and the faults
 //! only a node shows: an issuer pod force-deleted, the leader operator pod deleted, the
 //! issuers rolled by a spec change, all mid-spike; a scaled campaign's pods Ready before
-//! it opens. Each scenario has its own campaign and namespace and ends with the
+//! it opens; a waiting room's and a header identity's Secrets mounted for real. Each scenario has its own campaign and namespace and ends with the
 //! invariant checker; each installs the chart if no scenario before did, so any one runs
 //! alone. tests/node_uninstall.rs (upgrade, delete, uninstall) runs after this file.
 //!
@@ -12,7 +12,10 @@
 //! on the node's address are reachable: `scripts/node exec cargo test -p firstcome-e2e
 //! --test node -- --ignored --test-threads=1` (tests/e2e-node/run.sh, scripts/test's
 //! "e2e on node" stage; docs/testing.md). One scenario at a time: the leader's deletion
-//! and the rolls must not overlap another scenario's spike on two cores.
+//! and the rolls must not overlap another scenario's spike on two cores. The users' CI
+//! runs the same file on a kind cluster (tests/e2e-kind/run.sh), with the host set up as
+//! the node's namespace is: the ClusterIPs and FIRSTCOME_E2E_CROWD's addresses routed,
+//! the test bed where pods reach it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,10 +26,11 @@ use firstcome_e2e::node::{
     self, assert_only_listed_answers, chart_installed, kubectl, open_campaign, shop, signed_spike,
 };
 use firstcome_e2e::spike::{Answer, Outcome, assert_every_coupon_given, tally, wait_progress};
-use firstcome_e2e::{Services, cluster, unique_name, wait_for};
+use firstcome_e2e::{Services, cluster, tokens, unique_name, wait_for};
 use firstcome_operator::resource::Phase;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
+use reqwest::StatusCode;
 
 const LIMIT: usize = 100;
 const USERS: usize = 1000;
@@ -415,4 +419,154 @@ async fn a_scaled_campaigns_pods_are_ready_before_it_opens() {
     )
     .await;
     delete_namespace(namespace);
+}
+
+/// A campaign of one issuer pod, `edit`ed, in a namespace of its own that also holds the
+/// Secret `name` with key `secret`, made as a user makes it (`kubectl create secret
+/// generic`): Open, its pod Ready and answering through the Service. Returns the namespace, the campaign's id and its
+/// Service's base URL.
+async fn open_with_secret(
+    prefix: &str,
+    name: &str,
+    (secret, value): (&str, &str),
+    edit: impl FnOnce(&mut serde_yaml_ng::Value),
+) -> (String, String, String) {
+    let namespace = unique_name(prefix);
+    let services = Services::from_env();
+    let client = cluster::client().await;
+    chart_installed(&client).await;
+    shop(&client, &services, &namespace).await;
+    let literal = format!("--from-literal=secret={value}");
+    kubectl(&[
+        "create", "secret", "generic", secret, "-n", &namespace, &literal,
+    ]);
+    let yaml = node::campaign(name, |spec| {
+        spec["issuer"]["scaling"] =
+            serde_yaml_ng::from_str("{ baseReplicas: 1, peakReplicas: 1 }").expect("scaling");
+        edit(spec);
+    });
+    let id = open_campaign(&client, &namespace, name, &yaml).await;
+    let base = node::service_base(&client, &namespace, name).await;
+    // Ready pods are in the Service's endpoints a moment before kube-proxy routes to them.
+    wait_for("the Service answering", Duration::from_secs(60), || async {
+        let summary = reqwest::get(format!("{base}/v1/campaigns/{id}")).await;
+        summary.ok().map(drop)
+    })
+    .await;
+    (namespace, id, base)
+}
+
+/// The waiting room's Secret reaches the issuer pod through its real mount (a wrong
+/// path and the pod would not be Ready, or its passes not verify): through the
+/// Service, a signed-in user without a pass is refused, joins the line, is let in
+/// with a pass and applies with it; the room's page shows the spec's text, escaped.
+#[tokio::test]
+#[ignore = "needs the real node: scripts/node exec cargo test -p firstcome-e2e --test node -- --ignored"]
+async fn a_waiting_room_campaigns_pod_hands_out_passes_on_a_real_node() {
+    let room = "{ admissionRate: 20, secretRef: { name: room-secret }, \
+                page: { title: '<Queue>', accentColor: '#aa0000' } }";
+    let (namespace, id, base) = open_with_secret(
+        "shop-room",
+        "queued",
+        ("room-secret", "a room secret of more than 32 bytes"),
+        |spec| spec["waitingRoom"] = serde_yaml_ng::from_str(room).expect("waitingRoom"),
+    )
+    .await;
+    let bearer = format!(
+        "Bearer {}",
+        tokens::token(tokens::SIGNER, "alice", tokens::in_five_minutes())
+    );
+    let http = reqwest::Client::new();
+    let post = |path: &str| {
+        (http.post(format!("{base}/v1/campaigns/{id}/{path}")))
+            .header("authorization", &bearer)
+            .json(&serde_json::json!({}))
+    };
+
+    let refused = post("applications").send().await.expect("an answer");
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN, "no pass, no apply");
+    let joined = post("queue").send().await.expect("joined");
+    let joined: serde_json::Value = joined.json().await.expect("a ticket's JSON");
+    let ticket = joined["ticket"].as_str().expect("a ticket").to_string();
+    let pass = wait_for("alice let in", Duration::from_secs(60), || async {
+        let polled = (http.get(format!("{base}/v1/campaigns/{id}/queue/{ticket}")))
+            .header("authorization", &bearer)
+            .send()
+            .await
+            .ok()?;
+        let polled: serde_json::Value = polled.json().await.ok()?;
+        polled["pass"].as_str().map(str::to_string)
+    })
+    .await;
+    let admitted = post("applications").header("firstcome-pass", pass);
+    let admitted = admitted.send().await.expect("an answer");
+    assert_eq!(admitted.status(), StatusCode::CREATED);
+
+    let page = reqwest::get(format!("{base}/v1/campaigns/{id}/room"))
+        .await
+        .expect("the room's page");
+    assert_eq!(page.status(), StatusCode::OK);
+    let page = page.text().await.expect("an HTML page");
+    assert!(page.contains("<h1>&lt;Queue&gt;</h1>"), "{page}");
+    assert!(page.contains("--accent: #aa0000;"), "{page}");
+    delete_namespace(&namespace);
+}
+
+/// A header campaign's gateway secret reaches the issuer pod through its real mount:
+/// through the Service, a wrong gateway secret is 401 `invalid_credentials`, none 401
+/// `missing_credentials`, and the right one admits the user (who was not admitted
+/// before: 201, not 409), whose coupon the status then counts.
+#[tokio::test]
+#[ignore = "needs the real node: scripts/node exec cargo test -p firstcome-e2e --test node -- --ignored"]
+async fn a_header_campaign_refuses_a_wrong_gateway_secret_on_a_real_node() {
+    const GATEWAY_SECRET: &str = "gateway-shared-secret-for-tests";
+    let identity = "{ mode: header, header: { userHeader: X-User, \
+                    secretHeader: X-Gateway-Secret, secretRef: { name: gateway } } }";
+    let name = "guarded";
+    let (namespace, id, base) =
+        open_with_secret("shop-header", name, ("gateway", GATEWAY_SECRET), |spec| {
+            spec["identity"] = serde_yaml_ng::from_str(identity).expect("identity")
+        })
+        .await;
+    let http = reqwest::Client::new();
+    let apply = |headers: &[(&str, &str)]| {
+        let mut request = (http.post(format!("{base}/v1/campaigns/{id}/applications")))
+            .json(&serde_json::json!({}));
+        for (header, value) in headers {
+            request = request.header(*header, *value);
+        }
+        async move {
+            let answer = request.send().await.expect("an answer");
+            let status = answer.status();
+            let body: serde_json::Value = answer.json().await.unwrap_or_default();
+            (status, body)
+        }
+    };
+    let reason = |(status, body): &(StatusCode, serde_json::Value)| {
+        (
+            *status,
+            body["reason"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+
+    let wrong = apply(&[("x-user", "alice"), ("x-gateway-secret", "not-the-secret")]).await;
+    assert_eq!(
+        reason(&wrong),
+        (StatusCode::UNAUTHORIZED, "invalid_credentials".into())
+    );
+    let bare = apply(&[("x-user", "alice")]).await;
+    assert_eq!(
+        reason(&bare),
+        (StatusCode::UNAUTHORIZED, "missing_credentials".into())
+    );
+    let right = apply(&[("x-user", "alice"), ("x-gateway-secret", GATEWAY_SECRET)]).await;
+    assert_eq!(reason(&right), (StatusCode::CREATED, "admitted".into()));
+    assert_eq!(right.1["userId"], "alice");
+
+    let client = cluster::client().await;
+    cluster::wait_status(&client, &namespace, name, "status.issued 1", |s| {
+        s.issued == 1
+    })
+    .await;
+    delete_namespace(&namespace);
 }

@@ -1,7 +1,8 @@
-//! What a user does on the real node of `scripts/node`, shared by tests/node.rs and
-//! tests/node_uninstall.rs: kubectl and helm as commands, the chart installed as
-//! docs/install.md says, a shop namespace with its Secrets, campaigns adapted from
-//! examples/, their pods, and spikes of signed-in users through a campaign's Service.
+//! What a user does on a real node — `scripts/node`'s, or a kind cluster's
+//! (tests/e2e-kind/run.sh) — shared by tests/node.rs and tests/node_uninstall.rs:
+//! kubectl and helm as commands, the chart installed as docs/install.md says, a shop
+//! namespace with its Secrets, campaigns adapted from examples/, their pods, and spikes
+//! of signed-in users through a campaign's Service.
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -22,8 +23,21 @@ use firstcome_operator::resource::Phase;
 pub const RELEASE: &str = "firstcome";
 pub const SYSTEM: &str = "firstcome-system";
 const OPERATOR_SELECTOR: &str = "app.kubernetes.io/name=firstcome-operator";
-/// The node's spike addresses (scripts/node routes 10.250.1.0/24 to lo).
-const CROWD: [u8; 3] = [10, 250, 1];
+/// The spike's client addresses, `a.b.c.0/24` local on the machine the tests run on and
+/// able to reach ClusterIPs: FIRSTCOME_E2E_CROWD (`a.b.c`), by default scripts/node's
+/// 10.250.1.0/24 (routed to lo in its namespace; tests/e2e-kind/run.sh routes it so on
+/// the host).
+fn crowd_addresses() -> [u8; 3] {
+    let Ok(prefix) = std::env::var("FIRSTCOME_E2E_CROWD") else {
+        return [10, 250, 1];
+    };
+    let octets: Vec<u8> = (prefix.split('.').map(str::parse))
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("FIRSTCOME_E2E_CROWD {prefix:?}: {e}"));
+    octets
+        .try_into()
+        .unwrap_or_else(|_| panic!("FIRSTCOME_E2E_CROWD {prefix:?} is not a.b.c"))
+}
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
 pub const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/firstcome");
 pub const CRD: &str = concat!(
@@ -285,7 +299,7 @@ pub async fn signed_spike(
     let exp = chrono::Utc::now().timestamp() + 3600;
     let signed = tokens::tokens_for(&crowd, exp);
     let spike = Spike::new(&[&base], id)
-        .crowd(CROWD)
+        .crowd(crowd_addresses())
         .tokens(signed)
         .retry(Retry::UNTIL_ANSWERED);
     (spike, crowd)

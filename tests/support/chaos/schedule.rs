@@ -71,11 +71,10 @@ impl FaultKind {
     /// The ChaCha8 stream this kind draws from: FNV-1a of its name, so it depends on
     /// nothing but the name.
     fn stream(self) -> u64 {
-        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-        const PRIME: u64 = 0x0100_0000_01b3;
-        (self.name().bytes()).fold(OFFSET, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(PRIME)
-        })
+        use std::hash::Hasher;
+        let mut hasher = fnv::FnvHasher::default();
+        hasher.write(self.name().as_bytes());
+        hasher.finish()
     }
 
     /// The shortest and longest the fault lasts, in milliseconds.
