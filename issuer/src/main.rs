@@ -6,6 +6,13 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+/// mimalloc rather than glibc's malloc: an apply allocates many small objects on one
+/// thread and frees them on another (requests, spans, events, channels), and glibc's
+/// malloc and free took about 11 % of the issuer's CPU under load (docs/testing.md,
+/// "Profile of phase A").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Logs to stderr in `format`; spans also to `traces` when they are exported.
 fn init_logs(format: LogFormat, traces: Option<&Traces>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));

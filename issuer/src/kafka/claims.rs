@@ -18,7 +18,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use tokio::sync::Notify;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 /// How often the tail looks for partitions added to the topic.
@@ -89,8 +89,25 @@ impl ClaimBook {
 /// The claim book of one campaign, shared by its tail and its hand-offs.
 #[derive(Debug, Default)]
 pub struct Claims {
-    book: Mutex<ClaimBook>,
-    advanced: Notify,
+    state: Mutex<State>,
+}
+
+/// The book and the hand-offs waiting on it, under one lock: a hand-off that finds its
+/// event unread registers before the tail can record it, so no wake-up is lost.
+#[derive(Debug, Default)]
+struct State {
+    book: ClaimBook,
+    waiting: Vec<Waiting>,
+}
+
+/// A hand-off waiting until the tail read past its event; woken alone, with its answer,
+/// once it has (not every waiting hand-off on every read).
+#[derive(Debug)]
+struct Waiting {
+    partition: i32,
+    offset: i64,
+    sequence: u64,
+    answer_to: oneshot::Sender<Option<String>>,
 }
 
 /// The holder could not be read in time: the tail is behind or cannot reach the broker.
@@ -105,17 +122,17 @@ pub struct ClaimsBehind {
 }
 
 impl Claims {
-    fn book(&self) -> std::sync::MutexGuard<'_, ClaimBook> {
-        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn highest(&self) -> u64 {
-        self.book().highest()
+        self.state().book.highest()
     }
 
     /// Whether the tail has read the topic as it stood when the tail started.
     pub fn caught_up(&self) -> bool {
-        self.book().caught_up()
+        self.state().book.caught_up()
     }
 
     /// Waits (at most `wait`) until the tail read past (`partition`, `offset`), then
@@ -127,31 +144,65 @@ impl Claims {
         sequence: u64,
         wait: Duration,
     ) -> Result<Option<String>, ClaimsBehind> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let advanced = self.advanced.notified();
-            if let Some(holder) = self.book().holder_once_read(partition, offset, sequence) {
+        let answer = {
+            let mut state = self.state();
+            if let Some(holder) = state.book.holder_once_read(partition, offset, sequence) {
                 return Ok(holder.map(str::to_string));
             }
-            if tokio::time::timeout_at(deadline, advanced).await.is_err() {
-                let waited = wait;
-                return Err(ClaimsBehind {
-                    partition,
-                    offset,
-                    waited,
-                });
-            }
+            let (answer_to, answer) = oneshot::channel();
+            state.wait(Waiting {
+                partition,
+                offset,
+                sequence,
+                answer_to,
+            });
+            answer
+        };
+        match tokio::time::timeout(wait, answer).await {
+            Ok(Ok(holder)) => Ok(holder),
+            _ => Err(ClaimsBehind {
+                partition,
+                offset,
+                waited: wait,
+            }),
         }
     }
 
-    /// Records messages read together, then wakes the waiting hand-offs once.
+    /// Records messages read together, then answers the hand-offs whose events were read.
     fn record(&self, read: &[(i32, i64, Option<WinnerEvent>)]) {
-        let mut book = self.book();
+        let mut state = self.state();
         for (partition, offset, event) in read {
-            book.record(*partition, *offset, event.as_ref());
+            state.book.record(*partition, *offset, event.as_ref());
         }
-        drop(book);
-        self.advanced.notify_waiters();
+        state.answer_read();
+    }
+}
+
+impl State {
+    /// Registers `waiting`; first drops the hand-offs that gave up, before the list would
+    /// grow (a tail that reads nothing answers nobody, and their waits end).
+    fn wait(&mut self, waiting: Waiting) {
+        if self.waiting.len() == self.waiting.capacity() {
+            self.waiting.retain(|w| !w.answer_to.is_closed());
+        }
+        self.waiting.push(waiting);
+    }
+
+    /// Answers every waiting hand-off whose event was read; drops those that gave up.
+    fn answer_read(&mut self) {
+        let Self { book, waiting } = self;
+        let done = waiting.extract_if(.., |w| {
+            w.answer_to.is_closed()
+                || book
+                    .holder_once_read(w.partition, w.offset, w.sequence)
+                    .is_some()
+        });
+        for w in done {
+            if let Some(holder) = book.holder_once_read(w.partition, w.offset, w.sequence) {
+                // A hand-off that gave up no longer needs its answer.
+                let _ = w.answer_to.send(holder.map(str::to_string));
+            }
+        }
     }
 }
 
@@ -262,11 +313,11 @@ async fn assign_new_partitions(
         return Ok(assigned);
     }
     consumer.incremental_assign(&partitions)?;
-    let mut book = claims.book();
+    let mut state = claims.state();
     for (i, marks) in watermarks.into_iter().enumerate() {
-        book.assigned((assigned + i) as i32, marks);
+        state.book.assigned((assigned + i) as i32, marks);
     }
-    Ok(book.targets.len())
+    Ok(state.book.targets.len())
 }
 
 #[cfg(test)]

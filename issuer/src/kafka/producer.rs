@@ -9,7 +9,6 @@ use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::future_producer::Delivery;
 use rdkafka::producer::{FutureProducer, Producer};
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
 use super::turns::{Outgoing, Turns};
@@ -48,7 +47,7 @@ impl WinnerPublisher {
             .create()?;
         let ack_wait = delivery_timeout + ACK_WAIT_MARGIN;
         Ok(Self {
-            turns: Turns::spawn(producer.clone(), ack_wait),
+            turns: Turns::spawn(producer.clone()),
             producer,
             ack_wait,
         })
@@ -63,12 +62,8 @@ impl WinnerPublisher {
     /// `ack_wait` in all. A message given up on may still be delivered later; every
     /// consumer of these topics is idempotent.
     async fn send(&self, event: Outgoing) -> Result<Delivery, KafkaError> {
-        match tokio::time::timeout(self.ack_wait, self.turns.send(event)).await {
-            Ok(answer) => answer,
-            Err(_) => Err(KafkaError::MessageProduction(
-                RDKafkaErrorCode::MessageTimedOut,
-            )),
-        }
+        let deadline = tokio::time::Instant::now() + self.ack_wait;
+        self.turns.send(event, deadline).await
     }
 
     /// Resolves once the broker acknowledged the event, or delivery failed or took

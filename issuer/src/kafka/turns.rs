@@ -12,7 +12,7 @@
 //! partition, batched by `linger.ms`. A turn that is not acked within [`TURN_WAIT`] (a
 //! partition without a leader, a broker restarting) stops holding back the next one, so
 //! one slow partition never stalls the others for long; each event's own wait stays
-//! bounded by the ack wait.
+//! bounded by its deadline (one timer per event, from queueing to ack).
 
 use std::future::Future;
 use std::time::Duration;
@@ -24,6 +24,7 @@ use rdkafka::producer::future_producer::{Delivery, DeliveryFuture};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 /// Most events handed over in one turn: bounds one turn's requests.
 const MAX_TURN: usize = 1024;
@@ -39,7 +40,13 @@ pub struct Outgoing {
 }
 
 type Answer = Result<Delivery, KafkaError>;
-type Job = (Outgoing, oneshot::Sender<Answer>);
+
+struct Job {
+    event: Outgoing,
+    /// When the caller stops waiting for the ack (it gets a timeout then).
+    deadline: Instant,
+    answer_to: oneshot::Sender<Answer>,
+}
 
 /// The sending side of the turns; cloned by every publisher.
 #[derive(Clone)]
@@ -48,45 +55,50 @@ pub struct Turns {
 }
 
 impl Turns {
-    /// Starts the worker that hands events to `producer`, each waiting at most
-    /// `ack_wait` for its ack once handed over. It stops once every handle is dropped.
-    pub fn spawn(producer: FutureProducer, ack_wait: Duration) -> Self {
+    /// Starts the worker that hands events to `producer`. It stops once every handle is
+    /// dropped.
+    pub fn spawn(producer: FutureProducer) -> Self {
         let (jobs, waiting) = mpsc::unbounded_channel();
-        tokio::spawn(take_turns(producer, ack_wait, waiting));
+        tokio::spawn(take_turns(producer, waiting));
         Self { jobs }
     }
 
-    /// Queues `event` for the next turn and waits for its ack (or its failure).
-    pub async fn send(&self, event: Outgoing) -> Answer {
+    /// Queues `event` for the next turn and waits for its ack (or its failure), at most
+    /// until `deadline`.
+    pub async fn send(&self, event: Outgoing, deadline: Instant) -> Answer {
         let (answer_to, answer) = oneshot::channel();
-        self.jobs
-            .send((event, answer_to))
-            .map_err(|_| KafkaError::Canceled)?;
+        let job = Job {
+            event,
+            deadline,
+            answer_to,
+        };
+        self.jobs.send(job).map_err(|_| KafkaError::Canceled)?;
         answer.await.unwrap_or(Err(KafkaError::Canceled))
     }
 }
 
-async fn take_turns(
-    producer: FutureProducer,
-    ack_wait: Duration,
-    mut waiting: mpsc::UnboundedReceiver<Job>,
-) {
+async fn take_turns(producer: FutureProducer, mut waiting: mpsc::UnboundedReceiver<Job>) {
     let mut turn = Vec::with_capacity(MAX_TURN);
     while waiting.recv_many(&mut turn, MAX_TURN).await > 0 {
+        let now = Instant::now();
         let mut acks: FuturesUnordered<_> = turn
             .drain(..)
             // A caller that gave up is not sent for: its admission stays pending and the
             // re-publisher sends it.
-            .filter(|(_, answer_to)| !answer_to.is_closed())
-            .map(|(event, answer_to)| {
-                let delivery = enqueue(&producer, &event);
+            .filter(|job| !job.answer_to.is_closed())
+            .map(|job| {
+                let delivery = if job.deadline <= now {
+                    Err(timed_out())
+                } else {
+                    enqueue(&producer, &job.event)
+                };
                 async move {
                     let answer = match delivery {
-                        Ok(delivery) => ack(delivery, ack_wait).await,
+                        Ok(delivery) => ack(delivery, job.deadline).await,
                         Err(error) => Err(error),
                     };
                     // A caller that went away no longer needs its answer.
-                    let _ = answer_to.send(answer);
+                    let _ = job.answer_to.send(answer);
                 }
             })
             .collect();
@@ -114,15 +126,18 @@ fn enqueue(producer: &FutureProducer, event: &Outgoing) -> Result<DeliveryFuture
         .map_err(|(error, _record)| error)
 }
 
-async fn ack(delivery: DeliveryFuture, ack_wait: Duration) -> Answer {
-    match tokio::time::timeout(ack_wait, delivery).await {
+async fn ack(delivery: DeliveryFuture, deadline: Instant) -> Answer {
+    match tokio::time::timeout_at(deadline, delivery).await {
         Ok(Ok(Ok(delivery))) => Ok(delivery),
         Ok(Ok(Err((error, _message)))) => Err(error),
         Ok(Err(_canceled)) => Err(KafkaError::Canceled),
-        Err(_) => Err(KafkaError::MessageProduction(
-            RDKafkaErrorCode::MessageTimedOut,
-        )),
+        Err(_) => Err(timed_out()),
     }
+}
+
+/// What a caller gets whose ack did not come before its deadline.
+fn timed_out() -> KafkaError {
+    KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)
 }
 
 async fn answer_all<F: Future<Output = ()>>(acks: &mut FuturesUnordered<F>) {
