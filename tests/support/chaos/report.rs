@@ -104,6 +104,20 @@ pub fn markdown(reports: &[SeedReport], revision: &str) -> String {
     text
 }
 
+/// The heading of the report's hand-written part, kept when a soak writes it again.
+const FINDINGS: &str = "## Findings";
+
+/// `report` followed by the hand-written part of `previous` (its "Findings" section to
+/// the end), if it has one: a rerun of the soak rewrites the figures, not the findings.
+pub fn keeping_findings(report: String, previous: &str) -> String {
+    let kept = (previous.lines().position(|line| line == FINDINGS))
+        .map(|at| previous.lines().skip(at).collect::<Vec<_>>().join("\n"));
+    match kept {
+        Some(findings) => format!("{report}\n{findings}\n"),
+        None => report,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +163,24 @@ mod tests {
         assert!(text.contains(
             "| 2 | 30 | 70 | kill_api 2, stop_postgres 1 | 100 | c: over_limit: 4 coupons |"
         ));
+    }
+
+    #[test]
+    fn a_rerun_keeps_the_hand_written_findings() {
+        let previous = "# Chaos soak\n\n| 1 | old |\n\n## Findings\n\nSeed 9 found x.\n\nMore.\n";
+        let report = markdown(&[report(1, vec![])], "def5678");
+        let written = keeping_findings(report.clone(), previous);
+        assert_eq!(
+            written,
+            format!("{report}\n## Findings\n\nSeed 9 found x.\n\nMore.\n")
+        );
+        assert!(!written.contains("| 1 | old |"), "{written}");
+        assert_eq!(
+            keeping_findings(report.clone(), &written),
+            written,
+            "a second rerun"
+        );
+        assert_eq!(keeping_findings(report.clone(), "no findings"), report);
     }
 
     #[test]
