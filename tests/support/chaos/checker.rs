@@ -114,6 +114,9 @@ pub enum Kind {
     /// The first claim of a sequence on the topic is not the coupon holding it, or a
     /// coupon's sequence is claimed by no event.
     TopicDisagrees,
+    /// A winner event on the topic claiming a sequence another user holds, kept nowhere:
+    /// no failed event for it (the consumer must store it as a `sequence_conflict`).
+    EventDropped,
 }
 
 impl Kind {
@@ -131,6 +134,7 @@ impl Kind {
             Self::CrdCountsMismatch => "crd_counts_mismatch",
             Self::FailedEventUnresolved => "failed_event_unresolved",
             Self::TopicDisagrees => "topic_disagrees",
+            Self::EventDropped => "event_dropped",
         }
     }
 }
@@ -171,7 +175,42 @@ pub fn check(observed: &Observed, attempts: &[&Attempt]) -> Vec<Violation> {
         violation(Kind::FailedEventUnresolved, detail)
     }));
     found.extend(topic(observed));
+    found.extend(dropped_events(observed));
     found
+}
+
+/// Each event claiming a sequence that another user's coupon holds has its failed event
+/// (at its topic, partition and offset). Not judged while failed events of the
+/// dead-letter topic exist: those stand for events of the topic under other offsets
+/// (and are named themselves).
+fn dropped_events(observed: &Observed) -> Vec<Violation> {
+    let dead_letter = format!("{}.dlq", observed.topic);
+    if observed.unresolved.iter().any(|f| f.topic == dead_letter) {
+        return Vec::new();
+    }
+    let mut holders: BTreeMap<i64, Vec<&str>> = BTreeMap::new();
+    for coupon in &observed.coupons {
+        (holders.entry(coupon.sequence).or_default()).push(&coupon.user);
+    }
+    let kept = |e: &Event| {
+        (observed.unresolved.iter()).any(|f| {
+            (f.topic.as_str(), f.partition, f.offset) == (&observed.topic, e.partition, e.offset)
+        })
+    };
+    (observed.events.iter())
+        .filter(|e| {
+            e.claim.as_ref().is_some_and(|c| {
+                (holders.get(&c.sequence)).is_some_and(|users| !users.contains(&c.user.as_str()))
+            }) && !kept(e)
+        })
+        .map(|e| {
+            let detail = format!(
+                "partition {} offset {}: {:?}, no failed event",
+                e.partition, e.offset, e.claim
+            );
+            violation(Kind::EventDropped, detail)
+        })
+        .collect()
 }
 
 /// The first claim of each sequence on the topic (events of one sequence share a
@@ -724,6 +763,12 @@ mod tests {
             case(&[FailedEventUnresolved, CrdCountsMismatch], |o, _| {
                 second_claim(o, "z", "t", "invalid_event")
             }),
+            // z's second claim consumed and kept nowhere.
+            case(&[EventDropped], |o, _| {
+                second_claim(o, "z", "t", "sequence_conflict");
+                o.unresolved.clear();
+                o.crd = Some(crd(4, 4, 0));
+            }),
             case(
                 &[FailedEventUnresolved, CrdCountsMismatch, TopicDisagrees],
                 |o, _| {
@@ -743,7 +788,8 @@ mod tests {
                 })
             }),
             case(&[TopicDisagrees], |o, _| o.events.truncate(3)),
-            case(&[TopicDisagrees], |o, _| {
+            // z's claim of a's sequence comes first and is kept nowhere.
+            case(&[TopicDisagrees, EventDropped], |o, _| {
                 let ghost = Event {
                     partition: 0,
                     offset: -1,
