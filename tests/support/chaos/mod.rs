@@ -80,6 +80,7 @@ pub async fn run_seed(bed: &ChaosBed, seed: u64) -> SeedReport {
     let _ = std::fs::remove_dir_all(&dir);
     SeedReport {
         seed,
+        redis: plan.redis.name(),
         span: plan.span,
         took: begun.elapsed(),
         faults: plan.faults_by_kind(),

@@ -175,6 +175,14 @@ pub enum RedisBed {
 }
 
 impl RedisBed {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Single => "single",
+            Self::Sentinel => "sentinel",
+            Self::Cluster => "cluster",
+        }
+    }
+
     /// Half the seeds run on the single Redis, a quarter on each replicated bed: drawn
     /// from a stream of its own, so the seed's other draws are as they were before beds
     /// were drawn.
