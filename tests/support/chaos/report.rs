@@ -42,8 +42,8 @@ impl SeedReport {
         format!(
             "chaos seed {}: {} s of schedule on {} Redis in {} s, faults {:?}, {} requests {:?}, {verdict}",
             self.seed,
-            self.redis,
             self.span.as_secs(),
+            self.redis,
             self.took.as_secs(),
             self.faults,
             self.requests,
@@ -197,6 +197,11 @@ mod tests {
             line.contains("FIRSTCOME_CHAOS_SEED=17 cargo test -p firstcome-e2e --test chaos"),
             "{line}"
         );
-        assert!(report(17, vec![]).line().ends_with("0 violations"));
+        let passed = report(17, vec![]).line();
+        assert!(
+            passed.starts_with("chaos seed 17: 30 s of schedule on sentinel Redis in 70 s"),
+            "{passed}"
+        );
+        assert!(passed.ends_with("0 violations"), "{passed}");
     }
 }
