@@ -5,10 +5,10 @@
 //! By default a short slice of fixed seeds (the CI slice). `FIRSTCOME_CHAOS_SEED=N`
 //! replays one seed; `FIRSTCOME_CHAOS_SEEDS=A..B` runs seeds A to B-1 (what
 //! `scripts/soak` does), and `FIRSTCOME_CHAOS_REPORT=FILE` writes their report there
-//! (naming the code's `FIRSTCOME_CHAOS_REVISION`).
+//! (naming the code's `FIRSTCOME_CHAOS_REVISION`), keeping the file's "Findings" section.
 
 use firstcome_e2e::chaos::bed::ChaosBed;
-use firstcome_e2e::chaos::report::{SeedReport, markdown, replay_command};
+use firstcome_e2e::chaos::report::{SeedReport, keeping_findings, markdown, replay_command};
 use firstcome_e2e::chaos::run_seed;
 
 /// Seeds that draw, between them, every fault kind: API issuers killed and paused, a
@@ -50,7 +50,10 @@ async fn seeded_fault_schedules_break_no_promise() {
         reports.push(report);
         if let Ok(file) = std::env::var("FIRSTCOME_CHAOS_REPORT") {
             let revision = std::env::var("FIRSTCOME_CHAOS_REVISION").unwrap_or("unnamed".into());
-            std::fs::write(&file, markdown(&reports, &revision)).expect("writing the chaos report");
+            // The report's hand-written findings stay (docs/soak.md's "Findings").
+            let previous = std::fs::read_to_string(&file).unwrap_or_default();
+            let report = keeping_findings(markdown(&reports, &revision), &previous);
+            std::fs::write(&file, report).expect("writing the chaos report");
         }
     }
     let failed: Vec<String> = (reports.iter())

@@ -5,17 +5,29 @@ use std::process::{Command, Stdio};
 
 use crate::Services;
 
-/// Where the chaos bed lives, as `scripts/testbed` reads it from its environment (the
-/// replicated Redis beds moved too, for when the schedule grows failovers).
-const ENV: [(&str, &str); 7] = [
-    ("FIRSTCOME_TESTBED_DIR", "/tmp/firstcome-chaos"),
-    ("FIRSTCOME_REDIS_PORT", "16479"),
-    ("FIRSTCOME_PG_PORT", "15532"),
-    ("FIRSTCOME_KAFKA_PORT", "19192"),
-    ("FIRSTCOME_SENTINEL_REDIS_PORT", "16490"),
-    ("FIRSTCOME_SENTINEL_PORT", "26490"),
-    ("FIRSTCOME_CLUSTER_PORT", "17100"),
-];
+/// The Sentinel bed's primary (as started; the replica on +1).
+pub const SENTINEL_REDIS_PORT: u16 = 16490;
+/// The Sentinel bed's three Sentinels: +0, +1, +2.
+pub const SENTINEL_PORT: u16 = 26490;
+/// The Cluster bed's six nodes: +0 … +5.
+pub const CLUSTER_PORT: u16 = 17100;
+
+/// Where the chaos bed lives, as `scripts/testbed` reads it from its environment, with
+/// its replicated Redis beds on ports of their own too.
+fn env() -> [(&'static str, String); 7] {
+    [
+        ("FIRSTCOME_TESTBED_DIR", "/tmp/firstcome-chaos".into()),
+        ("FIRSTCOME_REDIS_PORT", "16479".into()),
+        ("FIRSTCOME_PG_PORT", "15532".into()),
+        ("FIRSTCOME_KAFKA_PORT", "19192".into()),
+        (
+            "FIRSTCOME_SENTINEL_REDIS_PORT",
+            SENTINEL_REDIS_PORT.to_string(),
+        ),
+        ("FIRSTCOME_SENTINEL_PORT", SENTINEL_PORT.to_string()),
+        ("FIRSTCOME_CLUSTER_PORT", CLUSTER_PORT.to_string()),
+    ]
+}
 
 /// The chaos bed, brought down when dropped if this process brought it up.
 pub struct ChaosBed {
@@ -26,16 +38,18 @@ pub struct ChaosBed {
     /// outage takes it down.
     broker: tokio::sync::Mutex<()>,
     postgres: tokio::sync::Mutex<()>,
+    /// Held through each failover of the replicated Redis beds, healing included.
+    pub redis: tokio::sync::Mutex<()>,
 }
 
 fn testbed(args: &[&str]) -> Command {
     let mut command = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/testbed"));
-    command.args(args).envs(ENV).stdin(Stdio::null());
+    command.args(args).envs(env()).stdin(Stdio::null());
     command
 }
 
 /// The value of `name` in `export NAME=value` lines.
-fn exported(lines: &str, name: &str) -> String {
+pub(super) fn exported(lines: &str, name: &str) -> String {
     let prefix = format!("export {name}=");
     (lines.lines())
         .find_map(|line| line.strip_prefix(&prefix))
@@ -67,6 +81,7 @@ impl ChaosBed {
             started_here,
             broker: tokio::sync::Mutex::new(()),
             postgres: tokio::sync::Mutex::new(()),
+            redis: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -90,23 +105,38 @@ impl ChaosBed {
     }
 
     /// `scripts/testbed ACTION SERVICE` on the chaos bed (`kill kafka`, `stop postgres`,
-    /// `start …`), off the async threads.
+    /// `start …`).
     async fn service(&self, action: &'static str, service: &'static str) {
-        let status = tokio::task::spawn_blocking(move || {
-            testbed(&[action, service]).stdout(Stdio::null()).status()
+        self.testbed(&[action, service]).await;
+    }
+
+    /// `scripts/testbed ARGS` on the chaos bed, off the async threads; its stdout.
+    pub async fn testbed(&self, args: &[&str]) -> String {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let output = tokio::task::spawn_blocking(move || {
+            testbed(&args.iter().map(String::as_str).collect::<Vec<_>>())
+                .stderr(Stdio::inherit())
+                .output()
+                .map(|output| (args, output))
         })
         .await
         .expect("the testbed command's thread")
         .expect("running scripts/testbed");
+        let (args, output) = output;
         assert!(
-            status.success(),
-            "scripts/testbed {action} {service} (the chaos bed)"
+            output.status.success(),
+            "scripts/testbed {args:?} (the chaos bed)"
         );
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 }
 
 impl Drop for ChaosBed {
     fn drop(&mut self) {
+        // A replicated Redis bed a failed seed left up (each seed stops its own).
+        for down in ["down-sentinel", "down-cluster"] {
+            let _ = testbed(&[down]).stdout(Stdio::null()).status();
+        }
         if self.started_here {
             let down = testbed(&["down"]).stdout(Stdio::null()).status();
             if !down.as_ref().is_ok_and(|s| s.success()) {

@@ -2,7 +2,8 @@
 //! PostgreSQL holds, what the campaign's topic carries and the summary the issuers
 //! serve — none of the issuer's code — and names every broken promise: never over
 //! `limit`, never over `perUserLimit`, everyone told "admitted" holds that coupon, and
-//! nobody holds one without an answer that may have admitted them.
+//! nobody holds one without an answer that may have admitted them; and the counts the
+//! operator would publish in the CouponCampaign's status agree with PostgreSQL.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -28,6 +29,8 @@ pub struct Event {
 /// An unresolved row of `failed_events` for the campaign.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FailedEvent {
+    /// The topic it was consumed from: the campaign's or its dead-letter topic.
+    pub topic: String,
     pub partition: i32,
     pub offset: i64,
     pub reason: String,
@@ -42,9 +45,34 @@ pub struct Summary {
     pub pending_persistence: i64,
 }
 
+/// The counts the operator publishes in the CouponCampaign's status, read from where it
+/// reads them (operator/src/backends): the limit and the admission counter in Redis,
+/// the coupons and the unresolved failed events of the campaign in PostgreSQL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CrdCounts {
+    pub limit: i64,
+    pub admitted: i64,
+    pub issued: i64,
+    pub failed_events: i64,
+}
+
+impl CrdCounts {
+    /// `status.remaining`: limit − admitted, at least 0.
+    pub fn remaining(&self) -> i64 {
+        (self.limit - self.admitted).max(0)
+    }
+
+    /// `status.pendingPersistence`: admitted − issued, at least 0.
+    pub fn pending_persistence(&self) -> i64 {
+        (self.admitted - self.issued).max(0)
+    }
+}
+
 /// What a campaign ended with, once the faults healed and the consumers drained.
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
+    /// The campaign's topic (its dead-letter topic is this with `.dlq`).
+    pub topic: String,
     pub limit: i64,
     pub per_user_limit: i64,
     pub coupons: Vec<Coupon>,
@@ -52,6 +80,9 @@ pub struct Observed {
     pub unresolved: Vec<FailedEvent>,
     /// `None` when no issuer answered with it.
     pub summary: Option<Summary>,
+    /// `None` when Redis holds no admission counter for the campaign (the operator then
+    /// shows the last counts it knew, and `RedisReady=False`).
+    pub crd: Option<CrdCounts>,
 }
 
 /// A promise a run broke.
@@ -75,11 +106,17 @@ pub enum Kind {
     SoldOutBelowLimit,
     /// The summary's counts differ from the database's, or persistence never drained.
     SummaryMismatch,
+    /// The counts the operator would publish (status.admitted, issued, remaining,
+    /// pendingPersistence, failedEvents) differ from the database's.
+    CrdCountsMismatch,
     /// A failed event left unresolved.
     FailedEventUnresolved,
     /// The first claim of a sequence on the topic is not the coupon holding it, or a
     /// coupon's sequence is claimed by no event.
     TopicDisagrees,
+    /// A winner event on the topic claiming a sequence another user holds, kept nowhere:
+    /// no failed event for it (the consumer must store it as a `sequence_conflict`).
+    EventDropped,
 }
 
 impl Kind {
@@ -94,8 +131,10 @@ impl Kind {
             Self::UnexpectedAnswer => "unexpected_answer",
             Self::SoldOutBelowLimit => "sold_out_below_limit",
             Self::SummaryMismatch => "summary_mismatch",
+            Self::CrdCountsMismatch => "crd_counts_mismatch",
             Self::FailedEventUnresolved => "failed_event_unresolved",
             Self::TopicDisagrees => "topic_disagrees",
+            Self::EventDropped => "event_dropped",
         }
     }
 }
@@ -127,15 +166,130 @@ pub fn check(observed: &Observed, attempts: &[&Attempt]) -> Vec<Violation> {
     found.extend(coupon_without_admission(observed, attempts));
     found.extend(sold_out_below_limit(observed, attempts));
     found.extend(summary(observed));
-    found.extend(observed.unresolved.iter().map(|f| {
+    found.extend(crd_counts(observed));
+    found.extend(unexpected_failed_events(observed).into_iter().map(|f| {
         let detail = format!(
-            "partition {} offset {}: {} ({})",
-            f.partition, f.offset, f.reason, f.error
+            "{} partition {} offset {}: {} ({})",
+            f.topic, f.partition, f.offset, f.reason, f.error
         );
         violation(Kind::FailedEventUnresolved, detail)
     }));
     found.extend(topic(observed));
+    found.extend(dropped_events(observed));
     found
+}
+
+/// Each event claiming a sequence that another user's coupon holds has its failed event
+/// (at its topic, partition and offset). Not judged while failed events of the
+/// dead-letter topic exist: those stand for events of the topic under other offsets
+/// (and are named themselves).
+fn dropped_events(observed: &Observed) -> Vec<Violation> {
+    let dead_letter = format!("{}.dlq", observed.topic);
+    if observed.unresolved.iter().any(|f| f.topic == dead_letter) {
+        return Vec::new();
+    }
+    let mut holders: BTreeMap<i64, Vec<&str>> = BTreeMap::new();
+    for coupon in &observed.coupons {
+        (holders.entry(coupon.sequence).or_default()).push(&coupon.user);
+    }
+    let kept = |e: &Event| {
+        (observed.unresolved.iter()).any(|f| {
+            (f.topic.as_str(), f.partition, f.offset) == (&observed.topic, e.partition, e.offset)
+        })
+    };
+    (observed.events.iter())
+        .filter(|e| {
+            e.claim.as_ref().is_some_and(|c| {
+                (holders.get(&c.sequence)).is_some_and(|users| !users.contains(&c.user.as_str()))
+            }) && !kept(e)
+        })
+        .map(|e| {
+            let detail = format!(
+                "partition {} offset {}: {:?}, no failed event",
+                e.partition, e.offset, e.claim
+            );
+            violation(Kind::EventDropped, detail)
+        })
+        .collect()
+}
+
+/// The first claim of each sequence on the topic (events of one sequence share a
+/// partition, in order), with where it is.
+fn first_claims(observed: &Observed) -> BTreeMap<i64, &Event> {
+    let mut events: Vec<&Event> = observed.events.iter().collect();
+    events.sort_by_key(|e| (e.partition, e.offset));
+    let mut first: BTreeMap<i64, &Event> = BTreeMap::new();
+    for event in events {
+        if let Some(claim) = &event.claim {
+            first.entry(claim.sequence).or_insert(event);
+        }
+    }
+    first
+}
+
+/// Whether `failed` is what docs/failure-modes.md ("Redis losing admissions") says a
+/// Redis that lost admissions leaves behind, and nothing else: a `sequence_conflict` of
+/// the campaign's topic whose event claims a sequence that an earlier event of its
+/// partition claimed first for another user, that user holding the coupon. (A conflict
+/// parked on the dead-letter topic is the design's stated residual risk: named.)
+fn expected_conflict(
+    observed: &Observed,
+    first: &BTreeMap<i64, &Event>,
+    failed: &FailedEvent,
+) -> bool {
+    if failed.reason != "sequence_conflict" || failed.topic != observed.topic {
+        return false;
+    }
+    let Some(claim) = (observed.events.iter())
+        .find(|e| (e.partition, e.offset) == (failed.partition, failed.offset))
+        .and_then(|e| e.claim.as_ref())
+    else {
+        return false;
+    };
+    let Some(holder) = first.get(&claim.sequence) else {
+        return false;
+    };
+    let held = (observed.coupons.iter()).find(|c| c.sequence == claim.sequence);
+    (holder.partition, holder.offset) < (failed.partition, failed.offset)
+        && holder.claim.as_ref().is_some_and(|h| h.user != claim.user)
+        && held.is_some_and(|c| Some(c) == holder.claim.as_ref())
+}
+
+/// The unresolved failed events other than [`expected_conflict`]s.
+fn unexpected_failed_events(observed: &Observed) -> Vec<&FailedEvent> {
+    let first = first_claims(observed);
+    (observed.unresolved.iter())
+        .filter(|f| !expected_conflict(observed, &first, f))
+        .collect()
+}
+
+/// The operator's status counts (from Redis and PostgreSQL as it reads them) against
+/// the coupons: admitted and issued equal them, nothing pending, the rest remaining,
+/// and the failed events it counts are the expected conflicts.
+fn crd_counts(observed: &Observed) -> Vec<Violation> {
+    let coupons = observed.coupons.len() as i64;
+    let conflicts = (observed.unresolved.len() - unexpected_failed_events(observed).len()) as i64;
+    let Some(crd) = observed.crd else {
+        let detail = "Redis holds no admission counter (status.admitted stale)".to_string();
+        return vec![violation(Kind::CrdCountsMismatch, detail)];
+    };
+    let expected = CrdCounts {
+        limit: observed.limit,
+        admitted: coupons,
+        issued: coupons,
+        failed_events: conflicts,
+    };
+    if crd == expected {
+        return Vec::new();
+    }
+    let detail = format!(
+        "{crd:?} (remaining {}, pendingPersistence {}); {coupons} coupons of {} in \
+         PostgreSQL, {conflicts} expected sequence conflicts",
+        crd.remaining(),
+        crd.pending_persistence(),
+        observed.limit
+    );
+    vec![violation(Kind::CrdCountsMismatch, detail)]
 }
 
 fn limits(observed: &Observed) -> Vec<Violation> {
@@ -340,12 +494,9 @@ fn summary(observed: &Observed) -> Vec<Violation> {
 /// The first event claiming a sequence (events of one sequence share a partition, in
 /// order) is the coupon holding it; every coupon's sequence is claimed.
 fn topic(observed: &Observed) -> Vec<Violation> {
-    let mut events: Vec<&Event> = observed.events.iter().collect();
-    events.sort_by_key(|e| (e.partition, e.offset));
-    let mut first: BTreeMap<i64, &Coupon> = BTreeMap::new();
-    for claim in events.iter().filter_map(|e| e.claim.as_ref()) {
-        first.entry(claim.sequence).or_insert(claim);
-    }
+    let first: BTreeMap<i64, &Coupon> = (first_claims(observed).into_iter())
+        .filter_map(|(sequence, e)| Some((sequence, e.claim.as_ref()?)))
+        .collect();
     let mut found = Vec::new();
     for coupon in &observed.coupons {
         match first.get(&coupon.sequence) {
@@ -389,6 +540,34 @@ mod tests {
         }
     }
 
+    fn crd(limit: i64, coupons: i64, failed_events: i64) -> CrdCounts {
+        CrdCounts {
+            limit,
+            admitted: coupons,
+            issued: coupons,
+            failed_events,
+        }
+    }
+
+    /// `z`'s claim of sequence 3 (b's) after b's, stored as a failed event of `reason`
+    /// on `topic`: what a Redis that lost b's admission leaves.
+    fn second_claim(o: &mut Observed, user: &str, topic: &str, reason: &str) {
+        let offset = o.events.len() as i64;
+        o.events.push(Event {
+            partition: 0,
+            offset,
+            claim: Some(coupon(user, 1, 3)),
+        });
+        o.unresolved.push(FailedEvent {
+            topic: topic.into(),
+            partition: 0,
+            offset,
+            reason: reason.into(),
+            error: "sequence 3 is held by another user".into(),
+        });
+        o.crd = Some(crd(4, 4, 1));
+    }
+
     fn claims(coupons: &[Coupon]) -> Vec<Event> {
         (coupons.iter().enumerate())
             .map(|(offset, c)| Event {
@@ -410,6 +589,7 @@ mod tests {
             coupon("c", 1, 4),
         ];
         let observed = Observed {
+            topic: "t".into(),
             limit: 4,
             per_user_limit: 2,
             events: claims(&coupons),
@@ -420,6 +600,7 @@ mod tests {
                 issued: 4,
                 pending_persistence: 0,
             }),
+            crd: Some(crd(4, 4, 0)),
         };
         let attempts = vec![
             attempt("a", Answer::admitted(1)),
@@ -494,7 +675,8 @@ mod tests {
         let cases = [
             // Four coupons in 1..=3 cannot all be distinct: both are named.
             case(&[OverLimit, DuplicateOrOutOfRangeSequence], |o, _| {
-                o.limit = 3
+                o.limit = 3;
+                o.crd = Some(crd(3, 4, 0));
             }),
             case(&[OverPerUserLimit], |o, _| o.per_user_limit = 1),
             case(&[DuplicateOrOutOfRangeSequence, TopicDisagrees], |o, _| {
@@ -528,6 +710,7 @@ mod tests {
             case(&[CouponWithoutAdmission], |o, _| {
                 o.coupons.push(coupon("b", 2, 5));
                 o.limit = 5;
+                o.crd = Some(crd(5, 5, 0));
                 o.events = claims(&o.coupons);
                 o.summary = Some(Summary {
                     admitted: 5,
@@ -547,7 +730,10 @@ mod tests {
             case(&[UnexpectedAnswer], |_, a| {
                 a.push(attempt("f", Answer::refused(404, "unknown_campaign")))
             }),
-            case(&[SoldOutBelowLimit], |o, _| o.limit = 5),
+            case(&[SoldOutBelowLimit], |o, _| {
+                o.limit = 5;
+                o.crd = Some(crd(5, 4, 0));
+            }),
             case(&[SummaryMismatch], |o, _| o.summary = None),
             case(&[SummaryMismatch], |o, _| {
                 o.summary = Some(Summary {
@@ -556,8 +742,45 @@ mod tests {
                     pending_persistence: 1,
                 })
             }),
+            case(&[CrdCountsMismatch], |o, _| o.crd = None),
+            // The operator would show 5 admitted (a counter ahead of the coupons).
+            case(&[CrdCountsMismatch], |o, _| {
+                o.crd = Some(CrdCounts {
+                    admitted: 5,
+                    ..crd(4, 4, 0)
+                })
+            }),
+            case(&[CrdCountsMismatch], |o, _| o.crd = Some(crd(4, 4, 2))),
+            // A conflict parked on the dead-letter topic, a "conflict" of the holder's
+            // own copy, and a conflict of the event that claimed the sequence first are
+            // not what a Redis losing admissions leaves.
+            case(&[FailedEventUnresolved, CrdCountsMismatch], |o, _| {
+                second_claim(o, "z", "t.dlq", "sequence_conflict")
+            }),
+            case(&[FailedEventUnresolved, CrdCountsMismatch], |o, _| {
+                second_claim(o, "b", "t", "sequence_conflict")
+            }),
+            case(&[FailedEventUnresolved, CrdCountsMismatch], |o, _| {
+                second_claim(o, "z", "t", "invalid_event")
+            }),
+            // z's second claim consumed and kept nowhere.
+            case(&[EventDropped], |o, _| {
+                second_claim(o, "z", "t", "sequence_conflict");
+                o.unresolved.clear();
+                o.crd = Some(crd(4, 4, 0));
+            }),
+            case(
+                &[FailedEventUnresolved, CrdCountsMismatch, TopicDisagrees],
+                |o, _| {
+                    second_claim(o, "z", "t", "sequence_conflict");
+                    let z = o.events.pop().expect("z's claim");
+                    o.events.insert(0, Event { offset: -1, ..z });
+                    o.unresolved[0].offset = -1;
+                },
+            ),
             case(&[FailedEventUnresolved], |o, _| {
                 o.unresolved.push(FailedEvent {
+                    topic: "t".into(),
                     partition: 1,
                     offset: 9,
                     reason: "invalid_event".into(),
@@ -565,7 +788,8 @@ mod tests {
                 })
             }),
             case(&[TopicDisagrees], |o, _| o.events.truncate(3)),
-            case(&[TopicDisagrees], |o, _| {
+            // z's claim of a's sequence comes first and is kept nowhere.
+            case(&[TopicDisagrees, EventDropped], |o, _| {
                 let ghost = Event {
                     partition: 0,
                     offset: -1,
@@ -588,6 +812,15 @@ mod tests {
             let found = kinds(&observed, &attempts);
             assert_eq!(kind_set(&found), kind_set(expected), "{observed:?}");
         }
+    }
+
+    /// A lagging replica promoted hands b's sequence to z again: z's event is a
+    /// `sequence_conflict` failed event that stays (b keeps the coupon), as the design says.
+    #[test]
+    fn a_second_claim_of_a_held_sequence_is_an_expected_conflict() {
+        let (mut observed, attempts) = healthy();
+        second_claim(&mut observed, "z", "t", "sequence_conflict");
+        assert_eq!(kinds(&observed, &attempts), vec![]);
     }
 
     #[test]

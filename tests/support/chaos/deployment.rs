@@ -1,6 +1,7 @@
 //! The deployment a chaos run faults: API issuers and consumers as processes on ports of
-//! their own, each restartable there, all serving the run's campaigns from one file; each
-//! API issuer reaches Redis through a link of its own (a [`DelayProxy`]) a fault can slow.
+//! their own, each restartable there, all serving the run's campaigns from one file; on
+//! a single Redis (`redis://`), each API issuer reaches it through a link of its own (a
+//! [`DelayProxy`]) a fault can slow.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -119,7 +120,7 @@ impl Slot {
 pub struct Deployment {
     pub apis: Vec<Slot>,
     pub consumers: Vec<Slot>,
-    /// The link of each API issuer (by index) to Redis.
+    /// The link of each API issuer (by index) to a single Redis (none on a replicated one).
     pub redis_links: Vec<DelayProxy>,
 }
 
@@ -152,12 +153,17 @@ impl Deployment {
         .map(|s| s.to_string())
         .collect();
         let mut redis_links = Vec::new();
-        for _ in 0..API_ISSUERS {
-            redis_links.push(DelayProxy::in_front_of_redis(&services.redis_url).await);
+        if services.redis_url.starts_with("redis://") {
+            for _ in 0..API_ISSUERS {
+                redis_links.push(DelayProxy::in_front_of_redis(&services.redis_url).await);
+            }
         }
+        let api_redis = |i: usize| {
+            (redis_links.get(i)).map_or(services.redis_url.clone(), DelayProxy::redis_url)
+        };
         let deployment = Self {
-            apis: (redis_links.iter())
-                .map(|link| Slot::new("api", link.redis_url(), &common))
+            apis: (0..API_ISSUERS)
+                .map(|i| Slot::new("api", api_redis(i), &common))
                 .collect(),
             consumers: (0..CONSUMERS)
                 .map(|_| Slot::new("consumer", services.redis_url.clone(), &common))

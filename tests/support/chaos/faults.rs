@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::bed::ChaosBed;
 use super::deployment::Deployment;
+use super::failover;
 use super::schedule::{Fault, FaultKind, Target};
 
 /// How long a slow link holds each of Redis's replies: past the issuers' 1 s Redis
@@ -13,8 +14,9 @@ const SLOW_LINK_DELAY: Duration = Duration::from_millis(2_000);
 
 /// Injects `fault` and heals it; returns once healed. Faults on one process or service
 /// wait for each other (its slot's or the bed's lock), so a late heal (a broker takes
-/// seconds to start) never overlaps the next fault there.
-pub async fn inject(fault: Fault, deployment: &Deployment, bed: &ChaosBed) {
+/// seconds to start) never overlaps the next fault there. `names` are the run's
+/// campaigns.
+pub async fn inject(fault: Fault, deployment: &Deployment, bed: &ChaosBed, names: &[String]) {
     let Fault {
         kind,
         target,
@@ -42,6 +44,15 @@ pub async fn inject(fault: Fault, deployment: &Deployment, bed: &ChaosBed) {
             link.delay_replies(SLOW_LINK_DELAY);
             tokio::time::sleep(lasts).await;
             link.delay_replies(Duration::ZERO);
+        }
+        (FaultKind::KillRedisPrimary, Target::Sentinel) => {
+            failover::kill_sentinel_primary(bed, lasts).await
+        }
+        (FaultKind::PromoteLaggingReplica, Target::Sentinel) => {
+            failover::promote_lagging_replica(bed, lasts).await
+        }
+        (FaultKind::KillSlotPrimary, Target::SlotPrimary(campaign)) => {
+            failover::kill_slot_primary(bed, &names[campaign], lasts).await
         }
         (kind, target) => panic!("the schedule drew {kind:?} on {target:?}"),
     }

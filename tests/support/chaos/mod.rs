@@ -8,6 +8,7 @@
 pub mod bed;
 pub mod checker;
 pub mod deployment;
+pub mod failover;
 pub mod faults;
 pub mod history;
 pub mod observe;
@@ -34,8 +35,9 @@ pub async fn run_seed(bed: &ChaosBed, seed: u64) -> SeedReport {
     let begun = Instant::now();
     let plan = Plan::from_seed(seed);
     println!(
-        "chaos seed {seed}: {} s of schedule, campaigns {:?}, {} applies, faults {:?}",
+        "chaos seed {seed}: {} s of schedule on {:?} Redis, campaigns {:?}, {} applies, faults {:?}",
         plan.span.as_secs(),
+        plan.redis,
         plan.campaigns,
         plan.applies.len(),
         plan.faults
@@ -49,27 +51,36 @@ pub async fn run_seed(bed: &ChaosBed, seed: u64) -> SeedReport {
         .cloned()
         .zip(plan.campaigns.iter().cloned())
         .collect();
-    let deployment = Deployment::start(&bed.services, &dir, &campaigns).await;
+    let replicated = failover::up(bed, plan.redis).await;
+    let services = crate::Services {
+        redis_url: replicated.unwrap_or_else(|| bed.services.redis_url.clone()),
+        database_url: bed.services.database_url.clone(),
+        kafka_brokers: bed.services.kafka_brokers.clone(),
+    };
+    let deployment = Deployment::start(&services, &dir, &campaigns).await;
     let clients = workload::Clients::new(&plan, names.clone(), deployment.bases());
 
     let history = History::new(Instant::now());
     let injected = futures::future::join_all(plan.faults.iter().map(|fault| {
         let deployment = &deployment;
         let history = &history;
+        let names = &names;
         async move {
             tokio::time::sleep(fault.at.saturating_sub(history.now())).await;
-            faults::inject(*fault, deployment, bed).await;
+            faults::inject(*fault, deployment, bed, names).await;
         }
     }));
     futures::future::join(clients.run(&plan, &history), injected).await;
 
     drain(&deployment, &names).await;
     let attempts = history.attempts();
-    let violations = check(bed, &plan, &names, &deployment, &attempts).await;
+    let violations = check(&services, &plan, &names, &deployment, &attempts).await;
     deployment.stop().await;
+    failover::down(bed, plan.redis).await;
     let _ = std::fs::remove_dir_all(&dir);
     SeedReport {
         seed,
+        redis: plan.redis.name(),
         span: plan.span,
         took: begun.elapsed(),
         faults: plan.faults_by_kind(),
@@ -96,18 +107,18 @@ async fn drain(deployment: &Deployment, names: &[String]) {
 }
 
 async fn check(
-    bed: &ChaosBed,
+    services: &crate::Services,
     plan: &Plan,
     names: &[String],
     deployment: &Deployment,
     attempts: &[Attempt],
 ) -> Vec<String> {
-    let pool = crate::issuer::postgres(&bed.services).await;
+    let pool = crate::issuer::postgres(services).await;
     let mut violations = Vec::new();
     for (index, (name, campaign)) in names.iter().zip(&plan.campaigns).enumerate() {
         let topic = deployment::topic(name);
         let observed = observe::observe(
-            &bed.services,
+            services,
             &pool,
             &observe::Campaign {
                 name,

@@ -1,6 +1,7 @@
 //! What a campaign ended with, read for the checker straight from the durable record:
-//! PostgreSQL's coupons and failed events, every message of the campaign's topic, and the
-//! summary the issuers serve.
+//! PostgreSQL's coupons and failed events, every message of the campaign's topic, the
+//! summary the issuers serve, and the counts the operator would publish (read from Redis
+//! and PostgreSQL as operator/src/backends reads them).
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,9 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::Value;
 use sqlx::PgPool;
 
-use super::checker::{Coupon, Event, FailedEvent, Observed, Summary};
+use firstcome_contract::{CampaignKeys, RedisConnection, RedisTarget};
+
+use super::checker::{Coupon, CrdCounts, Event, FailedEvent, Observed, Summary};
 use crate::Services;
 
 /// The campaign `name` (limits as planned), its topic `topic`, and the issuers at `bases`.
@@ -33,13 +36,47 @@ pub async fn observe(
         .await
         .expect("the topic reader's thread");
     Observed {
+        topic: campaign.topic.to_string(),
         limit: campaign.limit,
         per_user_limit: campaign.per_user_limit,
         coupons: coupons(pool, campaign.name).await,
         events,
         unresolved: unresolved(pool, campaign).await,
         summary: summary(bases, campaign.name).await,
+        crd: crd_counts(&services.redis_url, pool, campaign.name).await,
     }
+}
+
+/// The operator's status counts: the limit and counter from Redis
+/// (operator/src/backends/keys.rs), the coupons and unresolved failed events of the
+/// campaign from PostgreSQL (operator/src/backends/postgres.rs). `None` when Redis holds
+/// no counter.
+async fn crd_counts(redis_url: &str, pool: &PgPool, campaign: &str) -> Option<CrdCounts> {
+    let target: RedisTarget = redis_url.parse().expect("the run's Redis URL");
+    let mut conn = RedisConnection::connect(&target, Duration::from_secs(5))
+        .await
+        .expect("connecting to the run's Redis");
+    let keys = CampaignKeys::new(campaign);
+    let (limit, admitted): (Option<i64>, Option<i64>) = redis::pipe()
+        .get(&keys.limit)
+        .get(&keys.admitted)
+        .query_async(&mut conn)
+        .await
+        .expect("reading the campaign's limit and counter");
+    let (issued, failed_events): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM coupons WHERE campaign = $1), \
+                (SELECT count(*) FROM failed_events WHERE campaign = $1 AND resolved_at IS NULL)",
+    )
+    .bind(campaign)
+    .fetch_one(pool)
+    .await
+    .expect("counting the coupons and failed events");
+    Some(CrdCounts {
+        limit: limit?,
+        admitted: admitted?,
+        issued,
+        failed_events,
+    })
 }
 
 async fn coupons(pool: &PgPool, campaign: &str) -> Vec<Coupon> {
@@ -61,8 +98,8 @@ async fn coupons(pool: &PgPool, campaign: &str) -> Vec<Coupon> {
 
 /// Unresolved failed events of the campaign, its topic or its dead-letter topic.
 async fn unresolved(pool: &PgPool, campaign: &Campaign<'_>) -> Vec<FailedEvent> {
-    let rows: Vec<(i32, i64, String, String)> = sqlx::query_as(
-        "SELECT partition, \"offset\", reason, error FROM failed_events \
+    let rows: Vec<(String, i32, i64, String, String)> = sqlx::query_as(
+        "SELECT topic, partition, \"offset\", reason, error FROM failed_events \
          WHERE (campaign = $1 OR topic = $2 OR topic = $2 || '.dlq') AND resolved_at IS NULL",
     )
     .bind(campaign.name)
@@ -71,7 +108,8 @@ async fn unresolved(pool: &PgPool, campaign: &Campaign<'_>) -> Vec<FailedEvent> 
     .await
     .expect("reading the failed events");
     rows.into_iter()
-        .map(|(partition, offset, reason, error)| FailedEvent {
+        .map(|(topic, partition, offset, reason, error)| FailedEvent {
+            topic,
             partition,
             offset,
             reason,

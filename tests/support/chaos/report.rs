@@ -7,6 +7,8 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SeedReport {
     pub seed: u64,
+    /// The Redis the seed ran on (`single`, `sentinel`, `cluster`).
+    pub redis: &'static str,
     /// The schedule's span.
     pub span: Duration,
     /// Wall time of the whole run: deployment, schedule, drain, check.
@@ -38,9 +40,10 @@ impl SeedReport {
             )
         };
         format!(
-            "chaos seed {}: {} s of schedule in {} s, faults {:?}, {} requests {:?}, {verdict}",
+            "chaos seed {}: {} s of schedule on {} Redis in {} s, faults {:?}, {} requests {:?}, {verdict}",
             self.seed,
             self.span.as_secs(),
+            self.redis,
             self.took.as_secs(),
             self.faults,
             self.requests,
@@ -73,14 +76,16 @@ pub fn markdown(reports: &[SeedReport], revision: &str) -> String {
         .iter()
         .flat_map(|r| r.answers.iter().map(|(k, n)| (k.as_str(), *n))));
     let violations: usize = reports.iter().map(|r| r.violations.len()).sum();
+    let beds = sum(reports.iter().map(|r| (r.redis, 1)));
     let mut text = format!(
         "# Chaos soak\n\nWritten by `scripts/soak`: seeded random fault schedules over the distributed \
          path (tests/support/chaos), each checked by the independent checker.\n\n\
-         - seeds: {}\n- minutes of schedule: {minutes:.1}\n- faults by kind: {}\n\
+         - seeds: {} (Redis: {})\n- minutes of schedule: {minutes:.1}\n- faults by kind: {}\n\
          - requests: {} ({})\n- violations: {violations}\n\n\
          Revision: {revision}. Replay one seed (at that revision): `{}`\n\n\
-         | seed | schedule (s) | run (s) | faults | requests | violations |\n|---|---|---|---|---|---|\n",
+         | seed | Redis | schedule (s) | run (s) | faults | requests | violations |\n|---|---|---|---|---|---|---|\n",
         reports.len(),
+        listed(&beds),
         listed(&faults),
         reports.iter().map(|r| r.requests).sum::<usize>(),
         listed(&answers),
@@ -93,8 +98,9 @@ pub fn markdown(reports: &[SeedReport], revision: &str) -> String {
             r.violations.join("<br>")
         };
         text.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {found} |\n",
+            "| {} | {} | {} | {} | {} | {} | {found} |\n",
             r.seed,
+            r.redis,
             r.span.as_secs(),
             r.took.as_secs(),
             listed(&r.faults),
@@ -104,6 +110,20 @@ pub fn markdown(reports: &[SeedReport], revision: &str) -> String {
     text
 }
 
+/// The heading of the report's hand-written part, kept when a soak writes it again.
+const FINDINGS: &str = "## Findings";
+
+/// `report` followed by the hand-written part of `previous` (its "Findings" section to
+/// the end), if it has one: a rerun of the soak rewrites the figures, not the findings.
+pub fn keeping_findings(report: String, previous: &str) -> String {
+    let kept = (previous.lines().position(|line| line == FINDINGS))
+        .map(|at| previous.lines().skip(at).collect::<Vec<_>>().join("\n"));
+    match kept {
+        Some(findings) => format!("{report}\n{findings}\n"),
+        None => report,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +131,7 @@ mod tests {
     fn report(seed: u64, violations: Vec<String>) -> SeedReport {
         SeedReport {
             seed,
+            redis: "sentinel",
             span: Duration::from_secs(30),
             took: Duration::from_secs(70),
             faults: BTreeMap::from([("kill_api", 2), ("stop_postgres", 1)]),
@@ -131,7 +152,7 @@ mod tests {
         );
         assert!(text.contains("Revision: abc1234."), "{text}");
         assert!(
-            text.contains("- seeds: 2\n- minutes of schedule: 1.0\n"),
+            text.contains("- seeds: 2 (Redis: sentinel 2)\n- minutes of schedule: 1.0\n"),
             "{text}"
         );
         assert!(
@@ -143,12 +164,30 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("| 1 | 30 | 70 | kill_api 2, stop_postgres 1 | 100 | 0 |\n"),
+            text.contains("| 1 | sentinel | 30 | 70 | kill_api 2, stop_postgres 1 | 100 | 0 |\n"),
             "{text}"
         );
         assert!(text.contains(
-            "| 2 | 30 | 70 | kill_api 2, stop_postgres 1 | 100 | c: over_limit: 4 coupons |"
+            "| 2 | sentinel | 30 | 70 | kill_api 2, stop_postgres 1 | 100 | c: over_limit: 4 coupons |"
         ));
+    }
+
+    #[test]
+    fn a_rerun_keeps_the_hand_written_findings() {
+        let previous = "# Chaos soak\n\n| 1 | old |\n\n## Findings\n\nSeed 9 found x.\n\nMore.\n";
+        let report = markdown(&[report(1, vec![])], "def5678");
+        let written = keeping_findings(report.clone(), previous);
+        assert_eq!(
+            written,
+            format!("{report}\n## Findings\n\nSeed 9 found x.\n\nMore.\n")
+        );
+        assert!(!written.contains("| 1 | old |"), "{written}");
+        assert_eq!(
+            keeping_findings(report.clone(), &written),
+            written,
+            "a second rerun"
+        );
+        assert_eq!(keeping_findings(report.clone(), "no findings"), report);
     }
 
     #[test]
@@ -158,6 +197,11 @@ mod tests {
             line.contains("FIRSTCOME_CHAOS_SEED=17 cargo test -p firstcome-e2e --test chaos"),
             "{line}"
         );
-        assert!(report(17, vec![]).line().ends_with("0 violations"));
+        let passed = report(17, vec![]).line();
+        assert!(
+            passed.starts_with("chaos seed 17: 30 s of schedule on sentinel Redis in 70 s"),
+            "{passed}"
+        );
+        assert!(passed.ends_with("0 violations"), "{passed}");
     }
 }

@@ -41,10 +41,21 @@ pub enum FaultKind {
     /// The link from an API issuer to Redis holds every reply past the issuer's Redis
     /// timeout for the fault's length: admissions run whose answers are lost.
     SlowRedisLink,
+    /// `kill -9` of the Sentinel bed's primary: the Sentinels promote the replica (which
+    /// has every write that reached it); the dead node rejoins as a replica after the
+    /// fault's length.
+    KillRedisPrimary,
+    /// The Sentinel bed's replica stopped (SIGSTOP) and dropped by the primary for the
+    /// fault's length while admissions go on, then the primary killed and the replica
+    /// resumed: the Sentinels promote a replica that lacks those admissions (lost writes).
+    PromoteLaggingReplica,
+    /// `kill -9` of the Cluster bed's primary serving one campaign's slot: its replica
+    /// takes the slot over; the dead node rejoins as a replica after the fault's length.
+    KillSlotPrimary,
 }
 
 impl FaultKind {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 11] = [
         Self::KillApi,
         Self::PauseApi,
         Self::KillConsumer,
@@ -53,6 +64,9 @@ impl FaultKind {
         Self::KillBroker,
         Self::StopPostgres,
         Self::SlowRedisLink,
+        Self::KillRedisPrimary,
+        Self::PromoteLaggingReplica,
+        Self::KillSlotPrimary,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +79,20 @@ impl FaultKind {
             Self::KillBroker => "kill_broker",
             Self::StopPostgres => "stop_postgres",
             Self::SlowRedisLink => "slow_redis_link",
+            Self::KillRedisPrimary => "kill_redis_primary",
+            Self::PromoteLaggingReplica => "promote_lagging_replica",
+            Self::KillSlotPrimary => "kill_slot_primary",
+        }
+    }
+
+    /// Whether the kind can be injected on `redis`: a slow link needs the single Redis's
+    /// one address; failovers need the replicated bed they fail over.
+    pub fn runs_on(self, redis: RedisBed) -> bool {
+        match self {
+            Self::SlowRedisLink => redis == RedisBed::Single,
+            Self::KillRedisPrimary | Self::PromoteLaggingReplica => redis == RedisBed::Sentinel,
+            Self::KillSlotPrimary => redis == RedisBed::Cluster,
+            _ => true,
         }
     }
 
@@ -87,6 +115,10 @@ impl FaultKind {
             Self::KillBroker => (1_000, 8_000),
             Self::StopPostgres => (1_000, 10_000),
             Self::SlowRedisLink => (1_000, 6_000),
+            Self::KillRedisPrimary | Self::KillSlotPrimary => (1_000, 8_000),
+            // The replica's lag: under the Sentinels' ten down-after periods (10 s), past
+            // which they would not promote it.
+            Self::PromoteLaggingReplica => (2_000, 6_000),
         }
     }
 }
@@ -102,6 +134,10 @@ pub enum Target {
     Postgres,
     /// The link from an API issuer (by index) to Redis.
     RedisLink(usize),
+    /// The Sentinel bed's nodes.
+    Sentinel,
+    /// The Cluster bed's primary of one campaign's (by index) slot.
+    SlotPrimary(usize),
 }
 
 impl Target {
@@ -109,6 +145,9 @@ impl Target {
     fn overlaps(self, other: Self) -> bool {
         match (self, other) {
             (Self::Apis, Self::Api(_)) | (Self::Api(_), Self::Apis) => true,
+            // One failover at a time: two primaries down at once leave the Cluster
+            // without the majority that elects a replica.
+            (Self::SlotPrimary(_), Self::SlotPrimary(_)) => true,
             (a, b) => a == b,
         }
     }
@@ -121,6 +160,41 @@ pub struct Fault {
     pub target: Target,
     pub at: Duration,
     pub lasts: Duration,
+}
+
+/// The Redis a run's issuers admit on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedisBed {
+    /// The chaos bed's one Redis (slow links to it possible).
+    Single,
+    /// A primary, a replica and three Sentinels (`scripts/testbed up-sentinel`).
+    Sentinel,
+    /// Three primaries with a replica each (`scripts/testbed up-cluster`).
+    Cluster,
+}
+
+impl RedisBed {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Single => "single",
+            Self::Sentinel => "sentinel",
+            Self::Cluster => "cluster",
+        }
+    }
+
+    /// Half the seeds run on the single Redis, a quarter on each replicated bed: drawn
+    /// from a stream of its own, so the seed's other draws are as they were before beds
+    /// were drawn.
+    fn drawn(seed: u64) -> Self {
+        const STREAM: u64 = 1;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(STREAM);
+        match rng.random_range(0..4) {
+            0 => Self::Sentinel,
+            1 => Self::Cluster,
+            _ => Self::Single,
+        }
+    }
 }
 
 /// A campaign of a run.
@@ -147,6 +221,7 @@ pub struct Plan {
     pub seed: u64,
     /// How long the schedule runs: applies and faults start within it.
     pub span: Duration,
+    pub redis: RedisBed,
     pub campaigns: Vec<CampaignPlan>,
     /// By time.
     pub applies: Vec<Apply>,
@@ -160,10 +235,15 @@ impl Plan {
         let span = Duration::from_secs(rng.random_range(15..=40));
         let campaigns = campaigns(&mut rng);
         let applies = applies(&mut rng, &campaigns, span);
-        let faults = faults(seed, span, &FaultKind::ALL);
+        let redis = RedisBed::drawn(seed);
+        let kinds: Vec<FaultKind> = (FaultKind::ALL.into_iter())
+            .filter(|kind| kind.runs_on(redis))
+            .collect();
+        let faults = faults(seed, span, &kinds);
         Self {
             seed,
             span,
+            redis,
             campaigns,
             applies,
             faults,
@@ -179,6 +259,9 @@ impl Plan {
         counts
     }
 }
+
+/// Campaigns of a run: see [`campaigns`].
+pub const CAMPAIGNS: usize = 3;
 
 /// A small campaign (one coupon each), a large one, and one of several coupons per user;
 /// at least one with identity jwt.
@@ -287,6 +370,8 @@ fn drawn(seed: u64, span: Duration, kind: FaultKind) -> Vec<Fault> {
             FaultKind::KillBroker => Target::Broker,
             FaultKind::StopPostgres => Target::Postgres,
             FaultKind::SlowRedisLink => Target::RedisLink(rng.random_range(0..API_ISSUERS)),
+            FaultKind::KillRedisPrimary | FaultKind::PromoteLaggingReplica => Target::Sentinel,
+            FaultKind::KillSlotPrimary => Target::SlotPrimary(rng.random_range(0..CAMPAIGNS)),
         };
         faults.push(Fault {
             kind,
@@ -416,6 +501,35 @@ mod tests {
         for kind in FaultKind::ALL {
             assert!(seeds_drawing(kind) > 50, "{kind:?} is drawn");
             assert_eq!(drawn(3, span, kind), drawn(3, span, kind));
+        }
+    }
+
+    #[test]
+    fn a_quarter_of_the_seeds_run_on_each_replicated_bed_with_its_failovers_only() {
+        let mut beds = BTreeMap::new();
+        for seed in 0..400 {
+            let plan = Plan::from_seed(seed);
+            *beds.entry(format!("{:?}", plan.redis)).or_insert(0) += 1;
+            for fault in &plan.faults {
+                assert!(fault.kind.runs_on(plan.redis), "seed {seed}: {fault:?}");
+            }
+            // The bed is drawn apart: the rest of the plan is the one drawn before beds.
+            let on_single = faults(seed, plan.span, &FaultKind::ALL[..8]);
+            let kept: Vec<Fault> = (on_single.into_iter())
+                .filter(|f| f.kind.runs_on(plan.redis))
+                .collect();
+            let older: Vec<Fault> = (plan.faults.iter())
+                .filter(|f| FaultKind::ALL[..8].contains(&f.kind))
+                .copied()
+                .collect();
+            assert_eq!(older, kept, "seed {seed}");
+        }
+        for (bed, low, high) in [
+            ("Single", 160, 240),
+            ("Sentinel", 70, 130),
+            ("Cluster", 70, 130),
+        ] {
+            assert!((low..=high).contains(&beds[bed]), "{beds:?}");
         }
     }
 
