@@ -266,12 +266,22 @@ impl RedisAdmission {
         })
     }
 
-    /// Admissions whose events were not confirmed yet.
+    /// Admissions whose events were not confirmed yet, read in chunks (`HSCAN`): while
+    /// the broker is down mid-spike the backlog can hold a whole campaign, and one
+    /// `HGETALL` of it would block every admission behind it.
     pub async fn pending(
         &self,
         keys: &CampaignKeys,
     ) -> Result<Vec<PendingWinner>, RedisAdmissionError> {
-        let entries: HashMap<u64, String> = self.conn.clone().hgetall(&keys.pending).await?;
+        use futures::StreamExt;
+        let mut conn = self.conn.clone();
+        let mut iter = conn.hscan::<_, (u64, String)>(&keys.pending).await?;
+        // HSCAN may return an entry twice; one per sequence.
+        let mut entries = HashMap::new();
+        while let Some(item) = iter.next().await {
+            let (sequence, entry) = item?;
+            entries.insert(sequence, entry);
+        }
         entries
             .into_iter()
             .map(|(sequence, entry)| {

@@ -6,11 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use futures::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{Distributed, winner_event};
+use crate::admission::redis::PendingWinner;
 use crate::campaign::Campaign;
 use crate::error::IssuerError;
+
+/// Re-publishes in flight at once: a backlog left by a broker outage goes out in the
+/// producer's batches, not one ack after another.
+const IN_FLIGHT: usize = 256;
 
 impl Distributed {
     /// Publishes winners whose first publish is older than `grace` and still unconfirmed.
@@ -23,19 +29,31 @@ impl Distributed {
         self.metrics
             .unconfirmed_winners(campaign.name(), pending.len());
         let cutoff = Utc::now() - grace;
-        let mut republished = 0;
-        for winner in pending.iter().filter(|w| w.admission.admitted_at < cutoff) {
-            let event = winner_event(campaign.name(), &winner.user_id, &winner.admission);
-            self.publisher
-                .publish(&campaign.config.topic, &event)
-                .await?;
-            self.redis
-                .confirm_published(&campaign.keys, winner.admission.sequence)
-                .await?;
-            self.metrics.republished(campaign.name());
-            republished += 1;
-        }
-        Ok(republished)
+        let due: Vec<&PendingWinner> = pending
+            .iter()
+            .filter(|w| w.admission.admitted_at < cutoff)
+            .collect();
+        futures::stream::iter(due.iter().map(Ok))
+            .try_for_each_concurrent(IN_FLIGHT, |winner| self.republish(campaign, winner))
+            .await?;
+        Ok(due.len())
+    }
+
+    /// Publishes one winner's event again and clears its pending mark once acked.
+    async fn republish(
+        &self,
+        campaign: &Campaign,
+        winner: &PendingWinner,
+    ) -> Result<(), IssuerError> {
+        let event = winner_event(campaign.name(), &winner.user_id, &winner.admission);
+        self.publisher
+            .publish(&campaign.config.topic, &event)
+            .await?;
+        self.redis
+            .confirm_published(&campaign.keys, winner.admission.sequence)
+            .await?;
+        self.metrics.republished(campaign.name());
+        Ok(())
     }
 }
 
