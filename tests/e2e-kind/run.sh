@@ -33,14 +33,8 @@ for tool in docker kind kubectl helm cargo sudo ip; do
 done
 mkdir -p "$STATE"
 
-timings=()
-step() { # step LABEL COMMAND...
-    local label=$1 start=$SECONDS
-    shift
-    printf '\n--- %s\n' "$label" >&2
-    "$@"
-    timings+=("$(printf '%-26s %5ss' "$label" $((SECONDS - start)))")
-}
+# shellcheck source=tests/e2e-node/steps.sh
+source tests/e2e-node/steps.sh
 
 routes=()
 route() { # route ARGS...: `ip route replace ARGS` on the host, deleted at exit
@@ -103,5 +97,4 @@ step "build the node tests" build_tests
 step "tests/node.rs" run_test node
 step "tests/node_uninstall.rs" run_test node_uninstall
 
-printf '\n--- e2e on kind: step durations\n'
-printf '%s\n' "${timings[@]}"
+print_steps "e2e on kind"

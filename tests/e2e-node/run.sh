@@ -16,14 +16,8 @@ cd "$(dirname "$0")/../.."
 
 CACHE=${FIRSTCOME_CACHE:-${HOME:-/root}/.cache/firstcome}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target}
-timings=()
-step() { # step LABEL COMMAND...
-    local label=$1 start=$SECONDS
-    shift
-    printf '\n--- %s\n' "$label" >&2
-    "$@"
-    timings+=("$(printf '%-26s %5ss' "$label" $((SECONDS - start)))")
-}
+# shellcheck source=tests/e2e-node/steps.sh
+source tests/e2e-node/steps.sh
 
 node_was_running=false
 scripts/node status >/dev/null 2>&1 && node_was_running=true
@@ -65,5 +59,4 @@ step "tests/node_uninstall.rs" run_test node_uninstall
 step "node down (+ host check)" stop_node
 trap - EXIT
 
-printf '\n--- e2e on node: step durations\n'
-printf '%s\n' "${timings[@]}"
+print_steps "e2e on node"
