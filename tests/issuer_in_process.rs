@@ -3,7 +3,8 @@
 //! and the restore (nothing listens on the address they are given; the claims tail reads
 //! the real topic): a campaign Redis does not hold cannot be restored
 //! (`backend_unavailable`), and a winner whose event the broker never acks is told
-//! `admission_unconfirmed` while the admission stands, pending, in Redis.
+//! `admission_unconfirmed` while the admission stands, pending, in Redis; and the
+//! re-publishing lease passes from an issuer cut off from the broker to one reaching it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,11 +17,13 @@ use axum::http::{Request, StatusCode, header};
 use firstcome_contract::{CampaignConfig, CampaignKeys};
 use firstcome_e2e::process::free_port;
 use firstcome_e2e::{Services, unique_name, wait_for};
+use firstcome_issuer::admission::Outcome;
 use firstcome_issuer::admission::redis::RedisAdmission;
 use firstcome_issuer::backend::Backend;
 use firstcome_issuer::campaign::Campaign;
 use firstcome_issuer::client_addr::TrustedProxies;
 use firstcome_issuer::distributed::Distributed;
+use firstcome_issuer::distributed::republish::Lease;
 use firstcome_issuer::http;
 use firstcome_issuer::identity::Identity;
 use firstcome_issuer::issuer::Issuer;
@@ -34,25 +37,34 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-/// A distributed issuer of `campaign` (limit 5) whose broker is unreachable.
-async fn issuer_without_broker(services: &Services, campaign: &str) -> Router {
-    let dead_broker = format!("127.0.0.1:{}", free_port());
-    let metrics = Arc::new(Metrics::default());
-    let distributed = Distributed {
+/// A distributed backend on the test bed's Redis and PostgreSQL, publishing to `brokers`.
+async fn distributed(services: &Services, brokers: &str, metrics: &Arc<Metrics>) -> Distributed {
+    Distributed {
         redis: RedisAdmission::connect(
             &services.redis_url.parse().unwrap(),
             Duration::from_secs(1),
         )
         .await
         .unwrap(),
-        publisher: WinnerPublisher::new(&dead_broker, Duration::from_millis(300)).unwrap(),
+        publisher: WinnerPublisher::new(brokers, Duration::from_millis(300)).unwrap(),
         coupons: CouponStore::connect(&services.database_url, 2)
             .await
             .unwrap(),
-        kafka_brokers: dead_broker,
+        kafka_brokers: brokers.to_string(),
         metrics: metrics.clone(),
         replica_wait: None,
-    };
+    }
+}
+
+/// An address where no broker listens.
+fn dead_broker() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+/// A distributed issuer of `campaign` (limit 5) whose broker is unreachable.
+async fn issuer_without_broker(services: &Services, campaign: &str) -> Router {
+    let metrics = Arc::new(Metrics::default());
+    let distributed = distributed(services, &dead_broker(), &metrics).await;
     let config = CampaignConfig::new(campaign, 5);
     let campaigns = [Arc::new(Campaign::new(
         config.clone(),
@@ -141,4 +153,58 @@ async fn a_winner_the_broker_never_acks_is_told_admission_unconfirmed_and_stays_
     );
     let (status, _, body) = apply(&app, &campaign, "alice").await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
+}
+
+/// Of two issuers sharing Redis, the one holding a campaign's re-publishing lease sends
+/// the backlog; one that cannot reach the broker gives the lease up to the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_republishing_lease_passes_from_an_issuer_cut_off_from_the_broker() {
+    let services = Services::from_env();
+    let name = unique_name("lease");
+    let keys = CampaignKeys::new(&name);
+    let mut conn = redis(&services).await;
+    let _: () = conn.set(&keys.limit, 5).await.unwrap();
+    let _: () = conn.set(&keys.admitted, 0).await.unwrap();
+    let config = CampaignConfig::new(&name, 5);
+    ensure_topics(&services.kafka_brokers, &[&config.topic], 1, 1)
+        .await
+        .unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let campaign = Campaign::new(config.clone(), Identity::None, &metrics, false);
+    let cut_off = distributed(&services, &dead_broker(), &metrics).await;
+    let reaching = distributed(&services, &services.kafka_brokers, &metrics).await;
+    let admit = async |user: &str| {
+        let outcome = (cut_off.redis.run_admission_script(&config, &keys, user)).await;
+        assert!(matches!(outcome, Ok(Outcome::Admitted(_))), "{outcome:?}");
+        // Due at once (grace zero) once its admission time is in the past.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let backlog = async || -> u64 { redis(&services).await.hlen(&keys.pending).await.unwrap() };
+    let (lease_a, lease_b) = (
+        Lease::new(Duration::from_secs(1)),
+        Lease::new(Duration::from_secs(1)),
+    );
+    admit("alice").await;
+    admit("bob").await;
+
+    let failed = cut_off
+        .republish_if_leased(&campaign, Duration::ZERO, &lease_a)
+        .await;
+    assert!(failed.is_err(), "no broker answers: {failed:?}");
+    let sent = reaching
+        .republish_if_leased(&campaign, Duration::ZERO, &lease_b)
+        .await;
+    assert_eq!(
+        sent.unwrap(),
+        Some(2),
+        "the lease was given up, and taken over"
+    );
+    assert_eq!(backlog().await, 0);
+
+    admit("carol").await;
+    let left = cut_off
+        .republish_if_leased(&campaign, Duration::ZERO, &lease_a)
+        .await;
+    assert_eq!(left.unwrap(), None, "the other issuer holds the lease");
+    assert_eq!(backlog().await, 1);
 }

@@ -25,6 +25,10 @@ pub struct CampaignKeys {
     /// script re-sent after a dropped connection (the cluster client does) answers what
     /// its first run did instead of admitting twice.
     pub attempts: String,
+    /// The issuer re-publishing the campaign's unconfirmed winners (its instance id),
+    /// with an expiry: a lease, so that one issuer sends a backlog left by a broker
+    /// outage instead of every replica sending it again.
+    pub republisher: String,
     /// Waiting room: sorted set ticket -> place (lowest first) of the tickets waiting.
     pub room_queue: String,
     /// Waiting room: sorted set ticket -> when it was last polled (ms), waiting tickets
@@ -51,6 +55,7 @@ impl CampaignKeys {
             pending: format!("{tag}:pending"),
             restoring: format!("{tag}:restoring"),
             attempts: format!("{tag}:attempts"),
+            republisher: format!("{tag}:republisher"),
             room_queue: format!("{tag}:room:queue"),
             room_seen: format!("{tag}:room:seen"),
             room_passes: format!("{tag}:room:passes"),
@@ -60,7 +65,7 @@ impl CampaignKeys {
     }
 
     /// Every key of the campaign, e.g. to delete a campaign.
-    pub fn all(&self) -> [&str; 11] {
+    pub fn all(&self) -> [&str; 12] {
         [
             &self.limit,
             &self.admitted,
@@ -68,6 +73,7 @@ impl CampaignKeys {
             &self.pending,
             &self.restoring,
             &self.attempts,
+            &self.republisher,
             &self.room_queue,
             &self.room_seen,
             &self.room_passes,

@@ -17,6 +17,7 @@ use firstcome_contract::RedisConnection;
 const ADMIT_SCRIPT: &str = include_str!("admit.lua");
 const RESTORE_SCRIPT: &str = include_str!("restore.lua");
 const FENCE_SCRIPT: &str = include_str!("fence.lua");
+const LEASE_SCRIPT: &str = include_str!("lease.lua");
 /// Holders written per command while restoring.
 const RESTORE_CHUNK: usize = 1000;
 
@@ -226,6 +227,45 @@ impl RedisAdmission {
         Ok(fenced == 1)
     }
 
+    /// Takes the campaign's re-publishing lease for `holder`, or extends it if `holder`
+    /// holds it, for `length`; true when `holder` holds it now. The lease spares the
+    /// broker one copy of a backlog per replica; it is not needed for correctness (should
+    /// two issuers both re-publish, persistence ignores the duplicates).
+    pub async fn hold_republish_lease(
+        &self,
+        keys: &CampaignKeys,
+        holder: &str,
+        length: Duration,
+    ) -> Result<bool, RedisAdmissionError> {
+        let length_ms = length.as_millis().max(1) as u64;
+        self.lease(keys, holder, length_ms).await
+    }
+
+    /// Gives the campaign's re-publishing lease up if `holder` holds it: another issuer
+    /// takes it on its next pass.
+    pub async fn release_republish_lease(
+        &self,
+        keys: &CampaignKeys,
+        holder: &str,
+    ) -> Result<(), RedisAdmissionError> {
+        self.lease(keys, holder, 0).await.map(|_| ())
+    }
+
+    async fn lease(
+        &self,
+        keys: &CampaignKeys,
+        holder: &str,
+        length_ms: u64,
+    ) -> Result<bool, RedisAdmissionError> {
+        let held: i64 = redis::Script::new(LEASE_SCRIPT)
+            .key(&keys.republisher)
+            .arg(holder)
+            .arg(length_ms)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(held == 1)
+    }
+
     /// Waits (Redis `WAIT`) until `replicas` replicas acknowledged every write of this
     /// connection so far, at most `timeout`; returns how many did.
     pub async fn wait_for_replicas(
@@ -264,6 +304,11 @@ impl RedisAdmission {
                 }
             })
         })
+    }
+
+    /// How many admissions' events are not confirmed yet.
+    pub async fn pending_count(&self, keys: &CampaignKeys) -> Result<usize, RedisAdmissionError> {
+        Ok(self.conn.clone().hlen(&keys.pending).await?)
     }
 
     /// Admissions whose events were not confirmed yet, read in chunks (`HSCAN`): while
