@@ -115,6 +115,9 @@ async fn open_tab(browser: &Browser, url: &str) -> fantoccini::wd::WindowHandle 
 async fn customers_wait_are_admitted_one_a_second_and_see_their_coupon_until_sold_out() {
     let services = Services::from_env();
     let name = unique_name("room-page");
+    // Started before the clock below runs: a first start of Chromium (its profile, its
+    // font cache) can take longer than the whole lead.
+    let browser = Browser::start().await;
     // Opening in a few seconds: every page shows `waiting` first (the pre-queue), then the
     // room lets in one user a second and two coupons go to the first two let in.
     let opens_at = Utc::now() + chrono::Duration::seconds(8);
@@ -126,7 +129,6 @@ async fn customers_wait_are_admitted_one_a_second_and_see_their_coupon_until_sol
     config["opensAt"] = json!(opens_at);
     let files = files(&temp_dir("room-page"), vec![config]);
     let issuer = start_issuer(&services, &files, &[]).await;
-    let browser = Browser::start().await;
 
     let users = ["ada", "grace", "edsger"];
     let mut tabs = Vec::new();
