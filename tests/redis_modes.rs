@@ -14,8 +14,8 @@ use firstcome_e2e::invariants::assert_invariants;
 use firstcome_e2e::issuer::start_distributed;
 use firstcome_e2e::process::{Process, sample};
 use firstcome_e2e::redis_beds::{
-    cluster_target, cluster_url, heal_cluster_bed, heal_sentinel_bed, redis_node, sentinel_target,
-    sentinel_url,
+    cluster_target, cluster_url, heal_cluster_bed, heal_sentinel_bed, redis_node,
+    sentinel_primary_port, sentinel_target, sentinel_url,
 };
 use firstcome_e2e::spike::{self, Answer, Retry, Spike, tally, wait_progress};
 use firstcome_e2e::{Services, cluster, unique_name};
@@ -101,31 +101,10 @@ impl Drop for HealSentinelBed {
     }
 }
 
-/// The port of the primary the first answering Sentinel names.
-async fn sentinel_primary_port(target: &RedisTarget) -> u16 {
-    let RedisTarget::Sentinel {
-        master, sentinels, ..
-    } = target
-    else {
-        panic!("not a Sentinel target: {target}");
-    };
-    for sentinel in sentinels {
-        let Ok(client) = redis::Client::open(format!("redis://{sentinel}")) else {
-            continue;
-        };
-        let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-            continue;
-        };
-        let address: redis::RedisResult<(String, u16)> = redis::cmd("SENTINEL")
-            .arg("get-master-addr-by-name")
-            .arg(master)
-            .query_async(&mut conn)
-            .await;
-        if let Ok((_, port)) = address {
-            return port;
-        }
-    }
-    panic!("no Sentinel of {target} names a primary");
+/// The port of the primary the Sentinels of `target` name.
+async fn primary_port(target: &RedisTarget) -> u16 {
+    (sentinel_primary_port(target).await)
+        .unwrap_or_else(|| panic!("no Sentinel of {target} names a primary"))
 }
 
 /// A campaign of `limit` provisioned through Sentinel with `admitted` admissions made,
@@ -216,7 +195,7 @@ async fn sentinel_admits_exactly_and_resumes_on_the_promoted_replica() {
     assert_state(&admission, &campaign, 5).await;
 
     let campaign = sentinel_campaign(&admission, &mut conn, 20, 5).await;
-    let old_primary = sentinel_primary_port(&target).await;
+    let old_primary = primary_port(&target).await;
     redis_node("kill", old_primary);
     let (resumed, _) = first_answer_after_failover(
         &admission,
@@ -226,7 +205,7 @@ async fn sentinel_admits_exactly_and_resumes_on_the_promoted_replica() {
     )
     .await;
     assert_ne!(
-        sentinel_primary_port(&target).await,
+        primary_port(&target).await,
         old_primary,
         "the Sentinels promoted the replica"
     );
@@ -251,7 +230,7 @@ async fn sentinel_leaves_a_hung_primary_for_the_promoted_replica() {
     let mut conn = RedisConnection::connect(&target, TIMEOUT).await.unwrap();
     let campaign = sentinel_campaign(&admission, &mut conn, 10, 3).await;
 
-    let old_primary = sentinel_primary_port(&target).await;
+    let old_primary = primary_port(&target).await;
     redis_node("stop", old_primary);
     let (resumed, _) = first_answer_after_failover(
         &admission,
@@ -264,7 +243,7 @@ async fn sentinel_leaves_a_hung_primary_for_the_promoted_replica() {
         matches!(resumed, Outcome::Admitted(ref a) if a.sequence == 4),
         "the promoted replica continues the counter: {resumed:?}"
     );
-    assert_ne!(sentinel_primary_port(&target).await, old_primary);
+    assert_ne!(primary_port(&target).await, old_primary);
 
     redis_node("cont", old_primary);
     let outcomes = apply_all(&admission, &campaign, &users("after", 0..10)).await;
@@ -557,7 +536,7 @@ async fn killing_the_sentinel_primary_mid_spike_loses_no_winner() {
     let campaign = unique_name("sentinel-spike");
     let progress = Arc::new(AtomicUsize::new(0));
     let (api, _consumer) = issuers(&services, &campaign).await;
-    let primary = sentinel_primary_port(&sentinel_target()).await;
+    let primary = primary_port(&sentinel_target()).await;
     let running = spike(&api, &campaign, progress.clone());
 
     wait_progress(&progress, 20).await;
@@ -604,7 +583,7 @@ async fn a_promoted_replica_that_lagged_never_gives_a_lost_admission_again() {
     let mut answers = apply("before", 300).await;
 
     let (primary, replica) = (
-        sentinel_primary_port(&target).await,
+        primary_port(&target).await,
         sentinel_replica_port(&target).await,
     );
     drop_silent_replicas_fast(primary).await;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use firstcome_contract::RedisTarget;
 
@@ -34,6 +35,42 @@ pub fn cluster_url() -> String {
 
 pub fn cluster_target() -> RedisTarget {
     cluster_url().parse().expect("the test bed's Cluster URL")
+}
+
+/// The port of the primary that the first answering Sentinel of `target` (a Sentinel
+/// target) names; `None` when none answers within its 2 s timeouts.
+pub async fn sentinel_primary_port(target: &RedisTarget) -> Option<u16> {
+    let RedisTarget::Sentinel {
+        master, sentinels, ..
+    } = target
+    else {
+        panic!("not a Sentinel target: {target}");
+    };
+    for sentinel in sentinels {
+        let Ok(mut conn) = connection(&format!("redis://{sentinel}")).await else {
+            continue;
+        };
+        let named: redis::RedisResult<(String, u16)> = redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(master)
+            .query_async(&mut conn)
+            .await;
+        if let Ok((_, port)) = named {
+            return Some(port);
+        }
+    }
+    None
+}
+
+/// A connection to one node, with 2 s timeouts: a node being failed over must not hang
+/// the test.
+pub async fn connection(url: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)));
+    redis::Client::open(url)?
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
 }
 
 /// Brings the Sentinel bed back to a primary, a replica in sync and three Sentinels that

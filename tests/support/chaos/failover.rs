@@ -4,8 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+use firstcome_contract::RedisTarget;
+
 use super::bed::{CLUSTER_PORT, ChaosBed, SENTINEL_PORT, SENTINEL_REDIS_PORT};
 use super::schedule::RedisBed;
+use crate::redis_beds;
 
 /// The Sentinels' master name (`scripts/testbed`'s).
 const MASTER: &str = "firstcome";
@@ -43,31 +46,18 @@ pub async fn down(bed: &ChaosBed, redis: RedisBed) {
 }
 
 async fn connection(port: u16) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(2)));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
+    redis_beds::connection(&format!("redis://127.0.0.1:{port}")).await
 }
 
-/// The port of the primary the first answering Sentinel names.
+/// The port of the primary the first answering Sentinel of the chaos bed names.
 async fn sentinel_primary() -> Option<u16> {
-    for sentinel in SENTINEL_PORT..SENTINEL_PORT + 3 {
-        let Ok(mut conn) = connection(sentinel).await else {
-            continue;
-        };
-        let named: redis::RedisResult<(String, String)> = redis::cmd("SENTINEL")
-            .arg("get-master-addr-by-name")
-            .arg(MASTER)
-            .query_async(&mut conn)
-            .await;
-        if let Some(port) = named.ok().and_then(|(_, port)| port.parse().ok()) {
-            return Some(port);
-        }
-    }
-    None
+    let sentinels = (SENTINEL_PORT..SENTINEL_PORT + 3).map(|port| format!("127.0.0.1:{port}"));
+    let url = format!(
+        "redis+sentinel://{}/{MASTER}",
+        sentinels.collect::<Vec<_>>().join(",")
+    );
+    let target: RedisTarget = url.parse().expect("the chaos bed's Sentinel URL");
+    redis_beds::sentinel_primary_port(&target).await
 }
 
 /// Waits (at most [`FAILOVER_BUDGET`]) until `settled` says the failover is done.
