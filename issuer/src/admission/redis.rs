@@ -251,6 +251,15 @@ impl RedisAdmission {
         self.confirm_queue(keys).submit(sequence).await?
     }
 
+    /// As [`Self::confirm_published`], without waiting for it: the mark goes with the
+    /// next `HDEL` of the campaign's marks. A failure is logged by the worker and only
+    /// costs a duplicate publish later, which persistence ignores.
+    pub fn clear_pending(&self, keys: &CampaignKeys, sequence: u64) {
+        if self.confirm_queue(keys).send(sequence).is_err() {
+            tracing::warn!(sequence, "cannot clear the pending mark: its worker stopped");
+        }
+    }
+
     /// The worker clearing the pending marks of the campaign whose keys are `keys`.
     fn confirm_queue(&self, keys: &CampaignKeys) -> ConfirmQueue {
         queue_of(&self.confirms, &keys.pending, || {
@@ -259,6 +268,13 @@ impl RedisAdmission {
                 let (mut conn, pending) = (conn.clone(), pending.clone());
                 async move {
                     let cleared: Result<i64, _> = conn.hdel(&pending, &sequences).await;
+                    if let Err(error) = &cleared {
+                        tracing::warn!(
+                            %error,
+                            winners = sequences.len(),
+                            "cannot clear the pending marks of published winners"
+                        );
+                    }
                     let answer = cleared.map(|_| ()).map_err(RedisAdmissionError::from);
                     vec![answer; sequences.len()]
                 }
