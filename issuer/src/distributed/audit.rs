@@ -68,7 +68,7 @@ impl Distributed {
             };
             let event = winner_event(campaign.name(), user, &admission);
             self.publisher
-                .publish(&campaign.config.topic, &event)
+                .publish(&campaign.topic, &event)
                 .await?;
             self.metrics.republished(campaign.name());
             republished += 1;

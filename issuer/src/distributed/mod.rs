@@ -117,8 +117,8 @@ impl Distributed {
             source,
         };
         let event = winner_event(campaign.name(), user, admission);
-        let published = self.publisher.publish(&campaign.config.topic, &event).await;
-        self.metrics.published(campaign.name(), published.is_ok());
+        let published = self.publisher.publish(&campaign.topic, &event).await;
+        campaign.counters.published(published.is_ok());
         let delivery = published.map_err(|e| unconfirmed(e.into()))?;
         // The pending mark goes in the campaign's next batch of clears; the read-back
         // does not wait for it.

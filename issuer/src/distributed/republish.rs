@@ -47,7 +47,7 @@ impl Distributed {
     ) -> Result<(), IssuerError> {
         let event = winner_event(campaign.name(), &winner.user_id, &winner.admission);
         self.publisher
-            .publish(&campaign.config.topic, &event)
+            .publish(&campaign.topic, &event)
             .await?;
         self.redis
             .confirm_published(&campaign.keys, winner.admission.sequence)

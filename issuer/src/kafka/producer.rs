@@ -2,6 +2,7 @@
 //! so an apply that waits for the broker's ack never hangs and is never answered twice.
 //! Events are handed to librdkafka in turns ([`super::turns`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use firstcome_contract::WinnerEvent;
@@ -69,9 +70,13 @@ impl WinnerPublisher {
     /// Resolves once the broker acknowledged the event, or delivery failed or took
     /// longer than `ack_wait`.
     /// The delivery says where the event landed.
-    pub async fn publish(&self, topic: &str, event: &WinnerEvent) -> Result<Delivery, KafkaError> {
+    pub async fn publish(
+        &self,
+        topic: &Arc<str>,
+        event: &WinnerEvent,
+    ) -> Result<Delivery, KafkaError> {
         self.send(Outgoing {
-            topic: topic.to_string(),
+            topic: Arc::clone(topic),
             key: Some(event.key().into_bytes()),
             payload: Some(event.to_payload()),
         })
@@ -87,7 +92,7 @@ impl WinnerPublisher {
         payload: Option<&[u8]>,
     ) -> Result<(), KafkaError> {
         self.send(Outgoing {
-            topic: topic.to_string(),
+            topic: Arc::from(topic),
             key: key.map(<[u8]>::to_vec),
             payload: payload.map(<[u8]>::to_vec),
         })

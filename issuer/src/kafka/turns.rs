@@ -15,6 +15,7 @@
 //! bounded by its deadline (one timer per event, from queueing to ack).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -34,7 +35,8 @@ pub const TURN_WAIT: Duration = Duration::from_millis(50);
 
 /// One event to send.
 pub struct Outgoing {
-    pub topic: String,
+    /// Shared by every event of the campaign, not copied per event.
+    pub topic: Arc<str>,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
 }
