@@ -2,7 +2,8 @@
 //! ([`super::batch`]), on one multiplexed connection shared by every request.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -151,8 +152,7 @@ impl RedisAdmission {
         keys: &CampaignKeys,
         user: &str,
     ) -> Result<Outcome, RedisAdmissionError> {
-        let attempt = uuid::Uuid::new_v4().as_simple().to_string();
-        self.run_admission_attempt(campaign, keys, user, &attempt)
+        self.run_admission_attempt(campaign, keys, user, &new_attempt())
             .await
     }
 
@@ -351,6 +351,17 @@ impl RedisAdmission {
     }
 }
 
+/// A new attempt id, unique across every issuer and restart: this process's random
+/// prefix (a v4 UUID, drawn once) and a counter, so an apply costs no random draw (a
+/// `getrandom` system call each) and the ids of one process never repeat.
+fn new_attempt() -> String {
+    static PREFIX: LazyLock<String> =
+        LazyLock::new(|| uuid::Uuid::new_v4().as_simple().to_string());
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    // The prefix has a fixed length, so prefix and counter never run into each other.
+    format!("{}{:x}", *PREFIX, NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 /// The batching worker under `key` in `queues`, spawned by `spawn` on first use.
 fn queue_of<Request, Answer>(
     queues: &Mutex<HashMap<String, BatchQueue<Request, Answer>>>,
@@ -489,6 +500,14 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn attempt_ids_never_repeat_and_share_the_process_prefix() {
+        let ids: Vec<String> = (0..1000).map(|_| new_attempt()).collect();
+        let unique: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+        assert!(ids.iter().all(|id| id[..32] == ids[0][..32]), "{ids:?}");
     }
 
     #[test]
