@@ -256,7 +256,10 @@ impl RedisAdmission {
     /// costs a duplicate publish later, which persistence ignores.
     pub fn clear_pending(&self, keys: &CampaignKeys, sequence: u64) {
         if self.confirm_queue(keys).send(sequence).is_err() {
-            tracing::warn!(sequence, "cannot clear the pending mark: its worker stopped");
+            tracing::warn!(
+                sequence,
+                "cannot clear the pending mark: its worker stopped"
+            );
         }
     }
 

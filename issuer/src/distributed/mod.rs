@@ -122,8 +122,7 @@ impl Distributed {
         let delivery = published.map_err(|e| unconfirmed(e.into()))?;
         // The pending mark goes in the campaign's next batch of clears; the read-back
         // does not wait for it.
-        self.redis
-            .clear_pending(&campaign.keys, admission.sequence);
+        self.redis.clear_pending(&campaign.keys, admission.sequence);
         let read_back = campaign
             .claims
             .holder_once_read(
