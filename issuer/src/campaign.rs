@@ -20,6 +20,8 @@ use crate::waiting_room::Room;
 pub struct Campaign {
     pub config: CampaignConfig,
     pub keys: CampaignKeys,
+    /// `config.topic`, shared by every winner event queued for it.
+    pub topic: Arc<str>,
     /// How callers are authenticated, loaded from `config.identity`.
     pub identity: Identity,
     pub limits: ApplyLimits,
@@ -60,6 +62,7 @@ impl Campaign {
     ) -> Self {
         Self {
             keys: CampaignKeys::new(&config.name),
+            topic: Arc::from(config.topic.as_str()),
             identity,
             limits: ApplyLimits::new(
                 &config.rate_limits,

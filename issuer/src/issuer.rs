@@ -66,14 +66,14 @@ impl Issuer {
             .ok_or_else(|| IssuerError::UnknownCampaign(name.to_string()))
     }
 
-    /// Applies `user` to campaign `name`. Once sold out, answers from memory: that path
-    /// allocates nothing and touches no shared state but the board and one counter.
+    /// Applies `user` to `campaign` (one of [`Self::campaign`]'s). Once sold out, answers
+    /// from memory: that path allocates nothing and touches no shared state but the board
+    /// and one counter.
     pub async fn apply(
         self: &Arc<Self>,
-        name: &str,
+        campaign: &Arc<Campaign>,
         user: &UserId,
     ) -> Result<Outcome, IssuerError> {
-        let campaign = self.campaign(name)?;
         let result = match campaign.config.window(Utc::now()) {
             Window::Scheduled => Ok(Outcome::NotOpen {
                 opens_at: campaign.config.opens_at,

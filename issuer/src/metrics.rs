@@ -57,11 +57,13 @@ struct PublishLabels {
     result: &'static str,
 }
 
-/// The apply counters of one campaign, one per outcome, and its admission durations.
+/// The apply counters of one campaign, one per outcome, its admission durations, and its
+/// winner events published (ok, error).
 #[derive(Clone, Debug)]
 pub struct ApplyCounters {
     outcomes: [Counter; OUTCOMES.len()],
     admission_seconds: Histogram,
+    published: [Counter; 2],
 }
 
 impl ApplyCounters {
@@ -72,6 +74,11 @@ impl ApplyCounters {
     /// Time one apply spent in the admission backend.
     pub fn admission_took(&self, seconds: f64) {
         self.admission_seconds.observe(seconds);
+    }
+
+    /// One winner event's first publish, acked by the broker or not.
+    pub fn published(&self, ok: bool) {
+        self.published[usize::from(!ok)].inc();
     }
 }
 
@@ -233,6 +240,14 @@ impl Metrics {
                 .admission_seconds
                 .get_or_create(&campaign(name))
                 .clone(),
+            published: ["ok", "error"].map(|result| {
+                self.published
+                    .get_or_create(&PublishLabels {
+                        campaign: name.to_string(),
+                        result,
+                    })
+                    .clone()
+            }),
         }
     }
 
@@ -255,16 +270,6 @@ impl Metrics {
 
     pub fn rate_limited_counters(&self, name: &str) -> RateLimitedCounters {
         self.rate_limited.of(name)
-    }
-
-    pub fn published(&self, name: &str, ok: bool) {
-        let result = if ok { "ok" } else { "error" };
-        self.published
-            .get_or_create(&PublishLabels {
-                campaign: name.to_string(),
-                result,
-            })
-            .inc();
     }
 
     pub fn republished(&self, name: &str) {
@@ -378,6 +383,24 @@ mod tests {
             ),
             "{}",
             metrics.render()
+        );
+    }
+
+    #[test]
+    fn publishes_are_counted_per_campaign_and_result() {
+        let metrics = Metrics::default();
+        let counters = metrics.apply_counters("sale");
+        counters.published(true);
+        counters.published(true);
+        counters.published(false);
+        let mut lines = lines_of(&metrics, "firstcome_winners_published_total");
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                r#"firstcome_winners_published_total{campaign="sale",result="error"} 1"#,
+                r#"firstcome_winners_published_total{campaign="sale",result="ok"} 2"#,
+            ]
         );
     }
 }

@@ -16,7 +16,8 @@ pub const MAX_BATCH: usize = 256;
 #[error("the admission worker stopped")]
 pub struct WorkerGone;
 
-type Job<Request, Answer> = (Request, oneshot::Sender<Answer>);
+/// A request and where its answer goes (`None`: nobody waits for it).
+type Job<Request, Answer> = (Request, Option<oneshot::Sender<Answer>>);
 
 /// The sending side of one worker; cloned by every caller.
 pub struct BatchQueue<Request, Answer> {
@@ -51,7 +52,9 @@ where
                 let answers = decide(requests).await;
                 for (to, answer) in answer_to.into_iter().zip(answers) {
                     // A caller that went away no longer needs its answer.
-                    let _ = to.send(answer);
+                    if let Some(to) = to {
+                        let _ = to.send(answer);
+                    }
                 }
             }
         };
@@ -63,9 +66,15 @@ where
     pub async fn submit(&self, request: Request) -> Result<Answer, WorkerGone> {
         let (answer_to, answer) = oneshot::channel();
         self.jobs
-            .send((request, answer_to))
+            .send((request, Some(answer_to)))
             .map_err(|_| WorkerGone)?;
         answer.await.map_err(|_| WorkerGone)
+    }
+
+    /// Queues `request` without waiting: it is decided in a coming batch, and its answer
+    /// is dropped (the worker's `decide` reports what matters of it).
+    pub fn send(&self, request: Request) -> Result<(), WorkerGone> {
+        self.jobs.send((request, None)).map_err(|_| WorkerGone)
     }
 }
 
@@ -91,6 +100,20 @@ mod tests {
         // Alone, a request is decided at once, in a batch of one.
         assert_eq!(queue.submit(7).await.unwrap(), 70);
         assert_eq!(*sizes.lock().unwrap(), vec![5, 1]);
+    }
+
+    #[tokio::test]
+    async fn requests_sent_without_waiting_are_decided_with_the_others() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let decided = Arc::clone(&seen);
+        let queue = BatchQueue::spawn(move |requests: Vec<u32>| {
+            decided.lock().unwrap().push(requests.clone());
+            async move { requests }
+        });
+        queue.send(1).unwrap();
+        queue.send(2).unwrap();
+        assert_eq!(queue.submit(3).await.unwrap(), 3);
+        assert_eq!(*seen.lock().unwrap(), vec![vec![1, 2, 3]]);
     }
 
     #[tokio::test]

@@ -2,7 +2,8 @@
 //! ([`super::batch`]), on one multiplexed connection shared by every request.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -152,8 +153,7 @@ impl RedisAdmission {
         keys: &CampaignKeys,
         user: &str,
     ) -> Result<Outcome, RedisAdmissionError> {
-        let attempt = uuid::Uuid::new_v4().as_simple().to_string();
-        self.run_admission_attempt(campaign, keys, user, &attempt)
+        self.run_admission_attempt(campaign, keys, user, &new_attempt())
             .await
     }
 
@@ -291,6 +291,18 @@ impl RedisAdmission {
         self.confirm_queue(keys).submit(sequence).await?
     }
 
+    /// As [`Self::confirm_published`], without waiting for it: the mark goes with the
+    /// next `HDEL` of the campaign's marks. A failure is logged by the worker and only
+    /// costs a duplicate publish later, which persistence ignores.
+    pub fn clear_pending(&self, keys: &CampaignKeys, sequence: u64) {
+        if self.confirm_queue(keys).send(sequence).is_err() {
+            tracing::warn!(
+                sequence,
+                "cannot clear the pending mark: its worker stopped"
+            );
+        }
+    }
+
     /// The worker clearing the pending marks of the campaign whose keys are `keys`.
     fn confirm_queue(&self, keys: &CampaignKeys) -> ConfirmQueue {
         queue_of(&self.confirms, &keys.pending, || {
@@ -299,6 +311,13 @@ impl RedisAdmission {
                 let (mut conn, pending) = (conn.clone(), pending.clone());
                 async move {
                     let cleared: Result<i64, _> = conn.hdel(&pending, &sequences).await;
+                    if let Err(error) = &cleared {
+                        tracing::warn!(
+                            %error,
+                            winners = sequences.len(),
+                            "cannot clear the pending marks of published winners"
+                        );
+                    }
                     let answer = cleared.map(|_| ()).map_err(RedisAdmissionError::from);
                     vec![answer; sequences.len()]
                 }
@@ -378,6 +397,17 @@ impl RedisAdmission {
             .await?;
         Ok(())
     }
+}
+
+/// A new attempt id, unique across every issuer and restart: this process's random
+/// prefix (a v4 UUID, drawn once) and a counter, so an apply costs no random draw (a
+/// `getrandom` system call each) and the ids of one process never repeat.
+fn new_attempt() -> String {
+    static PREFIX: LazyLock<String> =
+        LazyLock::new(|| uuid::Uuid::new_v4().as_simple().to_string());
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    // The prefix has a fixed length, so prefix and counter never run into each other.
+    format!("{}{:x}", *PREFIX, NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// The batching worker under `key` in `queues`, spawned by `spawn` on first use.
@@ -518,6 +548,14 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn attempt_ids_never_repeat_and_share_the_process_prefix() {
+        let ids: Vec<String> = (0..1000).map(|_| new_attempt()).collect();
+        let unique: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+        assert!(ids.iter().all(|id| id[..32] == ids[0][..32]), "{ids:?}");
     }
 
     #[test]

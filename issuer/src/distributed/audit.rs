@@ -67,9 +67,7 @@ impl Distributed {
                 admitted_at: Utc::now(),
             };
             let event = winner_event(campaign.name(), user, &admission);
-            self.publisher
-                .publish(&campaign.config.topic, &event)
-                .await?;
+            self.publisher.publish(&campaign.topic, &event).await?;
             self.metrics.republished(campaign.name());
             republished += 1;
         }

@@ -117,23 +117,20 @@ impl Distributed {
             source,
         };
         let event = winner_event(campaign.name(), user, admission);
-        let published = self.publisher.publish(&campaign.config.topic, &event).await;
-        self.metrics.published(campaign.name(), published.is_ok());
+        let published = self.publisher.publish(&campaign.topic, &event).await;
+        campaign.counters.published(published.is_ok());
         let delivery = published.map_err(|e| unconfirmed(e.into()))?;
-        let at = (delivery.partition, delivery.offset);
-        // The pending mark is cleared while the topic is read back: neither waits on the
-        // other.
-        let (confirmed, read_back) = tokio::join!(
-            self.redis
-                .confirm_published(&campaign.keys, admission.sequence),
-            campaign
-                .claims
-                .holder_once_read(at, admission.sequence, self.publisher.ack_wait()),
-        );
-        if let Err(error) = confirmed {
-            // Only costs a duplicate publish later, which persistence ignores.
-            tracing::warn!(%error, "cannot clear the pending mark of a published winner");
-        }
+        // The pending mark goes in the campaign's next batch of clears; the read-back
+        // does not wait for it.
+        self.redis.clear_pending(&campaign.keys, admission.sequence);
+        let read_back = campaign
+            .claims
+            .holder_once_read(
+                (delivery.partition, delivery.offset),
+                admission.sequence,
+                self.publisher.ack_wait(),
+            )
+            .await;
         match read_back.map_err(|e| unconfirmed(e.into()))? {
             Some(holder) if holder == user => Ok(()),
             holder => self.refuse_twice_given(campaign, admission, holder).await,

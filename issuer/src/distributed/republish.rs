@@ -97,9 +97,7 @@ impl Distributed {
         winner: &PendingWinner,
     ) -> Result<(), IssuerError> {
         let event = winner_event(campaign.name(), &winner.user_id, &winner.admission);
-        self.publisher
-            .publish(&campaign.config.topic, &event)
-            .await?;
+        self.publisher.publish(&campaign.topic, &event).await?;
         self.redis
             .confirm_published(&campaign.keys, winner.admission.sequence)
             .await?;

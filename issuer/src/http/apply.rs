@@ -5,16 +5,16 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
-use serde_json::json;
+use chrono::{DateTime, Utc};
 
 use super::apply_body::ApplyRequest;
 use super::caller::Caller;
 use super::client::WithinClientRate;
+use super::served::ServedCampaign;
 use super::{Api, ApiError};
 use crate::admission::Outcome;
 use crate::issuer::Issuer;
@@ -75,18 +75,31 @@ impl<S: Send + Sync> FromRequestParts<S> for PassHeader {
     }
 }
 
+/// The body of an admitted apply, serialized as it is (no JSON tree built per winner);
+/// fields in alphabetical order, as every other body's (a `serde_json` object's) are.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Admitted<'a> {
+    admitted_at: DateTime<Utc>,
+    campaign: &'a str,
+    ordinal: u32,
+    reason: &'static str,
+    sequence: u64,
+    user_id: &'a str,
+}
+
 /// Rate limits first (the client before its credentials or the body are even looked at,
 /// then the user), so what they refuse costs no authentication or admission work; then
 /// the waiting room's pass, if the campaign has one.
 pub async fn apply(
     State(api): State<std::sync::Arc<Api>>,
     _within_rate: WithinClientRate,
-    Path(campaign): Path<String>,
+    ServedCampaign(served): ServedCampaign,
     caller: Caller,
     PassHeader(pass): PassHeader,
     body: Result<Json<ApplyRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let served = api.issuer.campaign(&campaign)?;
+    let campaign = served.name();
     let Json(request) = body?;
     let user = caller.applicant(request.user_id)?;
     served.limits.check_user(&user)?;
@@ -94,19 +107,19 @@ pub async fn apply(
         let pass = pass.as_ref().map(HeaderValue::as_bytes);
         room.check_pass(pass, user.as_str(), Utc::now())?;
     }
-    let outcome = api.issuer.apply(&campaign, &user).await?;
+    let outcome = api.issuer.apply(&served, &user).await?;
     Ok(match outcome {
-        Outcome::SoldOut => api.sold_out.response(&campaign),
+        Outcome::SoldOut => api.sold_out.response(campaign),
         Outcome::Admitted(admission) => (
             StatusCode::CREATED,
-            Json(json!({
-                "reason": "admitted",
-                "campaign": campaign,
-                "userId": user.as_str(),
-                "sequence": admission.sequence,
-                "ordinal": admission.ordinal,
-                "admittedAt": admission.admitted_at,
-            })),
+            Json(Admitted {
+                admitted_at: admission.admitted_at,
+                campaign,
+                ordinal: admission.ordinal,
+                reason: "admitted",
+                sequence: admission.sequence,
+                user_id: user.as_str(),
+            }),
         )
             .into_response(),
         Outcome::AlreadyApplied(sequences) => ApiError::new(

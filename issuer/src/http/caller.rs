@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, RawPathParams};
+use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 
+use super::served::ServedCampaign;
 use super::{Api, ApiError};
 use crate::user_id::UserId;
 
@@ -21,14 +22,7 @@ impl FromRequestParts<Arc<Api>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, ApiError> {
-        let params = RawPathParams::from_request_parts(parts, api)
-            .await
-            .map_err(|_| ApiError::not_found())?;
-        let name = params
-            .iter()
-            .find_map(|(key, value)| (key == "campaign").then_some(value))
-            .ok_or_else(ApiError::not_found)?;
-        let campaign = api.issuer.campaign(name)?;
+        let ServedCampaign(campaign) = ServedCampaign::from_request_parts(parts, api).await?;
         let user = (campaign.identity.authenticate(&parts.headers).await)
             .map_err(|error| ApiError::from_identity(error, &campaign.identity))?;
         Ok(user.map_or(Self::Unauthenticated, Self::Authenticated))

@@ -5,10 +5,11 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Path};
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue};
 
+use super::served::ServedCampaign;
 use super::{Api, ApiError};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -40,13 +41,8 @@ impl FromRequestParts<Arc<Api>> for WithinClientRate {
 
     async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, ApiError> {
         let ClientAddr(client) = ClientAddr::from_request_parts(parts, api).await?;
-        let Path(campaign) = Path::<String>::from_request_parts(parts, api)
-            .await
-            .map_err(|_| ApiError::not_found())?;
-        api.issuer
-            .campaign(&campaign)?
-            .limits
-            .check_client(client)?;
+        let ServedCampaign(campaign) = ServedCampaign::from_request_parts(parts, api).await?;
+        campaign.limits.check_client(client)?;
         Ok(Self)
     }
 }

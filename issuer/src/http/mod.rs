@@ -11,6 +11,7 @@ mod lookup;
 mod ops;
 mod queue;
 mod room_page;
+mod served;
 mod summary;
 
 use std::sync::Arc;

@@ -2,23 +2,24 @@
 //! so an apply that waits for the broker's ack never hangs and is never answered twice.
 //! Events are handed to librdkafka in turns ([`super::turns`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use firstcome_contract::WinnerEvent;
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
+use rdkafka::producer::Producer;
 use rdkafka::producer::future_producer::Delivery;
-use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::util::Timeout;
 
-use super::turns::{Outgoing, Turns};
+use super::turns::{AckContext, AckingProducer, Outgoing, Turns};
 
 /// Added to the delivery timeout to bound every wait for an ack.
 const ACK_WAIT_MARGIN: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct WinnerPublisher {
-    producer: FutureProducer,
+    producer: AckingProducer,
     turns: Turns,
     /// Longest wait for one ack. librdkafka's `message.timeout.ms` does not bound every
     /// state of the idempotent producer (e.g. while it re-acquires its producer id after
@@ -30,7 +31,7 @@ impl WinnerPublisher {
     /// `delivery_timeout` bounds the time from send to the broker's ack, retries included.
     /// Starts the turns' worker: call it within a Tokio runtime.
     pub fn new(brokers: &str, delivery_timeout: Duration) -> Result<Self, KafkaError> {
-        let producer: FutureProducer = ClientConfig::new()
+        let producer: AckingProducer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -44,7 +45,7 @@ impl WinnerPublisher {
             // event of a turn would go alone.
             .set("linger.ms", "1")
             .set("socket.nagle.disable", "true")
-            .create()?;
+            .create_with_context(AckContext)?;
         let ack_wait = delivery_timeout + ACK_WAIT_MARGIN;
         Ok(Self {
             turns: Turns::spawn(producer.clone()),
@@ -69,9 +70,13 @@ impl WinnerPublisher {
     /// Resolves once the broker acknowledged the event, or delivery failed or took
     /// longer than `ack_wait`.
     /// The delivery says where the event landed.
-    pub async fn publish(&self, topic: &str, event: &WinnerEvent) -> Result<Delivery, KafkaError> {
+    pub async fn publish(
+        &self,
+        topic: &Arc<str>,
+        event: &WinnerEvent,
+    ) -> Result<Delivery, KafkaError> {
         self.send(Outgoing {
-            topic: topic.to_string(),
+            topic: Arc::clone(topic),
             key: Some(event.key().into_bytes()),
             payload: Some(event.to_payload()),
         })
@@ -87,7 +92,7 @@ impl WinnerPublisher {
         payload: Option<&[u8]>,
     ) -> Result<(), KafkaError> {
         self.send(Outgoing {
-            topic: topic.to_string(),
+            topic: Arc::from(topic),
             key: key.map(<[u8]>::to_vec),
             payload: payload.map(<[u8]>::to_vec),
         })

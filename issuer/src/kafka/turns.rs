@@ -13,17 +13,22 @@
 //! partition without a leader, a broker restarting) stops holding back the next one, so
 //! one slow partition never stalls the others for long; each event's own wait stays
 //! bounded by its deadline (one timer per event, from queueing to ack).
+//!
+//! Acks are answered from librdkafka's delivery callback ([`AckContext`]), straight to
+//! the waiting caller, and counted off the turn: no future per event for the turns'
+//! worker to poll, no wake-up of the worker per ack, only one when its turn is all acked.
 
-use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
+use rdkafka::ClientContext;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::future_producer::{Delivery, DeliveryFuture};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::future_producer::Delivery;
+use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
 /// Most events handed over in one turn: bounds one turn's requests.
@@ -32,9 +37,13 @@ const MAX_TURN: usize = 1024;
 /// a healthy cluster, well below the delivery timeout.
 pub const TURN_WAIT: Duration = Duration::from_millis(50);
 
+/// The producer the turns hand events to: its delivery callback answers the callers.
+pub type AckingProducer = ThreadedProducer<AckContext>;
+
 /// One event to send.
 pub struct Outgoing {
-    pub topic: String,
+    /// Shared by every event of the campaign, not copied per event.
+    pub topic: Arc<str>,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
 }
@@ -57,7 +66,7 @@ pub struct Turns {
 impl Turns {
     /// Starts the worker that hands events to `producer`. It stops once every handle is
     /// dropped.
-    pub fn spawn(producer: FutureProducer) -> Self {
+    pub fn spawn(producer: AckingProducer) -> Self {
         let (jobs, waiting) = mpsc::unbounded_channel();
         tokio::spawn(take_turns(producer, waiting));
         Self { jobs }
@@ -73,65 +82,58 @@ impl Turns {
             answer_to,
         };
         self.jobs.send(job).map_err(|_| KafkaError::Canceled)?;
-        answer.await.unwrap_or(Err(KafkaError::Canceled))
-    }
-}
-
-async fn take_turns(producer: FutureProducer, mut waiting: mpsc::UnboundedReceiver<Job>) {
-    let mut turn = Vec::with_capacity(MAX_TURN);
-    while waiting.recv_many(&mut turn, MAX_TURN).await > 0 {
-        let now = Instant::now();
-        let mut acks: FuturesUnordered<_> = turn
-            .drain(..)
-            // A caller that gave up is not sent for: its admission stays pending and the
-            // re-publisher sends it.
-            .filter(|job| !job.answer_to.is_closed())
-            .map(|job| {
-                let delivery = if job.deadline <= now {
-                    Err(timed_out())
-                } else {
-                    enqueue(&producer, &job.event)
-                };
-                async move {
-                    let answer = match delivery {
-                        Ok(delivery) => ack(delivery, job.deadline).await,
-                        Err(error) => Err(error),
-                    };
-                    // A caller that went away no longer needs its answer.
-                    let _ = job.answer_to.send(answer);
-                }
-            })
-            .collect();
-        if tokio::time::timeout(TURN_WAIT, answer_all(&mut acks))
-            .await
-            .is_err()
-        {
-            tokio::spawn(async move { answer_all(&mut acks).await });
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_dropped)) => Err(KafkaError::Canceled),
+            Err(_) => Err(timed_out()),
         }
     }
 }
 
-/// Hands `event` to librdkafka. A full queue is not waited on: the event is answered
-/// unconfirmed at once (turns keep the queue short, so only an unreachable cluster fills it).
-fn enqueue(producer: &FutureProducer, event: &Outgoing) -> Result<DeliveryFuture, KafkaError> {
-    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&event.topic);
+async fn take_turns(producer: AckingProducer, mut waiting: mpsc::UnboundedReceiver<Job>) {
+    let mut turn = Vec::with_capacity(MAX_TURN);
+    while waiting.recv_many(&mut turn, MAX_TURN).await > 0 {
+        let now = Instant::now();
+        let acks = Arc::new(TurnAcks::default());
+        for job in turn.drain(..) {
+            // A caller that gave up is not sent for: its admission stays pending and the
+            // re-publisher sends it.
+            if job.answer_to.is_closed() {
+                continue;
+            }
+            if job.deadline <= now {
+                let _ = job.answer_to.send(Err(timed_out()));
+                continue;
+            }
+            enqueue(&producer, job, &acks);
+        }
+        // A turn whose acks do not all come within the wait stops holding back the next;
+        // its acks still reach their callers, from the callback.
+        let _ = tokio::time::timeout(TURN_WAIT, acks.all_acked()).await;
+    }
+}
+
+/// Hands the job's event to librdkafka, its caller's answer going with it. A full queue
+/// is not waited on: the event is answered unconfirmed at once (turns keep the queue
+/// short, so only an unreachable cluster fills it).
+fn enqueue(producer: &AckingProducer, job: Job, acks: &Arc<TurnAcks>) {
+    let Job {
+        event, answer_to, ..
+    } = job;
+    acks.sent();
+    let acked = Box::new(Acked {
+        answer_to,
+        turn: Arc::clone(acks),
+    });
+    let mut record: BaseRecord<'_, [u8], [u8], _> = BaseRecord::with_opaque_to(&event.topic, acked);
     if let Some(key) = &event.key {
         record = record.key(key);
     }
     if let Some(payload) = &event.payload {
         record = record.payload(payload);
     }
-    producer
-        .send_result(record)
-        .map_err(|(error, _record)| error)
-}
-
-async fn ack(delivery: DeliveryFuture, deadline: Instant) -> Answer {
-    match tokio::time::timeout_at(deadline, delivery).await {
-        Ok(Ok(Ok(delivery))) => Ok(delivery),
-        Ok(Ok(Err((error, _message)))) => Err(error),
-        Ok(Err(_canceled)) => Err(KafkaError::Canceled),
-        Err(_) => Err(timed_out()),
+    if let Err((error, record)) = producer.send(record) {
+        record.delivery_opaque.answer(Err(error));
     }
 }
 
@@ -140,6 +142,102 @@ fn timed_out() -> KafkaError {
     KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)
 }
 
-async fn answer_all<F: Future<Output = ()>>(acks: &mut FuturesUnordered<F>) {
-    while acks.next().await.is_some() {}
+/// The acks one turn still waits for.
+#[derive(Default)]
+struct TurnAcks {
+    unacked: AtomicUsize,
+    all_acked: Notify,
+}
+
+impl TurnAcks {
+    /// One more event of the turn is in flight.
+    fn sent(&self) {
+        self.unacked.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn acked(&self) {
+        if self.unacked.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Kept as a permit if the worker is not waiting yet: no wake-up is lost.
+            self.all_acked.notify_one();
+        }
+    }
+
+    /// Resolves once every event sent in the turn is answered.
+    async fn all_acked(&self) {
+        while self.unacked.load(Ordering::Acquire) > 0 {
+            self.all_acked.notified().await;
+        }
+    }
+}
+
+/// What goes with an event through librdkafka: whom to answer, which turn to count off.
+pub struct Acked {
+    answer_to: oneshot::Sender<Answer>,
+    turn: Arc<TurnAcks>,
+}
+
+impl Acked {
+    fn answer(self, answer: Answer) {
+        // A caller that went away no longer needs its answer.
+        let _ = self.answer_to.send(answer);
+        self.turn.acked();
+    }
+}
+
+/// The producer's context: its delivery callback (on librdkafka's polling thread) answers
+/// each event's caller.
+pub struct AckContext;
+
+impl ClientContext for AckContext {}
+
+impl ProducerContext for AckContext {
+    type DeliveryOpaque = Box<Acked>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, acked: Box<Acked>) {
+        let answer = match result {
+            Ok(message) => Ok(Delivery {
+                partition: message.partition(),
+                offset: message.offset(),
+                timestamp: message.timestamp(),
+            }),
+            Err((error, _message)) => Err(error.clone()),
+        };
+        acked.answer(answer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_turn_is_all_acked_once_every_sent_event_is_answered() {
+        let acks = Arc::new(TurnAcks::default());
+        let (mut answers, mut acked_events) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            let (answer_to, answer) = oneshot::channel();
+            acks.sent();
+            answers.push(answer);
+            acked_events.push(Acked {
+                answer_to,
+                turn: Arc::clone(&acks),
+            });
+        }
+        let last = acked_events.pop().unwrap();
+        for acked in acked_events {
+            acked.answer(Err(KafkaError::Canceled));
+        }
+        assert!(
+            acks.all_acked().now_or_never().is_none(),
+            "one event is still in flight"
+        );
+        last.answer(Err(timed_out()));
+        // Answered before the worker waits again: the permit is kept.
+        acks.all_acked().await;
+        for answer in answers {
+            assert!(answer.await.unwrap().is_err());
+        }
+    }
 }
