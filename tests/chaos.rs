@@ -11,10 +11,11 @@ use firstcome_e2e::chaos::bed::ChaosBed;
 use firstcome_e2e::chaos::report::{SeedReport, keeping_findings, markdown, replay_command};
 use firstcome_e2e::chaos::run_seed;
 
-/// Seeds that draw, between them, every fault kind: API issuers killed and paused, a
-/// consumer killed and paused, a rolling restart, the broker killed (answers
-/// `admission_unconfirmed`), PostgreSQL stopped, slow links to Redis (answers
-/// `outcome_unknown`); about 3.5 minutes on 2 busy cores (the soak's 85 s and 121 s).
+/// Seeds that draw, between them, every fault kind of the single Redis but the
+/// partitions from Redis and PostgreSQL: API issuers killed and paused, a consumer killed
+/// and paused, a rolling restart, the broker killed (answers `admission_unconfirmed`),
+/// PostgreSQL stopped, slow links to Redis (answers `outcome_unknown`), a slow and a
+/// partitioned link to Kafka; about 3.5 minutes on 2 busy cores.
 const CI_SLICE: [u64; 2] = [2001, 2003];
 
 fn seeds() -> Vec<u64> {

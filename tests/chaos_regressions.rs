@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use firstcome_contract::{CampaignKeys, RedisConnection, RedisTarget};
-use firstcome_e2e::delay_proxy::DelayProxy;
 use firstcome_e2e::invariants::assert_invariants;
 use firstcome_e2e::issuer::start_distributed;
 use firstcome_e2e::spike::{Answer, apply};
-use firstcome_e2e::{Services, unique_name, wait_for};
+use firstcome_e2e::toxiproxy::{Stream, Toxic, Toxiproxy};
+use firstcome_e2e::{Services, unique_name};
 use redis::AsyncCommands;
 use reqwest::StatusCode;
 
@@ -23,9 +23,11 @@ const LIMIT: usize = 10;
 #[tokio::test]
 async fn seed_1005_an_admission_whose_answer_is_lost_is_answered_outcome_unknown() {
     let services = Services::from_env();
-    let proxy = DelayProxy::in_front_of_redis(&services.redis_url).await;
+    let toxiproxy = tokio::task::spawn_blocking(Toxiproxy::up).await.unwrap();
+    let redis = services.redis_url.trim_start_matches("redis://");
+    let proxy = (toxiproxy.proxy(&unique_name("seed1005"), "127.0.0.1:0", redis)).await;
     let through_proxy = Services {
-        redis_url: proxy.redis_url(),
+        redis_url: format!("redis://{}", proxy.listen()),
         database_url: services.database_url.clone(),
         kafka_brokers: services.kafka_brokers.clone(),
     };
@@ -43,9 +45,10 @@ async fn seed_1005_an_admission_whose_answer_is_lost_is_answered_outcome_unknown
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let first = Answer::new("first".into(), status, body);
 
-    proxy.delay_replies(Duration::from_secs(3));
+    let slow = Toxic::latency(Stream::Downstream, Duration::from_secs(3));
+    proxy.add(&slow).await;
     let (status, body) = apply(&client, &issuer.base, &campaign, "lost").await;
-    proxy.delay_replies(Duration::ZERO);
+    proxy.remove(&slow).await; // the held reply passes on at once
     assert_eq!(
         (status, body["reason"].as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, Some("outcome_unknown")),
@@ -53,12 +56,6 @@ async fn seed_1005_an_admission_whose_answer_is_lost_is_answered_outcome_unknown
     );
 
     // The script did run: Redis admitted the user whose answer was lost.
-    wait_for(
-        "the held reply passed on",
-        Duration::from_secs(10),
-        || async { (proxy.held() == 0).then_some(()) },
-    )
-    .await;
     let target: RedisTarget = services.redis_url.parse().unwrap();
     let mut redis = RedisConnection::connect(&target, Duration::from_secs(2))
         .await
@@ -88,4 +85,5 @@ async fn seed_1005_an_admission_whose_answer_is_lost_is_answered_outcome_unknown
     assert_eq!(status, StatusCode::OK, "{held}");
     assert_eq!(held["status"], "issued", "{held}");
     assert_eq!(held["coupons"][0]["sequence"], sequence, "{held}");
+    proxy.delete().await;
 }

@@ -1,12 +1,12 @@
 //! Support for the end-to-end tests: the real services of the test bed
 //! (`scripts/testbed`, with its Sentinel and Cluster beds in [`redis_beds`]), the real
 //! control plane (`scripts/controlplane`), the real Prometheus (`scripts/prometheus`, in
-//! [`prometheus`]), and the project's binaries started as processes.
+//! [`prometheus`]), Toxiproxy (`scripts/toxiproxy`, in [`toxiproxy`]), and the project's
+//! binaries started as processes.
 
 pub mod browser;
 pub mod chaos;
 pub mod cluster;
-pub mod delay_proxy;
 pub mod invariants;
 pub mod issuer;
 pub mod kubelet;
@@ -16,6 +16,7 @@ pub mod prometheus;
 pub mod redis_beds;
 pub mod spike;
 pub mod tokens;
+pub mod toxiproxy;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

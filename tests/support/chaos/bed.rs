@@ -1,9 +1,12 @@
 //! The chaos runs' own test bed: `scripts/testbed` on ports and a state directory of its
-//! own, so killing its broker or stopping its PostgreSQL touches no other test.
+//! own, so killing its broker or stopping its PostgreSQL touches no other test; and
+//! Toxiproxy, started for the first run that faults a link.
 
 use std::process::{Command, Stdio};
 
+use super::schedule::API_ISSUERS;
 use crate::Services;
+use crate::toxiproxy::Toxiproxy;
 
 /// The Sentinel bed's primary (as started; the replica on +1).
 pub const SENTINEL_REDIS_PORT: u16 = 16490;
@@ -11,10 +14,17 @@ pub const SENTINEL_REDIS_PORT: u16 = 16490;
 pub const SENTINEL_PORT: u16 = 26490;
 /// The Cluster bed's six nodes: +0 … +5.
 pub const CLUSTER_PORT: u16 = 17100;
+/// The broker's listeners for each API issuer (by index): the port it binds, and the
+/// port it advertises, where that issuer's proxy listens (a client that bootstraps
+/// through a proxy in front of the main listener would be told to go round it).
+pub const KAFKA_PROXIED: [(u16, u16); API_ISSUERS] = [(19194, 19196), (19195, 19197)];
 
 /// Where the chaos bed lives, as `scripts/testbed` reads it from its environment, with
 /// its replicated Redis beds on ports of their own too.
-fn env() -> [(&'static str, String); 7] {
+fn env() -> [(&'static str, String); 8] {
+    let proxied: Vec<String> = (KAFKA_PROXIED.iter())
+        .map(|(bound, advertised)| format!("{bound}:{advertised}"))
+        .collect();
     [
         ("FIRSTCOME_TESTBED_DIR", "/tmp/firstcome-chaos".into()),
         ("FIRSTCOME_REDIS_PORT", "16479".into()),
@@ -26,6 +36,7 @@ fn env() -> [(&'static str, String); 7] {
         ),
         ("FIRSTCOME_SENTINEL_PORT", SENTINEL_PORT.to_string()),
         ("FIRSTCOME_CLUSTER_PORT", CLUSTER_PORT.to_string()),
+        ("FIRSTCOME_KAFKA_PROXIED_LISTENERS", proxied.join(",")),
     ]
 }
 
@@ -40,6 +51,8 @@ pub struct ChaosBed {
     postgres: tokio::sync::Mutex<()>,
     /// Held through each failover of the replicated Redis beds, healing included.
     pub redis: tokio::sync::Mutex<()>,
+    /// Started by the first run that needs it; stopped with the bed if started here.
+    toxiproxy: tokio::sync::OnceCell<Toxiproxy>,
 }
 
 fn testbed(args: &[&str]) -> Command {
@@ -82,7 +95,17 @@ impl ChaosBed {
             broker: tokio::sync::Mutex::new(()),
             postgres: tokio::sync::Mutex::new(()),
             redis: tokio::sync::Mutex::new(()),
+            toxiproxy: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// Toxiproxy, started unless it runs.
+    pub async fn toxiproxy(&self) -> &Toxiproxy {
+        (self.toxiproxy)
+            .get_or_init(|| async {
+                (tokio::task::spawn_blocking(Toxiproxy::up).await).expect("starting Toxiproxy")
+            })
+            .await
     }
 
     /// An outage of `service` (`kafka` or `postgres`): `action` (`kill`, `stop`), down for

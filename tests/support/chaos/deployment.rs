@@ -1,7 +1,7 @@
 //! The deployment a chaos run faults: API issuers and consumers as processes on ports of
-//! their own, each restartable there, all serving the run's campaigns from one file; on
-//! a single Redis (`redis://`), each API issuer reaches it through a link of its own (a
-//! [`DelayProxy`]) a fault can slow.
+//! their own, each restartable there, all serving the run's campaigns from one file;
+//! each reaches a service whose link the schedule faults through a link of its own
+//! ([`Links`]).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+use super::links::Links;
 use super::schedule::{API_ISSUERS, CONSUMERS, CampaignPlan};
 use crate::Services;
-use crate::delay_proxy::DelayProxy;
 use crate::issuer::listen_args;
 use crate::process::{Ports, Process};
 use crate::tokens;
@@ -27,11 +27,15 @@ pub struct Slot {
 }
 
 impl Slot {
-    fn new(role: &str, redis_url: String, common: &[String]) -> Self {
+    /// A process of `role` reaching Redis, Kafka and PostgreSQL at `backends`.
+    fn new(role: &str, backends: [String; 3], common: &[String]) -> Self {
         let ports = Ports::free();
         let mut args = listen_args(ports).to_vec();
         args.extend(["--role".to_string(), role.to_string()]);
-        args.extend(["--redis-url".to_string(), redis_url]);
+        let [redis, kafka, database] = backends;
+        args.extend(["--redis-url".to_string(), redis]);
+        args.extend(["--kafka-brokers".to_string(), kafka]);
+        args.extend(["--database-url".to_string(), database]);
         args.extend_from_slice(common);
         Self {
             args,
@@ -120,17 +124,19 @@ impl Slot {
 pub struct Deployment {
     pub apis: Vec<Slot>,
     pub consumers: Vec<Slot>,
-    /// The link of each API issuer (by index) to a single Redis (none on a replicated one).
-    pub redis_links: Vec<DelayProxy>,
+    /// The links the run's faults slow or partition.
+    pub links: Links,
 }
 
 impl Deployment {
     /// Starts [`API_ISSUERS`] API issuers (ready: their campaigns provisioned) and
-    /// [`CONSUMERS`] consumers serving `campaigns` (as named by `names`).
+    /// [`CONSUMERS`] consumers serving `campaigns` (as named by `names`), each reaching
+    /// the services through its `links` where it has one.
     pub async fn start(
         services: &Services,
         dir: &Path,
         campaigns: &[(String, CampaignPlan)],
+        links: Links,
     ) -> Self {
         let file = dir.join("campaigns.json");
         std::fs::write(&file, campaigns_file(dir, campaigns).to_string())
@@ -138,10 +144,6 @@ impl Deployment {
         let common: Vec<String> = [
             "--campaigns-file",
             file.to_str().expect("a UTF-8 temporary path"),
-            "--kafka-brokers",
-            services.kafka_brokers.as_str(),
-            "--database-url",
-            services.database_url.as_str(),
             "--delivery-timeout-ms",
             "2000",
             "--audit-interval-ms",
@@ -152,23 +154,27 @@ impl Deployment {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let mut redis_links = Vec::new();
-        if services.redis_url.starts_with("redis://") {
-            for _ in 0..API_ISSUERS {
-                redis_links.push(DelayProxy::in_front_of_redis(&services.redis_url).await);
-            }
-        }
-        let api_redis = |i: usize| {
-            (redis_links.get(i)).map_or(services.redis_url.clone(), DelayProxy::redis_url)
+        let api = |i: usize| {
+            let redis = links.redis_url(services, i);
+            let kafka = links.kafka_brokers(services, i);
+            [redis, kafka, services.database_url.clone()]
+        };
+        let consumer = |i: usize| {
+            let database = links.database_url(services, i);
+            [
+                services.redis_url.clone(),
+                services.kafka_brokers.clone(),
+                database,
+            ]
         };
         let deployment = Self {
             apis: (0..API_ISSUERS)
-                .map(|i| Slot::new("api", api_redis(i), &common))
+                .map(|i| Slot::new("api", api(i), &common))
                 .collect(),
             consumers: (0..CONSUMERS)
-                .map(|_| Slot::new("consumer", services.redis_url.clone(), &common))
+                .map(|i| Slot::new("consumer", consumer(i), &common))
                 .collect(),
-            redis_links,
+            links,
         };
         let apis = deployment.apis.iter().map(|slot| slot.start("/readyz"));
         let consumers = deployment
@@ -187,6 +193,7 @@ impl Deployment {
         for slot in self.apis.iter().chain(&self.consumers) {
             slot.stop().await;
         }
+        self.links.close().await;
     }
 }
 

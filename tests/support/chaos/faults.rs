@@ -7,10 +7,14 @@ use super::bed::ChaosBed;
 use super::deployment::Deployment;
 use super::failover;
 use super::schedule::{Fault, FaultKind, Target};
+use crate::toxiproxy::{Stream, Toxic};
 
 /// How long a slow link holds each of Redis's replies: past the issuers' 1 s Redis
 /// timeout.
 const SLOW_LINK_DELAY: Duration = Duration::from_millis(2_000);
+/// How long a slow link holds each of Kafka's replies: past the deployment's 2 s
+/// delivery timeout.
+const SLOW_KAFKA_LINK_DELAY: Duration = Duration::from_millis(3_000);
 
 /// Injects `fault` and heals it; returns once healed. Faults on one process or service
 /// wait for each other (its slot's or the bed's lock), so a late heal (a broker takes
@@ -40,10 +44,21 @@ pub async fn inject(fault: Fault, deployment: &Deployment, bed: &ChaosBed, names
         (FaultKind::KillBroker, Target::Broker) => bed.outage("kill", "kafka", lasts).await,
         (FaultKind::StopPostgres, Target::Postgres) => bed.outage("stop", "postgres", lasts).await,
         (FaultKind::SlowRedisLink, Target::RedisLink(i)) => {
-            let link = &deployment.redis_links[i];
-            link.delay_replies(SLOW_LINK_DELAY);
-            tokio::time::sleep(lasts).await;
-            link.delay_replies(Duration::ZERO);
+            let replies = Toxic::latency(Stream::Downstream, SLOW_LINK_DELAY);
+            deployment.links.redis[i].fault_for(&[replies], lasts).await
+        }
+        (FaultKind::PartitionRedisLink, Target::RedisLink(i)) => {
+            deployment.links.redis[i].partition_for(lasts).await
+        }
+        (FaultKind::PartitionPostgresLink, Target::PostgresLink(i)) => {
+            deployment.links.postgres[i].partition_for(lasts).await
+        }
+        (FaultKind::PartitionKafkaLink, Target::KafkaLink(i)) => {
+            deployment.links.kafka[i].partition_for(lasts).await
+        }
+        (FaultKind::SlowKafkaLink, Target::KafkaLink(i)) => {
+            let acks = Toxic::latency(Stream::Downstream, SLOW_KAFKA_LINK_DELAY);
+            deployment.links.kafka[i].fault_for(&[acks], lasts).await
         }
         (FaultKind::KillRedisPrimary, Target::Sentinel) => {
             failover::kill_sentinel_primary(bed, lasts).await

@@ -1,6 +1,6 @@
 //! Seeded chaos: a seed draws campaigns, a client workload and a fault schedule
 //! ([`schedule`]); the run deploys API issuers and consumers on the chaos bed ([`bed`],
-//! [`deployment`]), sends the workload recording every answer ([`workload`],
+//! [`deployment`], through [`links`] its faults slow or partition), sends the workload recording every answer ([`workload`],
 //! [`history`]) while injecting the faults ([`faults`]), heals, lets the consumers drain,
 //! then reads the durable record ([`observe`]) and checks it against the history with a
 //! checker that shares no code with the issuer ([`checker`]). [`report`] tells the result.
@@ -11,6 +11,7 @@ pub mod deployment;
 pub mod failover;
 pub mod faults;
 pub mod history;
+pub mod links;
 pub mod observe;
 pub mod report;
 pub mod schedule;
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 use bed::ChaosBed;
 use deployment::Deployment;
 use history::{Answer, Attempt, History};
+use links::Links;
 use report::SeedReport;
 use schedule::Plan;
 
@@ -57,7 +59,13 @@ pub async fn run_seed(bed: &ChaosBed, seed: u64) -> SeedReport {
         database_url: bed.services.database_url.clone(),
         kafka_brokers: bed.services.kafka_brokers.clone(),
     };
-    let deployment = Deployment::start(&services, &dir, &campaigns).await;
+    let linked = plan.linked();
+    let links = if linked.is_empty() {
+        Links::default()
+    } else {
+        Links::open(bed.toxiproxy().await, &services, &linked, &names[0]).await
+    };
+    let deployment = Deployment::start(&services, &dir, &campaigns, links).await;
     let clients = workload::Clients::new(&plan, names.clone(), deployment.bases());
 
     let history = History::new(Instant::now());

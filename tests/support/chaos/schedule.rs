@@ -52,10 +52,21 @@ pub enum FaultKind {
     /// `kill -9` of the Cluster bed's primary serving one campaign's slot: its replica
     /// takes the slot over; the dead node rejoins as a replica after the fault's length.
     KillSlotPrimary,
+    /// The link from an API issuer to Redis partitioned for the fault's length: nothing
+    /// passes either way, connections stay open; then what was held passes on.
+    PartitionRedisLink,
+    /// The link from a consumer to PostgreSQL partitioned for the fault's length.
+    PartitionPostgresLink,
+    /// The link from an API issuer to Kafka partitioned for the fault's length: its
+    /// produces go unacknowledged past the delivery timeout while the other issuer's go on.
+    PartitionKafkaLink,
+    /// The link from an API issuer to Kafka holds every reply past the delivery timeout
+    /// for the fault's length: events the broker wrote whose acks come too late.
+    SlowKafkaLink,
 }
 
 impl FaultKind {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 15] = [
         Self::KillApi,
         Self::PauseApi,
         Self::KillConsumer,
@@ -67,6 +78,10 @@ impl FaultKind {
         Self::KillRedisPrimary,
         Self::PromoteLaggingReplica,
         Self::KillSlotPrimary,
+        Self::PartitionRedisLink,
+        Self::PartitionPostgresLink,
+        Self::PartitionKafkaLink,
+        Self::SlowKafkaLink,
     ];
 
     pub fn name(self) -> &'static str {
@@ -82,14 +97,18 @@ impl FaultKind {
             Self::KillRedisPrimary => "kill_redis_primary",
             Self::PromoteLaggingReplica => "promote_lagging_replica",
             Self::KillSlotPrimary => "kill_slot_primary",
+            Self::PartitionRedisLink => "partition_redis_link",
+            Self::PartitionPostgresLink => "partition_postgres_link",
+            Self::PartitionKafkaLink => "partition_kafka_link",
+            Self::SlowKafkaLink => "slow_kafka_link",
         }
     }
 
-    /// Whether the kind can be injected on `redis`: a slow link needs the single Redis's
-    /// one address; failovers need the replicated bed they fail over.
+    /// Whether the kind can be injected on `redis`: a slow or partitioned link needs the
+    /// single Redis's one address; failovers need the replicated bed they fail over.
     pub fn runs_on(self, redis: RedisBed) -> bool {
         match self {
-            Self::SlowRedisLink => redis == RedisBed::Single,
+            Self::SlowRedisLink | Self::PartitionRedisLink => redis == RedisBed::Single,
             Self::KillRedisPrimary | Self::PromoteLaggingReplica => redis == RedisBed::Sentinel,
             Self::KillSlotPrimary => redis == RedisBed::Cluster,
             _ => true,
@@ -114,7 +133,9 @@ impl FaultKind {
             Self::RollingRestart => (8_000, 8_000),
             Self::KillBroker => (1_000, 8_000),
             Self::StopPostgres => (1_000, 10_000),
-            Self::SlowRedisLink => (1_000, 6_000),
+            Self::SlowRedisLink | Self::SlowKafkaLink => (1_000, 6_000),
+            Self::PartitionRedisLink | Self::PartitionKafkaLink => (1_000, 8_000),
+            Self::PartitionPostgresLink => (1_000, 10_000),
             Self::KillRedisPrimary | Self::KillSlotPrimary => (1_000, 8_000),
             // The replica's lag: under the Sentinels' ten down-after periods (10 s), past
             // which they would not promote it.
@@ -134,13 +155,35 @@ pub enum Target {
     Postgres,
     /// The link from an API issuer (by index) to Redis.
     RedisLink(usize),
+    /// The link from an API issuer (by index) to Kafka.
+    KafkaLink(usize),
+    /// The link from a consumer (by index) to PostgreSQL.
+    PostgresLink(usize),
     /// The Sentinel bed's nodes.
     Sentinel,
     /// The Cluster bed's primary of one campaign's (by index) slot.
     SlotPrimary(usize),
 }
 
+/// A service whose links to the deployment's processes faults slow or partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Linked {
+    Redis,
+    Kafka,
+    Postgres,
+}
+
 impl Target {
+    /// The service whose link this is, if it is one.
+    pub fn linked(self) -> Option<Linked> {
+        match self {
+            Self::RedisLink(_) => Some(Linked::Redis),
+            Self::KafkaLink(_) => Some(Linked::Kafka),
+            Self::PostgresLink(_) => Some(Linked::Postgres),
+            _ => None,
+        }
+    }
+
     /// Whether faults on `self` and `other` touch the same process or service.
     fn overlaps(self, other: Self) -> bool {
         match (self, other) {
@@ -248,6 +291,13 @@ impl Plan {
             applies,
             faults,
         }
+    }
+
+    /// The services whose links the schedule faults.
+    pub fn linked(&self) -> std::collections::BTreeSet<Linked> {
+        (self.faults.iter())
+            .filter_map(|fault| fault.target.linked())
+            .collect()
     }
 
     /// How many faults of each kind the schedule injects.
@@ -369,7 +419,15 @@ fn drawn(seed: u64, span: Duration, kind: FaultKind) -> Vec<Fault> {
             FaultKind::RollingRestart => Target::Apis,
             FaultKind::KillBroker => Target::Broker,
             FaultKind::StopPostgres => Target::Postgres,
-            FaultKind::SlowRedisLink => Target::RedisLink(rng.random_range(0..API_ISSUERS)),
+            FaultKind::SlowRedisLink | FaultKind::PartitionRedisLink => {
+                Target::RedisLink(rng.random_range(0..API_ISSUERS))
+            }
+            FaultKind::PartitionKafkaLink | FaultKind::SlowKafkaLink => {
+                Target::KafkaLink(rng.random_range(0..API_ISSUERS))
+            }
+            FaultKind::PartitionPostgresLink => {
+                Target::PostgresLink(rng.random_range(0..CONSUMERS))
+            }
             FaultKind::KillRedisPrimary | FaultKind::PromoteLaggingReplica => Target::Sentinel,
             FaultKind::KillSlotPrimary => Target::SlotPrimary(rng.random_range(0..CAMPAIGNS)),
         };
@@ -413,6 +471,8 @@ mod tests {
             "kill_api",
             "slow_redis_link",
             "kill_consumer",
+            "slow_kafka_link",
+            "partition_postgres_link",
             "kill_consumer",
         ];
         assert_eq!(fingerprint, (19, vec![8, 311, 27], 681, faults));

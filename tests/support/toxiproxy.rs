@@ -1,0 +1,185 @@
+//! Toxiproxy (`scripts/toxiproxy`), the fault proxy tests put between a process and a
+//! real service: the server started on demand, then driven over its HTTP API — a proxy
+//! per link, a toxic added to slow or partition the link and removed to heal it.
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/toxiproxy");
+
+/// Runs `scripts/toxiproxy ARGS` (its log goes to the test's stderr): its success and
+/// stdout.
+fn script(args: &[&str]) -> (bool, String) {
+    let output = Command::new(SCRIPT)
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running scripts/toxiproxy");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output.status.success(), stdout)
+}
+
+/// The Toxiproxy server; stopped when dropped if this value started it.
+pub struct Toxiproxy {
+    url: String,
+    http: reqwest::Client,
+    started_here: bool,
+}
+
+impl Toxiproxy {
+    /// Starts the server unless it runs (`scripts/toxiproxy up`, which builds it when
+    /// missing). Blocks: call it off the async threads.
+    pub fn up() -> Self {
+        let (running, _) = script(&["status"]);
+        let (started, exports) = script(&["up"]);
+        assert!(started, "scripts/toxiproxy up failed");
+        let url = (exports.lines())
+            .find_map(|line| line.strip_prefix("export FIRSTCOME_TOXIPROXY_URL="))
+            .unwrap_or_else(|| panic!("scripts/toxiproxy printed no URL: {exports}"))
+            .to_string();
+        Self {
+            url,
+            http: reqwest::Client::new(),
+            started_here: !running,
+        }
+    }
+
+    /// A proxy named `name` listening on `listen` (port 0: any free port) and passing
+    /// everything to `upstream` as it comes; one of that name an earlier run left behind
+    /// is replaced.
+    pub async fn proxy(&self, name: &str, listen: &str, upstream: &str) -> Proxy {
+        let url = format!("{}/proxies/{name}", self.url);
+        call(self.http.delete(&url), &[404]).await;
+        let body = json!({ "name": name, "listen": listen, "upstream": upstream, "enabled": true });
+        let created = call(
+            self.http.post(format!("{}/proxies", self.url)).json(&body),
+            &[],
+        )
+        .await;
+        let listen = (created["listen"].as_str())
+            .and_then(|address| address.parse().ok())
+            .unwrap_or_else(|| panic!("Toxiproxy created {created} without an address"));
+        Proxy {
+            url,
+            listen,
+            http: self.http.clone(),
+        }
+    }
+}
+
+impl Drop for Toxiproxy {
+    fn drop(&mut self) {
+        if self.started_here && !script(&["down"]).0 {
+            eprintln!("scripts/toxiproxy down failed");
+        }
+    }
+}
+
+/// Sends `request`; its JSON body (`null` when it has none). Panics on an answer that is
+/// neither a success nor one of `tolerated`.
+async fn call(request: reqwest::RequestBuilder, tolerated: &[u16]) -> Value {
+    let response = request.send().await.expect("Toxiproxy's API answers");
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    assert!(
+        status.is_success() || tolerated.contains(&status.as_u16()),
+        "Toxiproxy answered {status}: {text}"
+    );
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// One proxy of the server; [`Proxy::delete`] takes it (and its connections) away.
+pub struct Proxy {
+    url: String,
+    listen: SocketAddr,
+    http: reqwest::Client,
+}
+
+impl Proxy {
+    /// Where clients connect to go through the proxy.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// Adds `toxic` to every connection, open or to come.
+    pub async fn add(&self, toxic: &Toxic) {
+        let body = json!({
+            "name": toxic.name(),
+            "type": toxic.kind,
+            "stream": toxic.stream.name(),
+            "toxicity": 1.0,
+            "attributes": toxic.attributes,
+        });
+        call(
+            self.http.post(format!("{}/toxics", self.url)).json(&body),
+            &[],
+        )
+        .await;
+    }
+
+    /// Removes `toxic`: data it held passes on at once, in order.
+    pub async fn remove(&self, toxic: &Toxic) {
+        let url = format!("{}/toxics/{}", self.url, toxic.name());
+        call(self.http.delete(url), &[]).await;
+    }
+
+    pub async fn delete(&self) {
+        call(self.http.delete(&self.url), &[404]).await;
+    }
+}
+
+/// A direction of a proxy's connections.
+#[derive(Clone, Copy, Debug)]
+pub enum Stream {
+    /// From the client to the service: requests.
+    Upstream,
+    /// From the service to the client: replies.
+    Downstream,
+}
+
+impl Stream {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Upstream => "upstream",
+            Self::Downstream => "downstream",
+        }
+    }
+}
+
+/// What a proxy does to one direction of its connections.
+#[derive(Clone, Debug)]
+pub struct Toxic {
+    kind: &'static str,
+    stream: Stream,
+    attributes: Value,
+}
+
+/// Longer than any fault: a toxic that holds data this long holds it until removed.
+const UNTIL_REMOVED: Duration = Duration::from_secs(3_600);
+
+impl Toxic {
+    /// Holds each chunk on `stream` for `delay` before passing it on.
+    pub fn latency(stream: Stream, delay: Duration) -> Self {
+        let latency = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            kind: "latency",
+            stream,
+            attributes: json!({ "latency": latency, "jitter": 0 }),
+        }
+    }
+
+    /// Holds everything on `stream` until removed, connections kept open: what a network
+    /// partition does to TCP, whose retransmissions deliver the data once it heals.
+    pub fn held(stream: Stream) -> Self {
+        Self::latency(stream, UNTIL_REMOVED)
+    }
+
+    /// One toxic of a kind per direction: the name tells both.
+    fn name(&self) -> String {
+        format!("{}_{}", self.kind, self.stream.name())
+    }
+}
