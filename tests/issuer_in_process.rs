@@ -3,7 +3,8 @@
 //! and the restore (nothing listens on the address they are given; the claims tail reads
 //! the real topic): a campaign Redis does not hold cannot be restored
 //! (`backend_unavailable`), and a winner whose event the broker never acks is told
-//! `admission_unconfirmed` while the admission stands, pending, in Redis; and the
+//! `admission_unconfirmed` while the admission stands, pending, in Redis (and so is an
+//! apply again until the broker acks: chaos seed 4000); and the
 //! re-publishing lease passes from an issuer cut off from the broker to one reaching it.
 
 use std::net::SocketAddr;
@@ -111,6 +112,18 @@ async fn apply(app: &Router, campaign: &str, user: &str) -> (StatusCode, Option<
     (status, retry_after, serde_json::from_slice(&body).unwrap())
 }
 
+/// A connection to the test bed's Redis, with the campaign of `keys` provisioned (limit
+/// 5, nothing admitted), as a restore from an empty PostgreSQL leaves it.
+async fn provisioned(
+    services: &Services,
+    keys: &CampaignKeys,
+) -> redis::aio::MultiplexedConnection {
+    let mut conn = redis(services).await;
+    let _: () = conn.set(&keys.limit, 5).await.unwrap();
+    let _: () = conn.set(&keys.admitted, 0).await.unwrap();
+    conn
+}
+
 async fn redis(services: &Services) -> redis::aio::MultiplexedConnection {
     let client = redis::Client::open(services.redis_url.as_str()).unwrap();
     client.get_multiplexed_async_connection().await.unwrap()
@@ -135,10 +148,7 @@ async fn a_winner_the_broker_never_acks_is_told_admission_unconfirmed_and_stays_
     let services = Services::from_env();
     let campaign = unique_name("unacked");
     let keys = CampaignKeys::new(&campaign);
-    let mut conn = redis(&services).await;
-    // Provisioned, as a restore from an empty PostgreSQL leaves it.
-    let _: () = conn.set(&keys.limit, 5).await.unwrap();
-    let _: () = conn.set(&keys.admitted, 0).await.unwrap();
+    let mut conn = provisioned(&services, &keys).await;
     let app = issuer_without_broker(&services, &campaign).await;
     let (status, retry_after, body) = apply(&app, &campaign, "alice").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
@@ -151,8 +161,32 @@ async fn a_winner_the_broker_never_acks_is_told_admission_unconfirmed_and_stays_
         (1, 1),
         "the admission stands, pending re-publish"
     );
+}
+
+/// Chaos seed 4000: a user whose admission the broker had not acked applied again and was
+/// told `already_applied` with its sequence; a lagging replica promoted then lost that
+/// admission, and the user got another sequence. Until the broker acks, the holding is
+/// answered `admission_unconfirmed`, as the first apply was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_4000_a_holding_the_broker_has_not_acked_is_not_answered_already_applied() {
+    let services = Services::from_env();
+    let campaign = unique_name("seed-4000");
+    let keys = CampaignKeys::new(&campaign);
+    let mut conn = provisioned(&services, &keys).await;
+    let app = issuer_without_broker(&services, &campaign).await;
+    let (status, _, body) = apply(&app, &campaign, "alice").await;
+    assert_eq!(body["reason"], "admission_unconfirmed", "{status}");
+
+    let (status, retry_after, body) = apply(&app, &campaign, "alice").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["reason"], "admission_unconfirmed");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+
+    // The re-publisher's confirmation, as once the broker acks.
+    let _: () = conn.hdel(&keys.pending, 1).await.unwrap();
     let (status, _, body) = apply(&app, &campaign, "alice").await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["sequences"], serde_json::json!([1]));
 }
 
 /// Of two issuers sharing Redis, the one holding a campaign's re-publishing lease sends
@@ -162,9 +196,7 @@ async fn the_republishing_lease_passes_from_an_issuer_cut_off_from_the_broker() 
     let services = Services::from_env();
     let name = unique_name("lease");
     let keys = CampaignKeys::new(&name);
-    let mut conn = redis(&services).await;
-    let _: () = conn.set(&keys.limit, 5).await.unwrap();
-    let _: () = conn.set(&keys.admitted, 0).await.unwrap();
+    provisioned(&services, &keys).await;
     let config = CampaignConfig::new(&name, 5);
     ensure_topics(&services.kafka_brokers, &[&config.topic], 1, 1)
         .await

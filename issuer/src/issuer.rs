@@ -206,7 +206,9 @@ fn counted_as(result: &Result<Outcome, IssuerError>) -> ApplyOutcome {
         Ok(Outcome::SoldOut) => ApplyOutcome::sold_out,
         Ok(Outcome::NotOpen { .. }) => ApplyOutcome::not_open,
         Ok(Outcome::Closed { .. }) => ApplyOutcome::closed,
-        Err(IssuerError::Unconfirmed { .. }) => ApplyOutcome::unconfirmed,
+        Ok(Outcome::HeldUnconfirmed(_)) | Err(IssuerError::Unconfirmed { .. }) => {
+            ApplyOutcome::unconfirmed
+        }
         Err(IssuerError::OutcomeUnknown(_)) => ApplyOutcome::unknown,
         Err(_) => ApplyOutcome::unavailable,
     }

@@ -490,6 +490,9 @@ fn parse_reply(reply: &str, campaign: &str) -> Result<Outcome, RedisAdmissionErr
         Some("already") => Ok(Outcome::AlreadyApplied(decode_held(
             words.next().unwrap_or_default(),
         ))),
+        Some("unconfirmed") => Ok(Outcome::HeldUnconfirmed(decode_held(
+            words.next().unwrap_or_default(),
+        ))),
         Some("sold_out") => Ok(Outcome::SoldOut),
         Some("unprovisioned") => Err(RedisAdmissionError::Unprovisioned(campaign.to_string())),
         _ => Err(unexpected()),
@@ -533,6 +536,10 @@ mod tests {
         assert_eq!(
             parse_reply("already 3,9", "c").unwrap(),
             Outcome::AlreadyApplied(vec![3, 9])
+        );
+        assert_eq!(
+            parse_reply("unconfirmed 4", "c").unwrap(),
+            Outcome::HeldUnconfirmed(vec![4])
         );
         assert_eq!(parse_reply("sold_out", "c").unwrap(), Outcome::SoldOut);
         assert!(matches!(
