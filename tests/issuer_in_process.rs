@@ -182,6 +182,16 @@ async fn seed_4000_a_holding_the_broker_has_not_acked_is_not_answered_already_ap
     assert_eq!(body["reason"], "admission_unconfirmed");
     assert_eq!(retry_after.as_deref(), Some("1"));
 
+    // Sold out (the limit lowered to that one admission): the issuer's sold-out board
+    // waits for the broker's ack too, and never answers alice `already_applied` meanwhile.
+    let _: () = conn.set(&keys.limit, 1).await.unwrap();
+    let (_, _, body) = apply(&app, &campaign, "bob").await;
+    assert_eq!(body["reason"], "sold_out");
+    // Time for the board to load in the background, were it to load.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, _, body) = apply(&app, &campaign, "alice").await;
+    assert_eq!(body["reason"], "admission_unconfirmed");
+
     // The re-publisher's confirmation, as once the broker acks.
     let _: () = conn.hdel(&keys.pending, 1).await.unwrap();
     let (status, _, body) = apply(&app, &campaign, "alice").await;

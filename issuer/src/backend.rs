@@ -85,7 +85,8 @@ impl Backend {
             .collect())
     }
 
-    /// Every holder, once the campaign is sold out (`None` while it is not).
+    /// Every holder, once the campaign is sold out and every holding is confirmed by the
+    /// broker (`None` until then).
     pub async fn sold_out_snapshot(
         &self,
         campaign: &Campaign,
@@ -96,6 +97,9 @@ impl Backend {
         }
         match self {
             Backend::Standalone(embedded) => Ok(Some(embedded.sold_out_snapshot(&campaign.config))),
+            // A holding whose event the broker has not acked is answered by the script
+            // (`admission_unconfirmed`) until it is: the board waits for an empty backlog.
+            Backend::Distributed(d) if d.redis.pending_count(&campaign.keys).await? > 0 => Ok(None),
             Backend::Distributed(d) => Ok(Some(SoldOutSnapshot {
                 limit: counts.limit,
                 holders: d.redis.holders(&campaign.keys).await?,
