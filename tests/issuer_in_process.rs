@@ -4,7 +4,7 @@
 //! the real topic): a campaign Redis does not hold cannot be restored
 //! (`backend_unavailable`), and a winner whose event the broker never acks is told
 //! `admission_unconfirmed` while the admission stands, pending, in Redis (and so is an
-//! apply again until the broker acks: chaos seed 4000); and the
+//! apply again, whose hand-off the broker does not ack either: chaos seed 4000); and the
 //! re-publishing lease passes from an issuer cut off from the broker to one reaching it.
 
 use std::net::SocketAddr;
@@ -165,8 +165,9 @@ async fn a_winner_the_broker_never_acks_is_told_admission_unconfirmed_and_stays_
 
 /// Chaos seed 4000: a user whose admission the broker had not acked applied again and was
 /// told `already_applied` with its sequence; a lagging replica promoted then lost that
-/// admission, and the user got another sequence. Until the broker acks, the holding is
-/// answered `admission_unconfirmed`, as the first apply was.
+/// admission, and the user got another sequence. An apply again now hands the pending
+/// admission to the broker first: with no broker it is answered `admission_unconfirmed`,
+/// as the first apply was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_4000_a_holding_the_broker_has_not_acked_is_not_answered_already_applied() {
     let services = Services::from_env();

@@ -206,9 +206,7 @@ fn counted_as(result: &Result<Outcome, IssuerError>) -> ApplyOutcome {
         Ok(Outcome::SoldOut) => ApplyOutcome::sold_out,
         Ok(Outcome::NotOpen { .. }) => ApplyOutcome::not_open,
         Ok(Outcome::Closed { .. }) => ApplyOutcome::closed,
-        Ok(Outcome::HeldUnconfirmed(_)) | Err(IssuerError::Unconfirmed { .. }) => {
-            ApplyOutcome::unconfirmed
-        }
+        Err(IssuerError::Unconfirmed { .. }) => ApplyOutcome::unconfirmed,
         Err(IssuerError::OutcomeUnknown(_)) => ApplyOutcome::unknown,
         Err(_) => ApplyOutcome::unavailable,
     }

@@ -16,7 +16,6 @@
 -- Returns one reply per apply, in order, each one of:
 --   "admitted <sequence> <ordinal> <admitted-at-ms>"
 --   "already <sequences held, comma separated>"
---   "unconfirmed <sequences held>"  (as "already", but one of them still pending)
 --   "sold_out"
 --   "unprovisioned"   (no counter or no limit: never provisioned, deleted, or Redis lost
 --                      its data; the issuer restores the campaign from PostgreSQL)
@@ -40,13 +39,6 @@ local function admit(user, per_user_limit, attempt)
     count = commas + 1
   end
   if count >= per_user_limit then
-    -- A holding whose event the broker has not acked is not durable: a Redis that loses
-    -- writes can take it back (chaos seed 4000), so it is not answered as held.
-    for sequence in string.gmatch(held, '[^,]+') do
-      if redis.call('HEXISTS', KEYS[4], sequence) == 1 then
-        return 'unconfirmed ' .. held
-      end
-    end
     return 'already ' .. held
   end
   if admitted >= limit then

@@ -28,9 +28,6 @@ pub enum Outcome {
     Admitted(Admission),
     /// The user holds as many coupons as allowed; these are their sequences.
     AlreadyApplied(Vec<u64>),
-    /// As [`Outcome::AlreadyApplied`], but the broker has not acked the event of one of
-    /// these sequences yet: until it does, a Redis that loses writes may take it back.
-    HeldUnconfirmed(Vec<u64>),
     SoldOut,
     NotOpen {
         opens_at: Option<DateTime<Utc>>,

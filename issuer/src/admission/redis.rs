@@ -325,6 +325,25 @@ impl RedisAdmission {
         })
     }
 
+    /// The admissions among `sequences` whose events are not confirmed yet.
+    pub async fn pending_of(
+        &self,
+        keys: &CampaignKeys,
+        sequences: &[u64],
+    ) -> Result<Vec<PendingWinner>, RedisAdmissionError> {
+        let entries: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(&keys.pending)
+            .arg(sequences)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        (sequences.iter().zip(entries))
+            .filter_map(|(sequence, entry)| entry.map(|entry| (*sequence, entry)))
+            .map(|(sequence, entry)| {
+                parse_pending(sequence, &entry).ok_or(RedisAdmissionError::UnexpectedReply(entry))
+            })
+            .collect()
+    }
+
     /// How many admissions' events are not confirmed yet.
     pub async fn pending_count(&self, keys: &CampaignKeys) -> Result<usize, RedisAdmissionError> {
         Ok(self.conn.clone().hlen(&keys.pending).await?)
@@ -490,9 +509,6 @@ fn parse_reply(reply: &str, campaign: &str) -> Result<Outcome, RedisAdmissionErr
         Some("already") => Ok(Outcome::AlreadyApplied(decode_held(
             words.next().unwrap_or_default(),
         ))),
-        Some("unconfirmed") => Ok(Outcome::HeldUnconfirmed(decode_held(
-            words.next().unwrap_or_default(),
-        ))),
         Some("sold_out") => Ok(Outcome::SoldOut),
         Some("unprovisioned") => Err(RedisAdmissionError::Unprovisioned(campaign.to_string())),
         _ => Err(unexpected()),
@@ -536,10 +552,6 @@ mod tests {
         assert_eq!(
             parse_reply("already 3,9", "c").unwrap(),
             Outcome::AlreadyApplied(vec![3, 9])
-        );
-        assert_eq!(
-            parse_reply("unconfirmed 4", "c").unwrap(),
-            Outcome::HeldUnconfirmed(vec![4])
         );
         assert_eq!(parse_reply("sold_out", "c").unwrap(), Outcome::SoldOut);
         assert!(matches!(

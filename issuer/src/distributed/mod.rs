@@ -65,14 +65,44 @@ impl Distributed {
             }
             other => other?,
         };
-        if let Outcome::Admitted(admission) = &outcome {
-            self.wait_for_replicas().await;
-            let span = tracing::info_span!("hand_off", sequence = admission.sequence);
-            self.hand_off(campaign, user, admission)
+        match &outcome {
+            Outcome::Admitted(admission) => {
+                self.wait_for_replicas().await;
+                let span = tracing::info_span!("hand_off", sequence = admission.sequence);
+                self.hand_off(campaign, user, admission)
+                    .instrument(span)
+                    .await?;
+            }
+            Outcome::AlreadyApplied(held) => self.confirm_holding(campaign, user, held).await?,
+            _ => {}
+        }
+        Ok(outcome)
+    }
+
+    /// Before a user is told which sequences they hold, each one the topic does not name
+    /// them the holder of yet and whose event the broker never acked (its hand-off failed,
+    /// or its answer was lost) is handed off now: until then a Redis that loses writes
+    /// could take it back (chaos seed 4000). If the broker does not ack, the apply is
+    /// answered as the first one was, `admission_unconfirmed`.
+    async fn confirm_holding(
+        self: &Arc<Self>,
+        campaign: &Arc<Campaign>,
+        user: &str,
+        held: &[u64],
+    ) -> Result<(), IssuerError> {
+        let unread: Vec<u64> = (held.iter().copied())
+            .filter(|sequence| !campaign.claims.names_holder(*sequence, user))
+            .collect();
+        if unread.is_empty() {
+            return Ok(());
+        }
+        for winner in self.redis.pending_of(&campaign.keys, &unread).await? {
+            let span = tracing::info_span!("hand_off", sequence = winner.admission.sequence);
+            self.hand_off(campaign, user, &winner.admission)
                 .instrument(span)
                 .await?;
         }
-        Ok(outcome)
+        Ok(())
     }
 
     /// Best effort: a replica that lags past the wait is logged and counted; fencing

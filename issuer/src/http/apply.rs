@@ -130,7 +130,6 @@ pub async fn apply(
         .with("campaign", campaign)
         .with("sequences", sequences)
         .into_response(),
-        Outcome::HeldUnconfirmed(_) => ApiError::admission_unconfirmed().into_response(),
         Outcome::NotOpen { opens_at } => {
             let mut error = ApiError::new(
                 StatusCode::TOO_EARLY,

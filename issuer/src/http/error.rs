@@ -233,21 +233,13 @@ impl From<IssuerError> for ApiError {
                 "your apply reached Redis but its answer was lost, so you may have been admitted: apply again (or look up your application) to learn the outcome",
             )
             .retry_after(RETRY_AFTER_SECONDS),
-            IssuerError::Unconfirmed { .. } => Self::admission_unconfirmed(),
+            IssuerError::Unconfirmed { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "admission_unconfirmed",
+                "your apply may have been admitted but is not confirmed yet; look up your application before applying again",
+            )
+            .retry_after(RETRY_AFTER_SECONDS),
         }
-    }
-}
-
-impl ApiError {
-    /// An admission the broker has not acked yet: answered to the winner whose hand-off
-    /// timed out, and to their applies while it stays unconfirmed.
-    pub fn admission_unconfirmed() -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "admission_unconfirmed",
-            "your apply may have been admitted but is not confirmed yet; look up your application before applying again",
-        )
-        .retry_after(RETRY_AFTER_SECONDS)
     }
 }
 

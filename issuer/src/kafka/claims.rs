@@ -71,6 +71,11 @@ impl ClaimBook {
         self.highest
     }
 
+    /// The holder of `sequence` as read so far.
+    pub fn holder(&self, sequence: u64) -> Option<&str> {
+        self.holders.get(&sequence).map(String::as_str)
+    }
+
     /// A partition was assigned, holding the messages from `low` to before `high`.
     pub fn assigned(&mut self, partition: i32, (low, high): (i64, i64)) {
         self.targets.insert(partition, (low, high));
@@ -128,6 +133,11 @@ impl Claims {
 
     pub fn highest(&self) -> u64 {
         self.state().book.highest()
+    }
+
+    /// Whether the topic, as read so far, names `user` the holder of `sequence`.
+    pub fn names_holder(&self, sequence: u64, user: &str) -> bool {
+        self.state().book.holder(sequence) == Some(user)
     }
 
     /// Whether the tail has read the topic as it stood when the tail started.
