@@ -68,10 +68,7 @@ impl Distributed {
         match &outcome {
             Outcome::Admitted(admission) => {
                 self.wait_for_replicas().await;
-                let span = tracing::info_span!("hand_off", sequence = admission.sequence);
-                self.hand_off(campaign, user, admission)
-                    .instrument(span)
-                    .await?;
+                self.hand_off(campaign, user, admission).await?;
             }
             Outcome::AlreadyApplied(held) => self.confirm_holding(campaign, user, held).await?,
             _ => {}
@@ -97,10 +94,7 @@ impl Distributed {
             return Ok(());
         }
         for winner in self.redis.pending_of(&campaign.keys, &unread).await? {
-            let span = tracing::info_span!("hand_off", sequence = winner.admission.sequence);
-            self.hand_off(campaign, user, &winner.admission)
-                .instrument(span)
-                .await?;
+            self.hand_off(campaign, user, &winner.admission).await?;
         }
         Ok(())
     }
@@ -136,6 +130,7 @@ impl Distributed {
     /// publisher), then reads the topic back up to the event: the winner is answered
     /// "admitted" only if the topic names them the holder of their sequence. Without an
     /// ack the admission stays pending in Redis and the re-publisher delivers it later.
+    #[tracing::instrument(name = "hand_off", skip_all, fields(sequence = admission.sequence))]
     async fn hand_off(
         self: &Arc<Self>,
         campaign: &Arc<Campaign>,
