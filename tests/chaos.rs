@@ -4,11 +4,16 @@
 //!
 //! By default a short slice of fixed seeds (the CI slice). `FIRSTCOME_CHAOS_SEED=N`
 //! replays one seed; `FIRSTCOME_CHAOS_SEEDS=A..B` runs seeds A to B-1 (what
-//! `scripts/soak` does), and `FIRSTCOME_CHAOS_REPORT=FILE` writes their report there
-//! (naming the code's `FIRSTCOME_CHAOS_REVISION`), keeping the file's "Findings" section.
+//! `scripts/soak` does), and `FIRSTCOME_CHAOS_REPORT=FILE.md` adds each seed to the
+//! soak's record `FILE.jsonl` (naming the code's `FIRSTCOME_CHAOS_REVISION`) and writes
+//! the report of the whole record to `FILE.md`, keeping its "Findings" section.
+
+use std::path::Path;
 
 use firstcome_e2e::chaos::bed::ChaosBed;
-use firstcome_e2e::chaos::report::{SeedReport, keeping_findings, markdown, replay_command};
+use firstcome_e2e::chaos::report::{
+    SeedReport, keeping_findings, markdown, merged, record, replay_command,
+};
 use firstcome_e2e::chaos::run_seed;
 
 /// Seeds that draw, between them, every fault kind of the single Redis but the
@@ -38,24 +43,33 @@ fn seeds() -> Vec<u64> {
     }
 }
 
+/// Adds `report` to the soak's record beside `file` (its `.jsonl`) and writes the
+/// record's report to `file`, keeping its hand-written findings (docs/soak.md's).
+fn add_to_soak(file: &Path, report: &SeedReport) {
+    let record_file = file.with_extension("jsonl");
+    let earlier = std::fs::read_to_string(&record_file).unwrap_or_default();
+    let all = merged(&earlier, std::slice::from_ref(report));
+    std::fs::write(&record_file, record(&all)).expect("writing the soak's record");
+    let previous = std::fs::read_to_string(file).unwrap_or_default();
+    std::fs::write(file, keeping_findings(markdown(&all), &previous))
+        .expect("writing the soak's report");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeded_fault_schedules_break_no_promise() {
     let bed = ChaosBed::up();
+    let revision = std::env::var("FIRSTCOME_CHAOS_REVISION").unwrap_or("unnamed".into());
     let mut reports: Vec<SeedReport> = Vec::new();
     for seed in seeds() {
-        let report = run_seed(&bed, seed).await;
+        let report = run_seed(&bed, seed, &revision).await;
         println!("{}", report.line());
         for violation in &report.violations {
             println!("chaos seed {seed}: {violation}");
         }
-        reports.push(report);
         if let Ok(file) = std::env::var("FIRSTCOME_CHAOS_REPORT") {
-            let revision = std::env::var("FIRSTCOME_CHAOS_REVISION").unwrap_or("unnamed".into());
-            // The report's hand-written findings stay (docs/soak.md's "Findings").
-            let previous = std::fs::read_to_string(&file).unwrap_or_default();
-            let report = keeping_findings(markdown(&reports, &revision), &previous);
-            std::fs::write(&file, report).expect("writing the chaos report");
+            add_to_soak(Path::new(&file), &report);
         }
+        reports.push(report);
     }
     let failed: Vec<String> = (reports.iter())
         .filter(|r| !r.violations.is_empty())

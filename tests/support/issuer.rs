@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::Services;
 use crate::process::{Ports, Process};
@@ -94,8 +94,28 @@ pub async fn spike(
         .collect()
 }
 
+/// A pool on the test bed's PostgreSQL.
+///
+/// A server just restarted, or one at its connection limit, refuses for a while: a
+/// connection is tried for at most 60 s, and a failure names the server's own error
+/// (a pool's first connect would only say it timed out).
 pub async fn postgres(services: &Services) -> PgPool {
-    PgPool::connect(&services.database_url)
+    let url = &services.database_url;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match PgConnection::connect(url).await {
+            Ok(probe) => {
+                let _ = probe.close().await;
+                break;
+            }
+            Err(error) if std::time::Instant::now() < deadline => {
+                println!("the test bed's PostgreSQL refused a connection, again in 1 s: {error}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => panic!("connecting to the test bed's PostgreSQL: {error}"),
+        }
+    }
+    PgPool::connect(url)
         .await
         .expect("connecting to the test bed's PostgreSQL")
 }

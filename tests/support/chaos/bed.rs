@@ -19,6 +19,9 @@ pub const CLUSTER_PORT: u16 = 17100;
 /// through a proxy in front of the main listener would be told to go round it).
 pub const KAFKA_PROXIED: [(u16, u16); API_ISSUERS] = [(19194, 19196), (19195, 19197)];
 
+/// The chaos bed's state directory (its data, logs and pid files).
+const STATE: &str = "/tmp/firstcome-chaos";
+
 /// Where the chaos bed lives, as `scripts/testbed` reads it from its environment, with
 /// its replicated Redis beds on ports of their own too.
 fn env() -> [(&'static str, String); 8] {
@@ -26,7 +29,7 @@ fn env() -> [(&'static str, String); 8] {
         .map(|(bound, advertised)| format!("{bound}:{advertised}"))
         .collect();
     [
-        ("FIRSTCOME_TESTBED_DIR", "/tmp/firstcome-chaos".into()),
+        ("FIRSTCOME_TESTBED_DIR", STATE.into()),
         ("FIRSTCOME_REDIS_PORT", "16479".into()),
         ("FIRSTCOME_PG_PORT", "15532".into()),
         ("FIRSTCOME_KAFKA_PORT", "19192".into()),
@@ -40,7 +43,8 @@ fn env() -> [(&'static str, String); 8] {
     ]
 }
 
-/// The chaos bed, brought down when dropped if this process brought it up.
+/// The chaos bed, brought down when dropped if this process brought it up, its state
+/// deleted too unless the run failed (then it stays for a look).
 pub struct ChaosBed {
     pub services: Services,
     started_here: bool,
@@ -161,9 +165,15 @@ impl Drop for ChaosBed {
             let _ = testbed(&[down]).stdout(Stdio::null()).status();
         }
         if self.started_here {
-            let down = testbed(&["down"]).stdout(Stdio::null()).status();
-            if !down.as_ref().is_ok_and(|s| s.success()) {
-                eprintln!("scripts/testbed down (the chaos bed) failed: {down:?}");
+            let action = if std::thread::panicking() {
+                eprintln!("the chaos bed's state stays in {STATE} for a look");
+                "down"
+            } else {
+                "clean"
+            };
+            let done = testbed(&[action]).stdout(Stdio::null()).status();
+            if !done.as_ref().is_ok_and(|s| s.success()) {
+                eprintln!("scripts/testbed {action} (the chaos bed) failed: {done:?}");
             }
         }
     }

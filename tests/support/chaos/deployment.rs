@@ -6,6 +6,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -200,6 +203,29 @@ impl Deployment {
 /// The topic of a campaign of a chaos run.
 pub fn topic(name: &str) -> String {
     format!("chaos.{name}.winners")
+}
+
+/// Deletes the run's topics (each campaign's and its dead-letter topic) once it is
+/// checked: the bed's broker loads every partition it holds when a fault restarts it, so
+/// a soak's later seeds would wait on all the earlier ones'.
+pub async fn delete_topics(services: &Services, names: &[String]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &services.kafka_brokers)
+        .create()
+        .expect("a Kafka admin client");
+    let topics: Vec<String> = (names.iter())
+        .flat_map(|name| [topic(name), format!("{}.dlq", topic(name))])
+        .collect();
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    match admin.delete_topics(&topics, &options).await {
+        Ok(results) => {
+            for failed in results.iter().filter_map(|r| r.as_ref().err()) {
+                println!("deleting the chaos topic {} failed: {}", failed.0, failed.1);
+            }
+        }
+        Err(error) => println!("deleting the chaos run's topics failed: {error}"),
+    }
 }
 
 /// The campaigns file: rate limits out of the way (the runs test admission, not the

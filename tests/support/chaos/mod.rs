@@ -31,9 +31,9 @@ use schedule::Plan;
 const DRAIN: Duration = Duration::from_secs(120);
 
 /// Runs `seed` on `bed`: deploys, sends the workload under the schedule's faults, drains,
-/// checks. The report lists every violation; a run that cannot proceed panics (after
-/// printing its seed).
-pub async fn run_seed(bed: &ChaosBed, seed: u64) -> SeedReport {
+/// checks. The report (of the code at `revision`) lists every violation; a run that
+/// cannot proceed panics (after printing its seed).
+pub async fn run_seed(bed: &ChaosBed, seed: u64, revision: &str) -> SeedReport {
     let begun = Instant::now();
     let plan = Plan::from_seed(seed);
     println!(
@@ -84,14 +84,18 @@ pub async fn run_seed(bed: &ChaosBed, seed: u64) -> SeedReport {
     let attempts = history.attempts();
     let violations = check(&services, &plan, &names, &deployment, &attempts).await;
     deployment.stop().await;
+    deployment::delete_topics(&services, &names).await;
     failover::down(bed, plan.redis).await;
     let _ = std::fs::remove_dir_all(&dir);
     SeedReport {
         seed,
-        redis: plan.redis.name(),
+        revision: revision.to_string(),
+        redis: plan.redis.name().to_string(),
         span: plan.span,
         took: begun.elapsed(),
-        faults: plan.faults_by_kind(),
+        faults: (plan.faults_by_kind().into_iter())
+            .map(|(kind, n)| (kind.to_string(), n))
+            .collect(),
         requests: attempts.len(),
         answers: tally(&attempts),
         violations,

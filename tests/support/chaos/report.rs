@@ -1,19 +1,25 @@
-//! What a chaos run tells: one line per seed, and the soak's report (docs/soak.md).
+//! What a chaos run tells: one line per seed, and the soak's report: a record of every
+//! seed run so far (docs/soak.jsonl, one JSON object a line) and the Markdown made from
+//! it (docs/soak.md).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 /// What one seed did and found.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeedReport {
     pub seed: u64,
+    /// The code the seed ran (a commit, perhaps "with local changes").
+    pub revision: String,
     /// The Redis the seed ran on (`single`, `sentinel`, `cluster`).
-    pub redis: &'static str,
+    pub redis: String,
     /// The schedule's span.
     pub span: Duration,
     /// Wall time of the whole run: deployment, schedule, drain, check.
     pub took: Duration,
-    pub faults: BTreeMap<&'static str, usize>,
+    pub faults: BTreeMap<String, usize>,
     /// Apply attempts sent.
     pub requests: usize,
     /// Attempts by answer (`201`, `410 sold_out`, `no answer`, …).
@@ -65,30 +71,54 @@ fn listed(counts: &BTreeMap<&str, usize>) -> String {
     parts.join(", ")
 }
 
-/// The soak's report in Markdown: totals, then one row per seed. `revision` names the
-/// code the seeds ran (a seed draws the same plan as long as schedule.rs is unchanged).
-pub fn markdown(reports: &[SeedReport], revision: &str) -> String {
+/// The soak's record with `runs` added: a seed run again replaces its earlier record.
+/// `record` is the text of docs/soak.jsonl (one [`SeedReport`] a line); by seed.
+pub fn merged(record: &str, runs: &[SeedReport]) -> Vec<SeedReport> {
+    let earlier = (record.lines().filter(|line| !line.trim().is_empty())).map(|line| {
+        serde_json::from_str::<SeedReport>(line)
+            .unwrap_or_else(|error| panic!("a line of the soak's record: {error}: {line}"))
+    });
+    let mut seeds: BTreeMap<u64, SeedReport> = earlier.map(|r| (r.seed, r)).collect();
+    seeds.extend(runs.iter().map(|r| (r.seed, r.clone())));
+    seeds.into_values().collect()
+}
+
+/// The record's text (docs/soak.jsonl): one JSON object a seed.
+pub fn record(reports: &[SeedReport]) -> String {
+    reports
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("a seed report is JSON") + "\n")
+        .collect()
+}
+
+/// The soak's report in Markdown: totals, then one row per seed, each naming the code it
+/// ran (a seed draws the same plan as long as schedule.rs is unchanged).
+pub fn markdown(reports: &[SeedReport]) -> String {
     let minutes = reports.iter().map(|r| r.span.as_secs_f64()).sum::<f64>() / 60.0;
     let faults = sum(reports
         .iter()
-        .flat_map(|r| r.faults.iter().map(|(k, n)| (*k, *n))));
+        .flat_map(|r| r.faults.iter().map(|(k, n)| (k.as_str(), *n))));
     let answers = sum(reports
         .iter()
         .flat_map(|r| r.answers.iter().map(|(k, n)| (k.as_str(), *n))));
     let violations: usize = reports.iter().map(|r| r.violations.len()).sum();
-    let beds = sum(reports.iter().map(|r| (r.redis, 1)));
+    let beds = sum(reports.iter().map(|r| (r.redis.as_str(), 1)));
+    let revisions = sum(reports.iter().map(|r| (r.revision.as_str(), 1)));
     let mut text = format!(
         "# Chaos soak\n\nWritten by `scripts/soak`: seeded random fault schedules over the distributed \
-         path (tests/support/chaos), each checked by the independent checker.\n\n\
+         path (tests/support/chaos), each checked by the independent checker. Each run adds its \
+         seeds to the record, docs/soak.jsonl (a seed run again replaces its row).\n\n\
          - seeds: {} (Redis: {})\n- minutes of schedule: {minutes:.1}\n- faults by kind: {}\n\
-         - requests: {} ({})\n- violations: {violations}\n\n\
-         Revision: {revision}. Replay one seed (at that revision): `{}`\n\n\
-         | seed | Redis | schedule (s) | run (s) | faults | requests | violations |\n|---|---|---|---|---|---|---|\n",
+         - requests: {} ({})\n- violations: {violations}\n- revisions (seeds): {}\n\n\
+         Replay one seed (at its revision): `{}`\n\n\
+         | seed | revision | Redis | schedule (s) | run (s) | faults | requests | violations |\n\
+         |---|---|---|---|---|---|---|---|\n",
         reports.len(),
         listed(&beds),
         listed(&faults),
         reports.iter().map(|r| r.requests).sum::<usize>(),
         listed(&answers),
+        listed(&revisions),
         replay_command(reports.first().map_or(0, |r| r.seed)),
     );
     for r in reports {
@@ -97,13 +127,15 @@ pub fn markdown(reports: &[SeedReport], revision: &str) -> String {
         } else {
             r.violations.join("<br>")
         };
+        let faults = r.faults.iter().map(|(k, n)| (k.as_str(), *n)).collect();
         text.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {found} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {found} |\n",
             r.seed,
+            r.revision,
             r.redis,
             r.span.as_secs(),
             r.took.as_secs(),
-            listed(&r.faults),
+            listed(&faults),
             r.requests
         ));
     }
@@ -131,10 +163,11 @@ mod tests {
     fn report(seed: u64, violations: Vec<String>) -> SeedReport {
         SeedReport {
             seed,
-            redis: "sentinel",
+            revision: "abc1234".into(),
+            redis: "sentinel".into(),
             span: Duration::from_secs(30),
             took: Duration::from_secs(70),
-            faults: BTreeMap::from([("kill_api", 2), ("stop_postgres", 1)]),
+            faults: BTreeMap::from([("kill_api".into(), 2), ("stop_postgres".into(), 1)]),
             requests: 100,
             answers: BTreeMap::from([("201".to_string(), 60), ("410 sold_out".to_string(), 40)]),
             violations,
@@ -143,14 +176,11 @@ mod tests {
 
     #[test]
     fn the_soak_report_sums_every_seed_and_lists_each() {
-        let text = markdown(
-            &[
-                report(1, vec![]),
-                report(2, vec!["c: over_limit: 4 coupons".into()]),
-            ],
-            "abc1234",
-        );
-        assert!(text.contains("Revision: abc1234."), "{text}");
+        let text = markdown(&[
+            report(1, vec![]),
+            report(2, vec!["c: over_limit: 4 coupons".into()]),
+        ]);
+        assert!(text.contains("- revisions (seeds): abc1234 2\n"), "{text}");
         assert!(
             text.contains("- seeds: 2 (Redis: sentinel 2)\n- minutes of schedule: 1.0\n"),
             "{text}"
@@ -164,18 +194,20 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("| 1 | sentinel | 30 | 70 | kill_api 2, stop_postgres 1 | 100 | 0 |\n"),
+            text.contains(
+                "| 1 | abc1234 | sentinel | 30 | 70 | kill_api 2, stop_postgres 1 | 100 | 0 |\n"
+            ),
             "{text}"
         );
         assert!(text.contains(
-            "| 2 | sentinel | 30 | 70 | kill_api 2, stop_postgres 1 | 100 | c: over_limit: 4 coupons |"
+            "| 2 | abc1234 | sentinel | 30 | 70 | kill_api 2, stop_postgres 1 | 100 | c: over_limit: 4 coupons |"
         ));
     }
 
     #[test]
     fn a_rerun_keeps_the_hand_written_findings() {
         let previous = "# Chaos soak\n\n| 1 | old |\n\n## Findings\n\nSeed 9 found x.\n\nMore.\n";
-        let report = markdown(&[report(1, vec![])], "def5678");
+        let report = markdown(&[report(1, vec![])]);
         let written = keeping_findings(report.clone(), previous);
         assert_eq!(
             written,
@@ -188,6 +220,20 @@ mod tests {
             "a second rerun"
         );
         assert_eq!(keeping_findings(report.clone(), "no findings"), report);
+    }
+
+    #[test]
+    fn a_seed_run_again_replaces_its_record_and_the_others_stay() {
+        let first = record(&[report(1, vec![]), report(3, vec!["x".into()])]);
+        let mut again = report(3, vec![]);
+        again.revision = "def5678".into();
+        let merged = merged(&first, &[again.clone(), report(2, vec![])]);
+        assert_eq!(merged, vec![report(1, vec![]), report(2, vec![]), again]);
+        assert_eq!(
+            super::merged(&record(&merged), &[]),
+            merged,
+            "the record reads back"
+        );
     }
 
     #[test]
