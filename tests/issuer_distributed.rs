@@ -7,11 +7,12 @@ use std::time::Duration;
 use firstcome_contract::{CampaignConfig, ConsumerLane};
 use firstcome_e2e::Services;
 use firstcome_e2e::issuer::*;
+use firstcome_e2e::process::sample;
 use firstcome_e2e::spike::{
     Outcome, Spike, admitted_users, apply, assert_every_coupon_given, tally, users,
 };
 use firstcome_e2e::{unique_name, wait_for};
-use firstcome_issuer::kafka::lag::group_lag;
+use firstcome_issuer::kafka::lag::{group_lag, positions};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use reqwest::StatusCode;
@@ -283,4 +284,81 @@ async fn replaying_the_topic_from_the_start_creates_no_duplicate() {
         )),
         "the replaying consumer inserted nothing new:\n{metrics}"
     );
+}
+
+/// Messages on `topic` so far (none is ever deleted here): its high watermarks summed.
+async fn events_on(services: &Services, lane: &ConsumerLane) -> i64 {
+    let positions = positions(&services.kafka_brokers, &lane.group, &lane.topic)
+        .await
+        .unwrap();
+    positions.iter().map(|p| p.high).sum()
+}
+
+/// The drift audit leaves winners the consumers have not reached yet to them (a copy
+/// would only add to what they must read: chaos seed 4014 put 11 copies of each winner
+/// on the topic while a consumer group rebalanced), and re-publishes, once, a coupon that
+/// vanished after the consumers read its event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_republishes_only_what_the_consumers_have_read_past() {
+    let services = Services::from_env();
+    let campaign = unique_name("audit");
+    let spec = format!("{campaign}:20");
+    let lane = CampaignConfig::new(campaign.as_str(), 20).primary_lane();
+    let every_half_second = ["--audit-interval-ms", "500"];
+    let api_role = ["--campaign", &spec, "--role", "api"];
+    let api = start_distributed(&services, &[&api_role[..], &every_half_second].concat()).await;
+    let answers = Spike::new(&[&api.base], &campaign)
+        .run(users("u", 20))
+        .await;
+    assert_eq!(tally(&answers).get(&Outcome::Admitted), Some(&20));
+    let sampled = |name: &str| format!("firstcome_{name}{{campaign=\"{campaign}\"}}");
+    let (missing, republished) = (
+        sampled("reconcile_missing_coupons"),
+        sampled("winners_republished_total"),
+    );
+
+    // No consumer runs: pass after pass the audit sees twenty winners without a coupon
+    // and re-publishes none of them.
+    wait_for(
+        "the audit to miss 20 coupons",
+        Duration::from_secs(30),
+        || async { (sample(&api.metrics().await, &missing) == 20).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sample(&api.metrics().await, &republished), 0);
+    assert_eq!(events_on(&services, &lane).await, 20);
+
+    let consumer_role = ["--campaign", &spec, "--role", "consumer"];
+    let _consumer = start_distributed(&services, &consumer_role).await;
+    let pool = postgres(&services).await;
+    assert_eq!(wait_for_coupons(&pool, &campaign, 20).await.len(), 20);
+    wait_until_consumed(
+        &services,
+        &lane.group,
+        &lane.topic,
+        "the consumer to commit",
+    )
+    .await;
+
+    // Two coupons vanish after the consumers read their events: each is re-published
+    // once, and comes back.
+    let deleted = sqlx::query("DELETE FROM coupons WHERE campaign = $1 AND sequence > 18")
+        .bind(&campaign)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(deleted.rows_affected(), 2);
+    wait_for("the two coupons back", Duration::from_secs(60), || async {
+        (coupons(&pool, &campaign).await.len() == 20).then_some(())
+    })
+    .await;
+    wait_for(
+        "the audit to miss none",
+        Duration::from_secs(30),
+        || async { (sample(&api.metrics().await, &missing) == 0).then_some(()) },
+    )
+    .await;
+    assert_eq!(sample(&api.metrics().await, &republished), 2);
+    assert_eq!(events_on(&services, &lane).await, 22);
 }
