@@ -82,7 +82,7 @@ pub async fn run_seed(bed: &ChaosBed, seed: u64, revision: &str) -> SeedReport {
 
     drain(&deployment, &names).await;
     let attempts = history.attempts();
-    let violations = check(&services, &plan, &names, &deployment, &attempts).await;
+    let checked = check(&services, &plan, &names, &deployment, &attempts).await;
     deployment.stop().await;
     deployment::delete_topics(&services, &names).await;
     failover::down(bed, plan.redis).await;
@@ -98,7 +98,9 @@ pub async fn run_seed(bed: &ChaosBed, seed: u64, revision: &str) -> SeedReport {
             .collect(),
         requests: attempts.len(),
         answers: tally(&attempts),
-        violations,
+        coupons: checked.coupons,
+        events: checked.events,
+        violations: checked.violations,
     }
 }
 
@@ -118,15 +120,24 @@ async fn drain(deployment: &Deployment, names: &[String]) {
     }
 }
 
+/// What the checker found over a run's campaigns.
+#[derive(Default)]
+struct Checked {
+    coupons: usize,
+    /// Winner events on the campaigns' topics: copies of one winner count each.
+    events: usize,
+    violations: Vec<String>,
+}
+
 async fn check(
     services: &crate::Services,
     plan: &Plan,
     names: &[String],
     deployment: &Deployment,
     attempts: &[Attempt],
-) -> Vec<String> {
+) -> Checked {
     let pool = crate::issuer::postgres(services).await;
-    let mut violations = Vec::new();
+    let mut checked = Checked::default();
     for (index, (name, campaign)) in names.iter().zip(&plan.campaigns).enumerate() {
         let topic = deployment::topic(name);
         let observed = observe::observe(
@@ -150,13 +161,15 @@ async fn check(
             campaign.per_user_limit,
             observed.events.len()
         );
-        violations.extend(
+        checked.coupons += observed.coupons.len();
+        checked.events += observed.events.len();
+        checked.violations.extend(
             checker::check(&observed, &own)
                 .into_iter()
                 .map(|v| format!("{name}: {v}")),
         );
     }
-    violations
+    checked
 }
 
 /// Attempts by answer: `201`, `409 already_applied`, …, `no answer`, `unreached`.

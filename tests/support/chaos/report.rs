@@ -24,6 +24,13 @@ pub struct SeedReport {
     pub requests: usize,
     /// Attempts by answer (`201`, `410 sold_out`, `no answer`, …).
     pub answers: BTreeMap<String, usize>,
+    /// Coupons persisted, over the run's campaigns.
+    #[serde(default)]
+    pub coupons: usize,
+    /// Winner events on the campaigns' topics: a winner published again (re-publishing,
+    /// the drift audit, a retry's hand-off) counts once more each time.
+    #[serde(default)]
+    pub events: usize,
     /// `campaign: kind: detail` of each violation.
     pub violations: Vec<String>,
 }
@@ -71,6 +78,20 @@ fn listed(counts: &BTreeMap<&str, usize>) -> String {
     parts.join(", ")
 }
 
+/// Winner events per coupon, `-` for a record from before they were counted.
+fn per_coupon(events: usize, coupons: usize) -> String {
+    if coupons == 0 {
+        "-".to_string()
+    } else {
+        format!("{:.1}", events as f64 / coupons as f64)
+    }
+}
+
+/// `events` as copies per coupon, for the totals.
+fn copies(events: usize, coupons: usize) -> String {
+    format!("{} per coupon", per_coupon(events, coupons))
+}
+
 /// The soak's record with `runs` added: a seed run again replaces its earlier record.
 /// `record` is the text of docs/soak.jsonl (one [`SeedReport`] a line); by seed.
 pub fn merged(record: &str, runs: &[SeedReport]) -> Vec<SeedReport> {
@@ -103,21 +124,25 @@ pub fn markdown(reports: &[SeedReport]) -> String {
         .flat_map(|r| r.answers.iter().map(|(k, n)| (k.as_str(), *n))));
     let violations: usize = reports.iter().map(|r| r.violations.len()).sum();
     let beds = sum(reports.iter().map(|r| (r.redis.as_str(), 1)));
+    let coupons: usize = reports.iter().map(|r| r.coupons).sum();
+    let events: usize = reports.iter().map(|r| r.events).sum();
     let revisions = sum(reports.iter().map(|r| (r.revision.as_str(), 1)));
     let mut text = format!(
         "# Chaos soak\n\nWritten by `scripts/soak`: seeded random fault schedules over the distributed \
          path (tests/support/chaos), each checked by the independent checker. Each run adds its \
          seeds to the record, docs/soak.jsonl (a seed run again replaces its row).\n\n\
          - seeds: {} (Redis: {})\n- minutes of schedule: {minutes:.1}\n- faults by kind: {}\n\
-         - requests: {} ({})\n- violations: {violations}\n- revisions (seeds): {}\n\n\
+         - requests: {} ({})\n- coupons: {coupons}, winner events on the topics: {events} ({})\n\
+         - violations: {violations}\n- revisions (seeds): {}\n\n\
          Replay one seed (at its revision): `{}`\n\n\
-         | seed | revision | Redis | schedule (s) | run (s) | faults | requests | violations |\n\
-         |---|---|---|---|---|---|---|---|\n",
+         | seed | revision | Redis | schedule (s) | run (s) | faults | requests | events per coupon | violations |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
         reports.len(),
         listed(&beds),
         listed(&faults),
         reports.iter().map(|r| r.requests).sum::<usize>(),
         listed(&answers),
+        copies(events, coupons),
         listed(&revisions),
         replay_command(reports.first().map_or(0, |r| r.seed)),
     );
@@ -129,14 +154,15 @@ pub fn markdown(reports: &[SeedReport]) -> String {
         };
         let faults = r.faults.iter().map(|(k, n)| (k.as_str(), *n)).collect();
         text.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {found} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {found} |\n",
             r.seed,
             r.revision,
             r.redis,
             r.span.as_secs(),
             r.took.as_secs(),
             listed(&faults),
-            r.requests
+            r.requests,
+            per_coupon(r.events, r.coupons),
         ));
     }
     text
@@ -170,6 +196,8 @@ mod tests {
             faults: BTreeMap::from([("kill_api".into(), 2), ("stop_postgres".into(), 1)]),
             requests: 100,
             answers: BTreeMap::from([("201".to_string(), 60), ("410 sold_out".to_string(), 40)]),
+            coupons: 60,
+            events: 90,
             violations,
         }
     }
@@ -190,17 +218,21 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("- requests: 200 (201 120, 410 sold_out 80)\n- violations: 1\n"),
+            text.contains(
+                "- requests: 200 (201 120, 410 sold_out 80)\n\
+                 - coupons: 120, winner events on the topics: 180 (1.5 per coupon)\n\
+                 - violations: 1\n"
+            ),
             "{text}"
         );
         assert!(
             text.contains(
-                "| 1 | abc1234 | sentinel | 30 | 70 | kill_api 2, stop_postgres 1 | 100 | 0 |\n"
+                "| 1 | abc1234 | sentinel | 30 | 70 | kill_api 2, stop_postgres 1 | 100 | 1.5 | 0 |\n"
             ),
             "{text}"
         );
         assert!(text.contains(
-            "| 2 | abc1234 | sentinel | 30 | 70 | kill_api 2, stop_postgres 1 | 100 | c: over_limit: 4 coupons |"
+            "| 2 | abc1234 | sentinel | 30 | 70 | kill_api 2, stop_postgres 1 | 100 | 1.5 | c: over_limit: 4 coupons |"
         ));
     }
 
