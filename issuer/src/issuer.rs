@@ -14,6 +14,7 @@ use crate::backend::{Backend, HeldAdmission};
 use crate::campaign::{Campaign, CampaignState};
 use crate::error::IssuerError;
 use crate::metrics::ApplyOutcome;
+use crate::traces::APPLY_TRACE;
 use crate::user_id::UserId;
 use crate::waiting_room::queue::RoomQueue;
 
@@ -87,9 +88,11 @@ impl Issuer {
             {
                 Some(outcome) => Ok(outcome),
                 None => {
-                    // For traces only: the log layers skip it (main.rs), so without an
-                    // exporter it is not even built; the warning below names the campaign.
+                    // For traces: without an exporter its target is off and it is not
+                    // even built (`traces::APPLY_TRACE`); the warning below names the
+                    // campaign.
                     let span = tracing::info_span!(
+                        target: APPLY_TRACE,
                         "apply",
                         campaign = campaign.name(),
                         outcome = tracing::field::Empty,

@@ -1,10 +1,9 @@
 use clap::Parser;
 use firstcome_issuer::cli::{Cli, Command, LogFormat, ServeArgs};
-use firstcome_issuer::traces::Traces;
+use firstcome_issuer::traces::{Traces, default_log_filter};
 use firstcome_issuer::wiring::{self, commands};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::filter_fn;
-use tracing_subscriber::layer::{Layer, SubscriberExt};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// mimalloc rather than glibc's malloc: an apply allocates many small objects on one
@@ -14,29 +13,14 @@ use tracing_subscriber::util::SubscriberInitExt;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Spans built for every admitted apply, for traces only. The log layers would format
-/// their fields for each one (about 3 µs of an apply's CPU, docs/testing.md) although
-/// nothing logs inside them but failures, whose events carry their own fields; skipped by
-/// the log layers, they are not built at all unless traces are exported.
-const TRACE_ONLY_SPANS: [&str; 3] = ["apply", "admission_script", "hand_off"];
-
-fn logged(metadata: &tracing::Metadata<'_>) -> bool {
-    !(metadata.is_span() && TRACE_ONLY_SPANS.contains(&metadata.name()))
-}
-
 /// Logs to stderr in `format`; spans also to `traces` when they are exported.
 fn init_logs(format: LogFormat, traces: Option<&Traces>) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let text = matches!(format, LogFormat::Text).then(|| {
-        (tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-            .with_filter(filter_fn(logged))
-    });
-    let json = matches!(format, LogFormat::Json).then(|| {
-        (tracing_subscriber::fmt::layer()
-            .json()
-            .with_writer(std::io::stderr))
-        .with_filter(filter_fn(logged))
-    });
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(default_log_filter(traces.is_some())));
+    let text = matches!(format, LogFormat::Text)
+        .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    let json = matches!(format, LogFormat::Json)
+        .then(|| (tracing_subscriber::fmt::layer().json()).with_writer(std::io::stderr));
     tracing_subscriber::registry()
         .with(filter)
         .with(text)

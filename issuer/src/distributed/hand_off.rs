@@ -16,6 +16,7 @@ use crate::campaign::Campaign;
 use crate::error::{HandOffError, IssuerError};
 use crate::kafka::claims::ClaimsBehind;
 use crate::kafka::turns::{self, BatchAcks};
+use crate::traces::APPLY_TRACE;
 
 /// A winner to hand off, and where their answer goes.
 pub struct Winner {
@@ -33,7 +34,7 @@ impl Winner {
         apply: &tracing::Span,
         reply: Reply<Answer>,
     ) -> Self {
-        let span = tracing::info_span!(parent: apply, "hand_off", sequence = admission.sequence);
+        let span = tracing::info_span!(target: APPLY_TRACE, parent: apply, "hand_off", sequence = admission.sequence);
         Self {
             user,
             admission,

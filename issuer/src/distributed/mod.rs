@@ -29,6 +29,7 @@ use crate::error::IssuerError;
 use crate::kafka::producer::WinnerPublisher;
 use crate::metrics::Metrics;
 use crate::store::postgres::CouponStore;
+use crate::traces::APPLY_TRACE;
 
 use self::hand_off::Winner;
 
@@ -106,7 +107,9 @@ impl Distributed {
         let (applies, spans): (Vec<_>, Vec<_>) =
             (applying.into_iter()).map(|a| (a.apply, a.span)).unzip();
         let scripts: Vec<_> = (spans.iter())
-            .map(|apply| tracing::info_span!(parent: apply, "admission_script"))
+            .map(
+                |apply| tracing::info_span!(target: APPLY_TRACE, parent: apply, "admission_script"),
+            )
             .collect();
         let outcomes = (self.redis)
             .run_admission_batch(campaign.name(), &campaign.keys, &applies)
