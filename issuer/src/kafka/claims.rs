@@ -59,11 +59,12 @@ impl ClaimBook {
         offset: i64,
         sequence: u64,
     ) -> Option<Option<&str>> {
-        let read = self
-            .read_to
-            .get(&partition)
-            .is_some_and(|next| *next > offset);
-        read.then(|| self.holders.get(&sequence).map(String::as_str))
+        (self.read_past(partition, offset)).then(|| self.holders.get(&sequence).map(String::as_str))
+    }
+
+    /// Whether the message at (`partition`, `offset`) was read.
+    fn read_past(&self, partition: i32, offset: i64) -> bool {
+        (self.read_to.get(&partition)).is_some_and(|next| *next > offset)
     }
 
     /// The highest sequence any winner event on the topic claims.
@@ -199,12 +200,9 @@ impl State {
     /// Wakes every waiting hand-off whose event was read; drops those that gave up.
     fn answer_read(&mut self) {
         let Self { book, waiting } = self;
-        let read = |w: &Waiting| {
-            book.read_to
-                .get(&w.partition)
-                .is_some_and(|next| *next > w.offset)
-        };
-        for w in waiting.extract_if(.., |w| w.wake.strong_count() == 0 || read(w)) {
+        let done =
+            |w: &mut Waiting| w.wake.strong_count() == 0 || book.read_past(w.partition, w.offset);
+        for w in waiting.extract_if(.., done) {
             if let Some(wake) = w.wake.upgrade() {
                 wake.notify_one();
             }
