@@ -162,4 +162,31 @@ mod tests {
         assert_eq!(answers.len(), count);
         assert_eq!(*sizes.lock().unwrap(), vec![MAX_BATCH, MAX_BATCH, 3]);
     }
+
+    #[tokio::test]
+    async fn a_replying_worker_answers_after_taking_the_next_batch() {
+        let (held_to, mut held) = mpsc::unbounded_channel();
+        let queue = BatchQueue::spawn_replying(move |jobs: Vec<Job<u32, u32>>| {
+            let held_to = held_to.clone();
+            async move {
+                for (request, reply) in jobs {
+                    // Even requests are answered later, from elsewhere.
+                    if request % 2 == 0 {
+                        let _ = held_to.send((request, reply));
+                    } else {
+                        reply.send(request * 10);
+                    }
+                }
+            }
+        });
+        let first = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.submit(2).await }
+        });
+        assert_eq!(queue.submit(3).await.unwrap(), 30, "not held up by 2");
+        let (request, reply) = held.recv().await.unwrap();
+        assert_eq!(request, 2);
+        reply.send(20);
+        assert_eq!(first.await.unwrap().unwrap(), 20);
+    }
 }

@@ -316,4 +316,36 @@ mod tests {
             assert!(answer.await.unwrap().is_err());
         }
     }
+
+    #[tokio::test]
+    async fn a_batch_s_acks_are_kept_by_index_and_wake_its_task_once_per_burst() {
+        let wake = Arc::new(Notify::new());
+        let acks = BatchAcks::new(Arc::clone(&wake));
+        let turn = Arc::new(TurnAcks::default());
+        let sent: Vec<Acked> = (0..3)
+            .map(|index| {
+                turn.sent();
+                Acked {
+                    answer_to: AnswerTo::Batch(Arc::clone(&acks), index),
+                    turn: Arc::clone(&turn),
+                }
+            })
+            .collect();
+        let mut sent = sent.into_iter();
+        sent.next().unwrap().answer(Err(KafkaError::Canceled));
+        let second = sent.next().unwrap();
+        sent.next().unwrap().answer(Err(timed_out()));
+        // Two acks before the task waits: one wake-up (a kept permit), both acks there.
+        wake.notified().await;
+        let answered: Vec<usize> = acks.take().into_iter().map(|(index, _)| index).collect();
+        assert_eq!(answered, vec![0, 2]);
+        assert!(
+            wake.notified().now_or_never().is_none(),
+            "no wake-up left over"
+        );
+        second.answer(Err(KafkaError::Canceled));
+        wake.notified().await;
+        assert_eq!(acks.take().len(), 1);
+        turn.all_acked().await;
+    }
 }
