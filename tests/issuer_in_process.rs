@@ -54,6 +54,7 @@ async fn distributed(services: &Services, brokers: &str, metrics: &Arc<Metrics>)
         kafka_brokers: brokers.to_string(),
         metrics: metrics.clone(),
         replica_wait: None,
+        admissions: Default::default(),
     }
 }
 

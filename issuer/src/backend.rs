@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use crate::admission::embedded::EmbeddedAdmission;
 use crate::admission::sold_out::SoldOutSnapshot;
 use crate::admission::{Counts, Outcome};
@@ -13,7 +15,7 @@ use crate::store::IssuedCoupon;
 use crate::user_id::UserId;
 
 pub enum Backend {
-    Standalone(EmbeddedAdmission),
+    Standalone(Arc<EmbeddedAdmission>),
     Distributed(Arc<Distributed>),
 }
 
@@ -27,6 +29,10 @@ pub struct HeldAdmission {
 
 impl Backend {
     /// Decides one apply; a distributed winner is answered only once the broker acked.
+    /// Runs to completion even if the caller goes away: once admitted, the winner must
+    /// reach its durable record whether or not anyone waits for the answer (the
+    /// distributed backend's admission worker runs apart from its callers; the standalone
+    /// ledger's write is spawned).
     pub async fn admit(
         &self,
         campaign: &Arc<Campaign>,
@@ -34,7 +40,12 @@ impl Backend {
     ) -> Result<Outcome, IssuerError> {
         match self {
             Backend::Standalone(embedded) => {
-                Ok(embedded.admit(&campaign.config, user.as_str()).await?)
+                let (embedded, campaign) = (Arc::clone(embedded), Arc::clone(campaign));
+                let user = user.clone();
+                let admission =
+                    async move { embedded.admit(&campaign.config, user.as_str()).await };
+                let admitted = tokio::spawn(admission.in_current_span()).await?;
+                Ok(admitted?)
             }
             Backend::Distributed(d) => d.admit(campaign, user.as_str()).await,
         }

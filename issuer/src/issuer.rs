@@ -14,6 +14,7 @@ use crate::backend::{Backend, HeldAdmission};
 use crate::campaign::{Campaign, CampaignState};
 use crate::error::IssuerError;
 use crate::metrics::ApplyOutcome;
+use crate::traces::APPLY_TRACE;
 use crate::user_id::UserId;
 use crate::waiting_room::queue::RoomQueue;
 
@@ -87,13 +88,17 @@ impl Issuer {
             {
                 Some(outcome) => Ok(outcome),
                 None => {
+                    // For traces: without an exporter its target is off and it is not
+                    // even built (`traces::APPLY_TRACE`); the warning below names the
+                    // campaign.
                     let span = tracing::info_span!(
+                        target: APPLY_TRACE,
                         "apply",
-                        campaign = %campaign.name(),
+                        campaign = campaign.name(),
                         outcome = tracing::field::Empty,
                         sequence = tracing::field::Empty,
                     );
-                    self.admit(campaign, user.clone()).instrument(span).await
+                    self.admit(campaign, user).instrument(span).await
                 }
             },
         };
@@ -105,24 +110,21 @@ impl Issuer {
     async fn admit(
         self: &Arc<Self>,
         campaign: &Arc<Campaign>,
-        user: UserId,
+        user: &UserId,
     ) -> Result<Outcome, IssuerError> {
         let started = Instant::now();
-        // Runs to completion even if the client goes away: once admitted, the winner must
-        // reach its durable record whether or not anyone waits for the answer.
-        let issuer = Arc::clone(self);
-        let task_campaign = Arc::clone(campaign);
-        let admission = async move { issuer.backend.admit(&task_campaign, &user).await };
-        let result = tokio::spawn(admission.in_current_span()).await?;
+        let result = self.backend.admit(campaign, user).await;
         let span = tracing::Span::current();
-        span.record("outcome", tracing::field::debug(counted_as(&result)));
+        span.record("outcome", counted_as(&result).as_str());
         match &result {
             Ok(Outcome::Admitted(admission)) => {
                 span.record("sequence", admission.sequence);
             }
             Ok(Outcome::SoldOut) => self.load_sold_out_board(campaign),
             Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "apply not decided"),
+            Err(error) => {
+                tracing::warn!(campaign = campaign.name(), %error, "apply not decided");
+            }
         }
         campaign
             .counters

@@ -1,6 +1,6 @@
 use clap::Parser;
 use firstcome_issuer::cli::{Cli, Command, LogFormat, ServeArgs};
-use firstcome_issuer::traces::Traces;
+use firstcome_issuer::traces::{Traces, default_log_filter};
 use firstcome_issuer::wiring::{self, commands};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -15,7 +15,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Logs to stderr in `format`; spans also to `traces` when they are exported.
 fn init_logs(format: LogFormat, traces: Option<&Traces>) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(default_log_filter(traces.is_some())));
     let text = matches!(format, LogFormat::Text)
         .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
     let json = matches!(format, LogFormat::Json)

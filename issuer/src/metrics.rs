@@ -34,6 +34,22 @@ pub enum ApplyOutcome {
     unknown,
 }
 
+impl ApplyOutcome {
+    /// The outcome's name, as its label spells it (recorded on spans without formatting).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::admitted => "admitted",
+            Self::already_applied => "already_applied",
+            Self::sold_out => "sold_out",
+            Self::not_open => "not_open",
+            Self::closed => "closed",
+            Self::unavailable => "unavailable",
+            Self::unconfirmed => "unconfirmed",
+            Self::unknown => "unknown",
+        }
+    }
+}
+
 const OUTCOMES: [ApplyOutcome; 8] = [
     ApplyOutcome::admitted,
     ApplyOutcome::already_applied,

@@ -16,8 +16,26 @@ pub const MAX_BATCH: usize = 256;
 #[error("the admission worker stopped")]
 pub struct WorkerGone;
 
-/// A request and where its answer goes (`None`: nobody waits for it).
-type Job<Request, Answer> = (Request, Option<oneshot::Sender<Answer>>);
+/// Where one request's answer goes: answered once, by whoever decides it.
+pub struct Reply<Answer>(Option<oneshot::Sender<Answer>>);
+
+impl<Answer> Reply<Answer> {
+    /// A reply and where it is received, for an answer given outside any queue.
+    pub fn channel() -> (Self, oneshot::Receiver<Answer>) {
+        let (answer_to, answer) = oneshot::channel();
+        (Self(Some(answer_to)), answer)
+    }
+
+    /// Answers the request; a caller that went away (or never waited) no longer needs it.
+    pub fn send(self, answer: Answer) {
+        if let Some(to) = self.0 {
+            let _ = to.send(answer);
+        }
+    }
+}
+
+/// A request and where its answer goes.
+pub type Job<Request, Answer> = (Request, Reply<Answer>);
 
 /// The sending side of one worker; cloned by every caller.
 pub struct BatchQueue<Request, Answer> {
@@ -44,18 +62,31 @@ where
         Decide: FnMut(Vec<Request>) -> Decided + Send + 'static,
         Decided: Future<Output = Vec<Answer>> + Send,
     {
+        Self::spawn_replying(move |jobs: Vec<Job<Request, Answer>>| {
+            let (requests, replies): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
+            let decided = decide(requests);
+            async move {
+                for (reply, answer) in replies.into_iter().zip(decided.await) {
+                    reply.send(answer);
+                }
+            }
+        })
+    }
+
+    /// Starts a worker that hands each batch, with where each answer goes, to `decide`:
+    /// it answers each request when it knows the answer, possibly after the worker took
+    /// the next batch (e.g. from a task of its own). The next batch is taken once
+    /// `decide`'s future is done. The worker stops once every queue handle is dropped.
+    pub fn spawn_replying<Decide, Decided>(mut decide: Decide) -> Self
+    where
+        Decide: FnMut(Vec<Job<Request, Answer>>) -> Decided + Send + 'static,
+        Decided: Future<Output = ()> + Send,
+    {
         let (jobs, mut waiting) = mpsc::unbounded_channel::<Job<Request, Answer>>();
         let worker = async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                let (requests, answer_to): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
-                let answers = decide(requests).await;
-                for (to, answer) in answer_to.into_iter().zip(answers) {
-                    // A caller that went away no longer needs its answer.
-                    if let Some(to) = to {
-                        let _ = to.send(answer);
-                    }
-                }
+                decide(std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH))).await;
             }
         };
         tokio::spawn(worker);
@@ -66,7 +97,7 @@ where
     pub async fn submit(&self, request: Request) -> Result<Answer, WorkerGone> {
         let (answer_to, answer) = oneshot::channel();
         self.jobs
-            .send((request, Some(answer_to)))
+            .send((request, Reply(Some(answer_to))))
             .map_err(|_| WorkerGone)?;
         answer.await.map_err(|_| WorkerGone)
     }
@@ -74,7 +105,9 @@ where
     /// Queues `request` without waiting: it is decided in a coming batch, and its answer
     /// is dropped (the worker's `decide` reports what matters of it).
     pub fn send(&self, request: Request) -> Result<(), WorkerGone> {
-        self.jobs.send((request, None)).map_err(|_| WorkerGone)
+        self.jobs
+            .send((request, Reply(None)))
+            .map_err(|_| WorkerGone)
     }
 }
 
@@ -128,5 +161,32 @@ mod tests {
         let answers = futures::future::join_all((0..count).map(|r| queue.submit(r))).await;
         assert_eq!(answers.len(), count);
         assert_eq!(*sizes.lock().unwrap(), vec![MAX_BATCH, MAX_BATCH, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_replying_worker_answers_after_taking_the_next_batch() {
+        let (held_to, mut held) = mpsc::unbounded_channel();
+        let queue = BatchQueue::spawn_replying(move |jobs: Vec<Job<u32, u32>>| {
+            let held_to = held_to.clone();
+            async move {
+                for (request, reply) in jobs {
+                    // Even requests are answered later, from elsewhere.
+                    if request % 2 == 0 {
+                        let _ = held_to.send((request, reply));
+                    } else {
+                        reply.send(request * 10);
+                    }
+                }
+            }
+        });
+        let first = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.submit(2).await }
+        });
+        assert_eq!(queue.submit(3).await.unwrap(), 30, "not held up by 2");
+        let (request, reply) = held.recv().await.unwrap();
+        assert_eq!(request, 2);
+        reply.send(20);
+        assert_eq!(first.await.unwrap().unwrap(), 20);
     }
 }

@@ -421,7 +421,7 @@ impl RedisAdmission {
 /// A new attempt id, unique across every issuer and restart: this process's random
 /// prefix (a v4 UUID, drawn once) and a counter, so an apply costs no random draw (a
 /// `getrandom` system call each) and the ids of one process never repeat.
-fn new_attempt() -> String {
+pub(crate) fn new_attempt() -> String {
     static PREFIX: LazyLock<String> =
         LazyLock::new(|| uuid::Uuid::new_v4().as_simple().to_string());
     static NEXT: AtomicU64 = AtomicU64::new(0);

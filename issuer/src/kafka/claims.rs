@@ -5,11 +5,11 @@
 //! another user comes from a Redis that had lost admissions and handed the sequence out
 //! again. Each API issuer tails the topic from its start ([`tail`]) and, after the
 //! broker acked a winner's event, waits until it has read past that event before it
-//! answers "admitted" ([`Claims::holder_once_read`]): nobody is told they won a sequence
+//! answers "admitted" ([`Claims::read_back`]): nobody is told they won a sequence
 //! someone else already holds.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use firstcome_contract::{CampaignConfig, WinnerEvent};
@@ -18,7 +18,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use tokio::sync::oneshot;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// How often the tail looks for partitions added to the topic.
@@ -59,11 +59,12 @@ impl ClaimBook {
         offset: i64,
         sequence: u64,
     ) -> Option<Option<&str>> {
-        let read = self
-            .read_to
-            .get(&partition)
-            .is_some_and(|next| *next > offset);
-        read.then(|| self.holders.get(&sequence).map(String::as_str))
+        (self.read_past(partition, offset)).then(|| self.holders.get(&sequence).map(String::as_str))
+    }
+
+    /// Whether the message at (`partition`, `offset`) was read.
+    fn read_past(&self, partition: i32, offset: i64) -> bool {
+        (self.read_to.get(&partition)).is_some_and(|next| *next > offset)
     }
 
     /// The highest sequence any winner event on the topic claims.
@@ -105,14 +106,13 @@ struct State {
     waiting: Vec<Waiting>,
 }
 
-/// A hand-off waiting until the tail read past its event; woken alone, with its answer,
-/// once it has (not every waiting hand-off on every read).
+/// A hand-off waiting until the tail read past one of its events; woken once it has
+/// (not every waiting hand-off on every read). Weak: a hand-off that gave up is dropped.
 #[derive(Debug)]
 struct Waiting {
     partition: i32,
     offset: i64,
-    sequence: u64,
-    answer_to: oneshot::Sender<Option<String>>,
+    wake: Weak<Notify>,
 }
 
 /// The holder could not be read in time: the tail is behind or cannot reach the broker.
@@ -145,37 +145,36 @@ impl Claims {
         self.state().book.caught_up()
     }
 
-    /// Waits (at most `wait`) until the tail read past (`partition`, `offset`), then
-    /// returns who holds `sequence` (`None`: no event claims it, which cannot be once the
-    /// caller's own event was read).
-    pub async fn holder_once_read(
+    /// Who holds `sequence`, once the tail read past (`partition`, `offset`) (`None`: no
+    /// event claims it, which cannot be once the caller's own event was read); if it has
+    /// not yet, `None`, and `wake` is woken once it has.
+    pub fn read_back(
         &self,
         (partition, offset): (i32, i64),
         sequence: u64,
-        wait: Duration,
-    ) -> Result<Option<String>, ClaimsBehind> {
-        let answer = {
-            let mut state = self.state();
-            if let Some(holder) = state.book.holder_once_read(partition, offset, sequence) {
-                return Ok(holder.map(str::to_string));
-            }
-            let (answer_to, answer) = oneshot::channel();
-            state.wait(Waiting {
-                partition,
-                offset,
-                sequence,
-                answer_to,
-            });
-            answer
-        };
-        match tokio::time::timeout(wait, answer).await {
-            Ok(Ok(holder)) => Ok(holder),
-            _ => Err(ClaimsBehind {
-                partition,
-                offset,
-                waited: wait,
-            }),
+        wake: &Arc<Notify>,
+    ) -> Option<Option<String>> {
+        let mut state = self.state();
+        if let Some(holder) = state.book.holder_once_read(partition, offset, sequence) {
+            return Some(holder.map(str::to_string));
         }
+        state.wait(Waiting {
+            partition,
+            offset,
+            wake: Arc::downgrade(wake),
+        });
+        None
+    }
+
+    /// As [`Self::read_back`], for a read-back already waited for: nobody is woken.
+    pub fn holder_once_read(
+        &self,
+        (partition, offset): (i32, i64),
+        sequence: u64,
+    ) -> Option<Option<String>> {
+        let state = self.state();
+        let holder = state.book.holder_once_read(partition, offset, sequence)?;
+        Some(holder.map(str::to_string))
     }
 
     /// Records messages read together, then answers the hand-offs whose events were read.
@@ -190,27 +189,22 @@ impl Claims {
 
 impl State {
     /// Registers `waiting`; first drops the hand-offs that gave up, before the list would
-    /// grow (a tail that reads nothing answers nobody, and their waits end).
+    /// grow (a tail that reads nothing wakes nobody, and their waits end).
     fn wait(&mut self, waiting: Waiting) {
         if self.waiting.len() == self.waiting.capacity() {
-            self.waiting.retain(|w| !w.answer_to.is_closed());
+            self.waiting.retain(|w| w.wake.strong_count() > 0);
         }
         self.waiting.push(waiting);
     }
 
-    /// Answers every waiting hand-off whose event was read; drops those that gave up.
+    /// Wakes every waiting hand-off whose event was read; drops those that gave up.
     fn answer_read(&mut self) {
         let Self { book, waiting } = self;
-        let done = waiting.extract_if(.., |w| {
-            w.answer_to.is_closed()
-                || book
-                    .holder_once_read(w.partition, w.offset, w.sequence)
-                    .is_some()
-        });
-        for w in done {
-            if let Some(holder) = book.holder_once_read(w.partition, w.offset, w.sequence) {
-                // A hand-off that gave up no longer needs its answer.
-                let _ = w.answer_to.send(holder.map(str::to_string));
+        let done =
+            |w: &mut Waiting| w.wake.strong_count() == 0 || book.read_past(w.partition, w.offset);
+        for w in waiting.extract_if(.., done) {
+            if let Some(wake) = w.wake.upgrade() {
+                wake.notify_one();
             }
         }
     }
@@ -392,19 +386,28 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_hand_off_wakes_when_the_tail_reads_its_event() {
-        let claims = Arc::new(Claims::default());
-        let reader = Arc::clone(&claims);
-        let waiting = tokio::spawn(async move {
-            reader
-                .holder_once_read((2, 5), 9, Duration::from_secs(5))
-                .await
-        });
-        tokio::task::yield_now().await;
+        let claims = Claims::default();
+        let wake = Arc::new(Notify::new());
+        assert_eq!(claims.read_back((2, 5), 9, &wake), None, "not read yet");
+        assert_eq!(claims.read_back((2, 6), 9, &wake), None, "not read yet");
         claims.record(&[(2, 5, Some(event("me", 9)))]);
-        assert_eq!(waiting.await.unwrap().unwrap().as_deref(), Some("me"));
-        let late = claims
-            .holder_once_read((2, 6), 9, Duration::from_millis(10))
-            .await;
-        assert!(late.is_err(), "offset 6 is never read");
+        // Woken (the permit is kept for a waiter that comes after the wake-up).
+        wake.notified().await;
+        assert_eq!(
+            claims.holder_once_read((2, 5), 9),
+            Some(Some("me".to_string()))
+        );
+        assert_eq!(
+            claims.holder_once_read((2, 6), 9),
+            None,
+            "offset 6 not read"
+        );
+        assert_eq!(claims.state().waiting.len(), 1, "offset 6 still waited for");
+        drop(wake);
+        claims.record(&[(1, 0, None)]);
+        assert!(
+            claims.state().waiting.is_empty(),
+            "a hand-off that gave up is dropped"
+        );
     }
 }

@@ -12,7 +12,7 @@ use rdkafka::producer::Producer;
 use rdkafka::producer::future_producer::Delivery;
 use rdkafka::util::Timeout;
 
-use super::turns::{AckContext, AckingProducer, Outgoing, Turns};
+use super::turns::{AckContext, AckingProducer, BatchAcks, Outgoing, Turns};
 
 /// Added to the delivery timeout to bound every wait for an ack.
 const ACK_WAIT_MARGIN: Duration = Duration::from_secs(1);
@@ -81,6 +81,27 @@ impl WinnerPublisher {
             payload: Some(event.to_payload()),
         })
         .await
+    }
+
+    /// Sends `events` together in the next turn, each one's ack going to `acks` under its
+    /// index; returns the deadline after which an ack not come is given up on (`ack_wait`
+    /// from now).
+    pub fn publish_all(
+        &self,
+        topic: &Arc<str>,
+        events: &[WinnerEvent],
+        acks: &Arc<BatchAcks>,
+    ) -> tokio::time::Instant {
+        let deadline = tokio::time::Instant::now() + self.ack_wait;
+        let outgoing = (events.iter())
+            .map(|event| Outgoing {
+                topic: Arc::clone(topic),
+                key: Some(event.key().into_bytes()),
+                payload: Some(event.to_payload()),
+            })
+            .collect();
+        self.turns.send_all(outgoing, deadline, acks);
+        deadline
     }
 
     /// Publishes a message as it is (e.g. parking one on a dead-letter topic), with the

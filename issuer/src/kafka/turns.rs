@@ -17,9 +17,11 @@
 //! Acks are answered from librdkafka's delivery callback ([`AckContext`]), straight to
 //! the waiting caller, and counted off the turn: no future per event for the turns'
 //! worker to poll, no wake-up of the worker per ack, only one when its turn is all acked.
+//! Events sent together ([`Turns::send_all`]) are answered into one [`BatchAcks`]: their
+//! waiting task wakes once per burst of acks, not once per event.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
@@ -48,13 +50,72 @@ pub struct Outgoing {
     pub payload: Option<Vec<u8>>,
 }
 
-type Answer = Result<Delivery, KafkaError>;
+pub type Answer = Result<Delivery, KafkaError>;
 
 struct Job {
     event: Outgoing,
     /// When the caller stops waiting for the ack (it gets a timeout then).
     deadline: Instant,
-    answer_to: oneshot::Sender<Answer>,
+    answer_to: AnswerTo,
+}
+
+/// Where an event's ack goes.
+enum AnswerTo {
+    /// One caller waiting for one event.
+    Caller(oneshot::Sender<Answer>),
+    /// The event at this index of a batch sent together.
+    Batch(Arc<BatchAcks>, usize),
+}
+
+impl AnswerTo {
+    /// Whether nobody waits for the answer any more.
+    fn is_closed(&self) -> bool {
+        match self {
+            Self::Caller(to) => to.is_closed(),
+            // The batch's task waits until the deadline, whatever comes.
+            Self::Batch(..) => false,
+        }
+    }
+
+    fn send(self, answer: Answer) {
+        match self {
+            // A caller that went away no longer needs its answer.
+            Self::Caller(to) => drop(to.send(answer)),
+            Self::Batch(acks, index) => acks.answer(index, answer),
+        }
+    }
+}
+
+/// The acks of a batch of events sent together, collected for the one task that waits
+/// for them: each ack is kept with its event's index and wakes that task (wake-ups that
+/// come before it waits again are one).
+pub struct BatchAcks {
+    answered: Mutex<Vec<(usize, Answer)>>,
+    wake: Arc<Notify>,
+}
+
+impl BatchAcks {
+    /// Acks that wake `wake` as they come.
+    pub fn new(wake: Arc<Notify>) -> Arc<Self> {
+        Arc::new(Self {
+            answered: Mutex::default(),
+            wake,
+        })
+    }
+
+    fn answer(&self, index: usize, answer: Answer) {
+        self.answered().push((index, answer));
+        self.wake.notify_one();
+    }
+
+    /// The acks (by index of the event in its batch) that came since the last call.
+    pub fn take(&self) -> Vec<(usize, Answer)> {
+        std::mem::take(&mut *self.answered())
+    }
+
+    fn answered(&self) -> std::sync::MutexGuard<'_, Vec<(usize, Answer)>> {
+        self.answered.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The sending side of the turns; cloned by every publisher.
@@ -79,13 +140,29 @@ impl Turns {
         let job = Job {
             event,
             deadline,
-            answer_to,
+            answer_to: AnswerTo::Caller(answer_to),
         };
         self.jobs.send(job).map_err(|_| KafkaError::Canceled)?;
         match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_dropped)) => Err(KafkaError::Canceled),
             Err(_) => Err(timed_out()),
+        }
+    }
+
+    /// Queues `events` for the next turn, each one's ack (or failure) going to `acks`
+    /// under its index; an ack that has not come by `deadline` is the waiting task's to
+    /// give up on (see [`timed_out`]).
+    pub fn send_all(&self, events: Vec<Outgoing>, deadline: Instant, acks: &Arc<BatchAcks>) {
+        for (index, event) in events.into_iter().enumerate() {
+            let job = Job {
+                event,
+                deadline,
+                answer_to: AnswerTo::Batch(Arc::clone(acks), index),
+            };
+            if let Err(unsent) = self.jobs.send(job) {
+                unsent.0.answer_to.send(Err(KafkaError::Canceled));
+            }
         }
     }
 }
@@ -102,7 +179,7 @@ async fn take_turns(producer: AckingProducer, mut waiting: mpsc::UnboundedReceiv
                 continue;
             }
             if job.deadline <= now {
-                let _ = job.answer_to.send(Err(timed_out()));
+                job.answer_to.send(Err(timed_out()));
                 continue;
             }
             enqueue(&producer, job, &acks);
@@ -138,7 +215,7 @@ fn enqueue(producer: &AckingProducer, job: Job, acks: &Arc<TurnAcks>) {
 }
 
 /// What a caller gets whose ack did not come before its deadline.
-fn timed_out() -> KafkaError {
+pub fn timed_out() -> KafkaError {
     KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)
 }
 
@@ -172,14 +249,13 @@ impl TurnAcks {
 
 /// What goes with an event through librdkafka: whom to answer, which turn to count off.
 pub struct Acked {
-    answer_to: oneshot::Sender<Answer>,
+    answer_to: AnswerTo,
     turn: Arc<TurnAcks>,
 }
 
 impl Acked {
     fn answer(self, answer: Answer) {
-        // A caller that went away no longer needs its answer.
-        let _ = self.answer_to.send(answer);
+        self.answer_to.send(answer);
         self.turn.acked();
     }
 }
@@ -221,7 +297,7 @@ mod tests {
             acks.sent();
             answers.push(answer);
             acked_events.push(Acked {
-                answer_to,
+                answer_to: AnswerTo::Caller(answer_to),
                 turn: Arc::clone(&acks),
             });
         }
@@ -239,5 +315,37 @@ mod tests {
         for answer in answers {
             assert!(answer.await.unwrap().is_err());
         }
+    }
+
+    #[tokio::test]
+    async fn a_batch_s_acks_are_kept_by_index_and_wake_its_task_once_per_burst() {
+        let wake = Arc::new(Notify::new());
+        let acks = BatchAcks::new(Arc::clone(&wake));
+        let turn = Arc::new(TurnAcks::default());
+        let sent: Vec<Acked> = (0..3)
+            .map(|index| {
+                turn.sent();
+                Acked {
+                    answer_to: AnswerTo::Batch(Arc::clone(&acks), index),
+                    turn: Arc::clone(&turn),
+                }
+            })
+            .collect();
+        let mut sent = sent.into_iter();
+        sent.next().unwrap().answer(Err(KafkaError::Canceled));
+        let second = sent.next().unwrap();
+        sent.next().unwrap().answer(Err(timed_out()));
+        // Two acks before the task waits: one wake-up (a kept permit), both acks there.
+        wake.notified().await;
+        let answered: Vec<usize> = acks.take().into_iter().map(|(index, _)| index).collect();
+        assert_eq!(answered, vec![0, 2]);
+        assert!(
+            wake.notified().now_or_never().is_none(),
+            "no wake-up left over"
+        );
+        second.answer(Err(KafkaError::Canceled));
+        wake.notified().await;
+        assert_eq!(acks.take().len(), 1);
+        turn.all_acked().await;
     }
 }

@@ -179,6 +179,7 @@ pub async fn connect(
         kafka_brokers: backends.kafka_brokers.to_string(),
         metrics,
         replica_wait: args.replica_wait(),
+        admissions: Default::default(),
     })
 }
 

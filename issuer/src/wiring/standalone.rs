@@ -1,5 +1,7 @@
 //! The standalone process: admission in process, coupons in SQLite, nothing else to run.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use firstcome_contract::CampaignConfig;
 
@@ -19,7 +21,7 @@ pub async fn wire(args: &ServeArgs, configs: &[CampaignConfig]) -> anyhow::Resul
     let mut wiring = Wiring::new(args);
     // The ledger is rebuilt from SQLite on open: every campaign is provisioned.
     let campaigns = wiring.campaigns(configs, true)?;
-    let backend = Backend::Standalone(embedded);
+    let backend = Backend::Standalone(Arc::new(embedded));
     wiring.serve_issuer(Issuer::new(&campaigns, backend));
     tracing::info!(data_dir = %dir.display(), "standalone: admission in process, coupons in SQLite");
     Ok(wiring)
