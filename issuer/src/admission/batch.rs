@@ -3,7 +3,9 @@
 //! gets batches of one, with no added wait; a busy one gets one round trip per batch
 //! instead of one per apply.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Mutex;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -91,6 +93,22 @@ where
         };
         tokio::spawn(worker);
         Self { jobs }
+    }
+
+    /// The worker under `key` in `queues` (one per campaign, say), spawned by `spawn` on
+    /// first use.
+    pub fn keyed(
+        queues: &Mutex<HashMap<String, Self>>,
+        key: &str,
+        spawn: impl FnOnce() -> Self,
+    ) -> Self {
+        let mut queues = queues.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(queue) = queues.get(key) {
+            return queue.clone();
+        }
+        let queue = spawn();
+        queues.insert(key.to_string(), queue.clone());
+        queue
     }
 
     /// Queues `request` and waits for its answer.

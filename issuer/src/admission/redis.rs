@@ -55,7 +55,6 @@ pub struct Apply {
     pub attempt: String,
 }
 
-type AdmissionQueue = BatchQueue<Apply, Result<Outcome, RedisAdmissionError>>;
 /// Sequences whose pending marks go, one `HDEL` per batch.
 type ConfirmQueue = BatchQueue<u64, Result<(), RedisAdmissionError>>;
 
@@ -70,9 +69,6 @@ pub struct PendingWinner {
 pub struct RedisAdmission {
     conn: RedisConnection,
     script: redis::Script,
-    /// One batching worker per campaign (by its counter's key), started on its first
-    /// apply.
-    queues: Arc<Mutex<HashMap<String, AdmissionQueue>>>,
     /// One batching worker per campaign (by its pending marks' key) clearing the marks of
     /// published winners, started on its first confirmation.
     confirms: Arc<Mutex<HashMap<String, ConfirmQueue>>>,
@@ -87,7 +83,6 @@ impl RedisAdmission {
         Ok(Self {
             conn,
             script: redis::Script::new(ADMIT_SCRIPT),
-            queues: Arc::default(),
             confirms: Arc::default(),
         })
     }
@@ -158,8 +153,9 @@ impl RedisAdmission {
     }
 
     /// Runs the admission script for `attempt`: run again with the same attempt (as a
-    /// connection that re-sends does), it answers what its first run did. Concurrent
-    /// applies of one campaign share one script call.
+    /// connection that re-sends does), it answers what its first run did. One script call
+    /// for this apply alone (the issuer batches a campaign's applies in
+    /// `Distributed`'s admission worker).
     pub async fn run_admission_attempt(
         &self,
         campaign: &CampaignConfig,
@@ -172,22 +168,10 @@ impl RedisAdmission {
             per_user_limit: campaign.per_user_limit,
             attempt: attempt.to_string(),
         };
-        self.queue(&campaign.name, keys).submit(apply).await?
-    }
-
-    /// The batching worker of the campaign whose keys are `keys`.
-    fn queue(&self, campaign: &str, keys: &CampaignKeys) -> AdmissionQueue {
-        queue_of(&self.queues, &keys.admitted, || {
-            // The worker holds the connection and the script, not `self`: it stops once
-            // the last handle on the queues is dropped.
-            let (conn, script) = (self.conn.clone(), self.script.clone());
-            let (campaign, worker_keys) = (campaign.to_string(), keys.clone());
-            BatchQueue::spawn(move |applies: Vec<Apply>| {
-                let (mut conn, script) = (conn.clone(), script.clone());
-                let (campaign, keys) = (campaign.clone(), worker_keys.clone());
-                async move { run_batch(&mut conn, &script, &campaign, &keys, &applies).await }
-            })
-        })
+        let mut outcomes = self
+            .run_admission_batch(&campaign.name, keys, &[apply])
+            .await;
+        outcomes.pop().expect("one outcome per apply")
     }
 
     /// Runs the admission script once over `applies`, in order: each gets the answer it
@@ -305,7 +289,7 @@ impl RedisAdmission {
 
     /// The worker clearing the pending marks of the campaign whose keys are `keys`.
     fn confirm_queue(&self, keys: &CampaignKeys) -> ConfirmQueue {
-        queue_of(&self.confirms, &keys.pending, || {
+        BatchQueue::keyed(&self.confirms, &keys.pending, || {
             let (conn, pending) = (self.conn.clone(), keys.pending.clone());
             BatchQueue::spawn(move |sequences: Vec<u64>| {
                 let (mut conn, pending) = (conn.clone(), pending.clone());
@@ -427,21 +411,6 @@ pub(crate) fn new_attempt() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     // The prefix has a fixed length, so prefix and counter never run into each other.
     format!("{}{:x}", *PREFIX, NEXT.fetch_add(1, Ordering::Relaxed))
-}
-
-/// The batching worker under `key` in `queues`, spawned by `spawn` on first use.
-fn queue_of<Request, Answer>(
-    queues: &Mutex<HashMap<String, BatchQueue<Request, Answer>>>,
-    key: &str,
-    spawn: impl FnOnce() -> BatchQueue<Request, Answer>,
-) -> BatchQueue<Request, Answer> {
-    let mut queues = queues.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(queue) = queues.get(key) {
-        return queue.clone();
-    }
-    let queue = spawn();
-    queues.insert(key.to_string(), queue.clone());
-    queue
 }
 
 /// One call of the admission script over `applies`; a failed call fails every apply.

@@ -87,16 +87,12 @@ impl Distributed {
     /// The admission worker of `campaign`. It holds this backend weakly: it stops once
     /// the backend (and with it every queue handle) is dropped.
     fn admission_queue(self: &Arc<Self>, campaign: &Arc<Campaign>) -> AdmissionQueue {
-        let mut queues = self.admissions.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(queue) = queues.get(campaign.name()) {
-            return queue.clone();
-        }
-        let (backend, worker_campaign) = (Arc::downgrade(self), Arc::clone(campaign));
-        let queue = BatchQueue::spawn_replying(move |jobs| {
-            decide_batch(backend.clone(), Arc::clone(&worker_campaign), jobs)
-        });
-        queues.insert(campaign.name().to_string(), queue.clone());
-        queue
+        BatchQueue::keyed(&self.admissions, campaign.name(), || {
+            let (backend, campaign) = (Arc::downgrade(self), Arc::clone(campaign));
+            BatchQueue::spawn_replying(move |jobs| {
+                decide_batch(backend.clone(), Arc::clone(&campaign), jobs)
+            })
+        })
     }
 
     /// Runs the admission script once over the batch and answers each apply that needs no
