@@ -268,14 +268,18 @@ async fn a_spike_sells_out_the_limit_can_grow_not_shrink_and_delete_keeps_coupon
             .contains(&Reason::LimitBelowAdmitted.to_string())
     );
 
-    // Delete: the finalizer removes the Redis keys; the coupons stay.
+    // Delete: the finalizer removes the Redis keys, leaving a tombstone that expires;
+    // the coupons stay.
     delete_campaign(&client, &ns, "sale").await;
-    for key in CampaignKeys::new(&id).all() {
-        let client = redis::Client::open(services.redis_url.as_str()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys = CampaignKeys::new(&id);
+    let redis = redis::Client::open(services.redis_url.as_str()).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    for key in keys.all() {
         let exists: bool = conn.exists(key).await.unwrap();
         assert!(!exists, "{key} removed");
     }
+    let tombstone_ttl: i64 = conn.ttl(&keys.deleted).await.unwrap();
+    assert!(tombstone_ttl > 3600, "tombstone expires: {tombstone_ttl}");
     let pool = firstcome_e2e::issuer::postgres(&services).await;
     assert_eq!(
         firstcome_e2e::issuer::coupons(&pool, &id).await.len(),

@@ -1,6 +1,8 @@
 //! Redis that lost admissions (a promoted replica that lagged, a restart that lost the
-//! last second of writes, a counter rolled back by hand): the durable record — the Kafka
-//! topic and PostgreSQL — decides, and nobody told `admitted` is left without a coupon.
+//! last second of writes, a counter rolled back by hand, a campaign forgotten whole): the
+//! durable record — the Kafka topic and PostgreSQL — decides, and nobody told `admitted`
+//! is left without a coupon. A campaign the operator deleted is the one loss that is not
+//! restored.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -11,6 +13,7 @@ use firstcome_e2e::issuer::{coupons, postgres, start_distributed};
 use firstcome_e2e::process::{Process, sample};
 use firstcome_e2e::spike::{Answer, Outcome, Retry, Spike, tally, users};
 use firstcome_e2e::{Services, unique_name, wait_for};
+use firstcome_operator::backends::Connections;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use redis::AsyncCommands;
@@ -189,4 +192,114 @@ async fn an_issuer_started_on_a_rolled_back_redis_restores_before_admitting() {
         )),
         "{metrics}"
     );
+}
+
+/// Reads the campaign's counter and how many holders Redis records.
+async fn admission_state(services: &Services, campaign: &str) -> (Option<u64>, usize) {
+    let keys = CampaignKeys::new(campaign);
+    let client = redis::Client::open(services.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let admitted: Option<u64> = conn.get(&keys.admitted).await.unwrap();
+    let holders: usize = conn.hlen(&keys.holders).await.unwrap();
+    (admitted, holders)
+}
+
+/// 30 users apply for a campaign of 20 through `issuer`; returns once the 20 coupons are
+/// persisted, the campaign sold out.
+async fn sell_out_20(services: &Services, issuer: &Process, campaign: &str) -> Vec<Answer> {
+    let answers = until_answered(&issuer.base, campaign, 8)
+        .run(users("early", 30))
+        .await;
+    assert_eq!(admitted(&answers), 20, "{:?}", tally(&answers));
+    let pool = postgres(services).await;
+    wait_for("20 coupons", Duration::from_secs(30), || async {
+        (coupons(&pool, campaign).await.len() == 20).then_some(())
+    })
+    .await;
+    answers
+}
+
+/// Chaos seed 4019 (docs/soak.md): Redis forgot a sold-out campaign whole (a Cluster
+/// slot's primary killed twice, nothing on disk) while the issuers answered 410 from
+/// memory, so no apply reached Redis to notice, and the summary said 0 admitted. The
+/// fence watch restores a campaign whose counter is gone while its topic names winners.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_4019_a_sold_out_campaign_redis_forgot_is_restored_without_an_apply() {
+    let services = Services::from_env();
+    let campaign = unique_name("forgot");
+    let spec = format!("{campaign}:20");
+    let issuer = start_distributed(&services, &["--campaign", &spec]).await;
+    let mut answers = sell_out_20(&services, &issuer, &campaign).await;
+
+    let keys = CampaignKeys::new(&campaign);
+    let client = redis::Client::open(services.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = conn.del(&keys.all()[..]).await.unwrap();
+    wait_for("the campaign restored", Duration::from_secs(30), || async {
+        let state = admission_state(&services, &campaign).await;
+        (state == (Some(20), 20)).then_some(())
+    })
+    .await;
+    assert_eq!(issuer.summary(&campaign).await["admitted"], 20);
+    let late = until_answered(&issuer.base, &campaign, 4)
+        .run(users("late", 5))
+        .await;
+    assert!(
+        late.iter().all(|a| a.outcome == Outcome::SoldOut),
+        "{late:?}"
+    );
+    answers.extend(late);
+    assert_invariants(&services, &campaign, 20, &answers).await;
+}
+
+/// The operator deletes an open campaign while its issuers still run (until their
+/// Deployment is gone): its tombstone keeps them from restoring the keys it removed, from
+/// the watch or from an apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_campaigns_keys_stay_deleted_under_its_running_issuers() {
+    let services = Services::from_env();
+    let campaign = unique_name("deleted");
+    let spec = format!("{campaign}:20");
+    let issuer = start_distributed(&services, &["--campaign", &spec]).await;
+    let answers = until_answered(&issuer.base, &campaign, 8)
+        .run(users("early", 10))
+        .await;
+    assert_eq!(admitted(&answers), 10, "{:?}", tally(&answers));
+
+    let operator = Connections::default();
+    operator
+        .delete_redis_keys(&services.redis_url, &campaign)
+        .await
+        .unwrap();
+    let unprovisioned = format!("firstcome_campaign_provisioned{{campaign=\"{campaign}\"}} 0");
+    wait_for("the watch to notice", Duration::from_secs(10), || async {
+        issuer
+            .metrics()
+            .await
+            .contains(&unprovisioned)
+            .then_some(())
+    })
+    .await;
+    let late = Spike::new(&[&issuer.base], &campaign)
+        .run(users("late", 3))
+        .await;
+    let refused = Outcome::Unknown("503 Service Unavailable backend_unavailable".into());
+    assert!(late.iter().all(|a| a.outcome == refused), "{late:?}");
+    // Longer than a restore takes (tests above: within seconds of the ack wait).
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(admission_state(&services, &campaign).await, (None, 0));
+
+    // A campaign of that name created again: its first provisioning lifts the tombstone.
+    let config = CampaignConfig::new(campaign.as_str(), 20);
+    operator
+        .provision_redis(&services.redis_url, &config, true)
+        .await
+        .unwrap();
+    let client = redis::Client::open(services.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let tombstone: bool = conn
+        .exists(CampaignKeys::new(&campaign).deleted)
+        .await
+        .unwrap();
+    assert!(!tombstone, "the tombstone is lifted");
 }

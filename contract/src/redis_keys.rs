@@ -43,6 +43,10 @@ pub struct CampaignKeys {
     /// admitted in it), `admitted` (admissions so far), `fifo` (arrivals after opening),
     /// `ran` and `resumed` (the last admission run, the end of the last gap in them; ms).
     pub room_pace: String,
+    /// Tombstone the operator leaves when it deletes the campaign (with an expiry): an
+    /// issuer still running then never restores the keys it removed. Not one of
+    /// [`Self::all`]; the campaign's first provisioning removes it.
+    pub deleted: String,
 }
 
 impl CampaignKeys {
@@ -61,10 +65,12 @@ impl CampaignKeys {
             room_passes: format!("{tag}:room:passes"),
             room_tickets: format!("{tag}:room:tickets"),
             room_pace: format!("{tag}:room:pace"),
+            deleted: format!("{tag}:deleted"),
         }
     }
 
-    /// Every key of the campaign, e.g. to delete a campaign.
+    /// Every key of the campaign's state, e.g. to delete a campaign (all but the
+    /// tombstone, [`Self::deleted`]).
     pub fn all(&self) -> [&str; 12] {
         [
             &self.limit,
@@ -116,7 +122,7 @@ mod tests {
     #[test]
     fn keys_share_one_hash_tag() {
         let keys = CampaignKeys::new("launch");
-        for key in keys.all() {
+        for key in keys.all().into_iter().chain([keys.deleted.as_str()]) {
             assert!(key.starts_with("{fc:launch}:"), "{key}");
         }
         assert_eq!(keys.limit, "{fc:launch}:limit");

@@ -65,6 +65,16 @@ pub struct PendingWinner {
     pub admission: Admission,
 }
 
+/// What [`RedisAdmission::restore`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restore {
+    Restored,
+    /// Another issuer restored it first, or it was never lost.
+    AlreadyProvisioned,
+    /// The operator deleted the campaign: nothing was written.
+    Deleted,
+}
+
 #[derive(Clone)]
 pub struct RedisAdmission {
     conn: RedisConnection,
@@ -103,16 +113,21 @@ impl RedisAdmission {
         Ok(self.conn.clone().exists(&keys.admitted).await?)
     }
 
+    /// Whether the operator deleted the campaign (its tombstone is there).
+    pub async fn is_deleted(&self, keys: &CampaignKeys) -> Result<bool, RedisAdmissionError> {
+        Ok(self.conn.clone().exists(&keys.deleted).await?)
+    }
+
     /// Recreates the campaign's counter and holders from `holders` (what PostgreSQL
-    /// holds), unless another issuer did it first; writes the configured limit only if
-    /// none is there (the limit of a running campaign belongs to its manager). Returns
-    /// whether this call restored it.
+    /// holds), unless another issuer did it first or the campaign was deleted; writes the
+    /// configured limit only if none is there (the limit of a running campaign belongs to
+    /// its manager).
     pub async fn restore(
         &self,
         campaign: &CampaignConfig,
         keys: &CampaignKeys,
         holders: &[(String, Vec<u64>)],
-    ) -> Result<bool, RedisAdmissionError> {
+    ) -> Result<Restore, RedisAdmissionError> {
         let mut conn = self.conn.clone();
         let _: () = conn.del(&keys.restoring).await?;
         for chunk in holders.chunks(RESTORE_CHUNK) {
@@ -133,11 +148,16 @@ impl RedisAdmission {
             .key(&keys.holders)
             .key(&keys.restoring)
             .key(&keys.limit)
+            .key(&keys.deleted)
             .arg(highest)
             .arg(campaign.limit)
             .invoke_async(&mut conn)
             .await?;
-        Ok(restored == 1)
+        Ok(match restored {
+            1 => Restore::Restored,
+            2 => Restore::Deleted,
+            _ => Restore::AlreadyProvisioned,
+        })
     }
 
     /// Runs the admission script: the whole decision in one atomic step, as one new

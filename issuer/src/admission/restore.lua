@@ -1,10 +1,15 @@
 -- Recreates a campaign's admission state from what PostgreSQL holds, atomically, unless
--- it exists already (another issuer restored it, or it was never lost).
+-- it exists already (another issuer restored it, or it was never lost) or the campaign
+-- was deleted (the operator's tombstone is there).
 -- The holders were written to the staging hash beforehand, in chunks.
 --
--- KEYS: 1 admitted, 2 holders, 3 restoring (staging hash), 4 limit
+-- KEYS: 1 admitted, 2 holders, 3 restoring (staging hash), 4 limit, 5 deleted (tombstone)
 -- ARGV: 1 counter value (highest sequence issued), 2 limit to set if none is there
--- Returns 1 when restored, 0 when the campaign was already provisioned.
+-- Returns 1 when restored, 0 when the campaign was already provisioned, 2 when deleted.
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  redis.call('DEL', KEYS[3])
+  return 2
+end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('DEL', KEYS[3])
   return 0

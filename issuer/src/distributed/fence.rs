@@ -10,6 +10,11 @@
 //! find it: the hand-off's read-back (the topic names another holder of the sequence
 //! just handed out), a watch comparing the counter with the topic each second, and
 //! provisioning comparing it with PostgreSQL.
+//!
+//! A Redis that lost the campaign altogether (no counter) answers the next apply
+//! "unprovisioned", which restores it. A sold-out campaign's applies are answered from
+//! memory and never reach Redis, so the watch restores a campaign whose counter is gone
+//! while its topic names winners (soak seed 4019).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,8 +65,9 @@ impl Distributed {
     }
 }
 
-/// Fences every campaign whose counter falls behind its topic, until `stop`. Reads the
-/// counter (a plain GET) and runs the fence script only when it is behind.
+/// Fences every campaign whose counter falls behind its topic, and restores one whose
+/// counter is gone while its topic names winners, until `stop`. Reads the counter (a
+/// plain GET) and runs the fence script only when it is behind.
 pub async fn watch(
     distributed: Arc<Distributed>,
     campaigns: Vec<Arc<Campaign>>,
@@ -87,7 +93,9 @@ impl Distributed {
             return Ok(()); // the topic names no winner yet: no Redis read needed
         }
         let Some(admitted) = self.redis.admitted(&campaign.keys).await? else {
-            return Ok(()); // not provisioned: nothing to fence
+            campaign.set_provisioned(false); // Redis lost it, or the campaign was deleted
+            self.restore_in_background(campaign);
+            return Ok(());
         };
         if admitted < highest {
             self.fence(campaign, highest, None).await?;

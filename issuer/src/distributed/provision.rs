@@ -1,7 +1,8 @@
 //! Provisioning: a campaign whose admission state Redis does not hold (a new campaign,
 //! or Redis lost its data) is restored from PostgreSQL, the durable record, before it
 //! admits anyone. Until then the admission script answers "unprovisioned" and applies
-//! get 503.
+//! get 503. A campaign the operator deleted (its tombstone is in Redis) is never
+//! restored: its issuers answer 503 until their Deployment is gone.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use super::Distributed;
+use crate::admission::redis::Restore;
 use crate::campaign::Campaign;
 use crate::error::IssuerError;
 use crate::kafka::lag::group_lag;
@@ -17,9 +19,17 @@ use crate::kafka::lag::group_lag;
 const RETRY: Duration = Duration::from_secs(1);
 const LAG_POLL: Duration = Duration::from_millis(500);
 
+/// Where provisioning left a campaign.
+enum Provision {
+    /// Redis holds its admission state.
+    Ready,
+    /// The operator deleted it.
+    Deleted,
+}
+
 impl Distributed {
     /// Provisions `campaign` in the background, once at a time per campaign, retrying
-    /// until it succeeds.
+    /// until Redis holds it or it turns out deleted.
     pub fn restore_in_background(self: &Arc<Self>, campaign: &Arc<Campaign>) {
         if !campaign.begin_restoring() {
             return;
@@ -27,43 +37,56 @@ impl Distributed {
         let (distributed, campaign) = (Arc::clone(self), Arc::clone(campaign));
         let span = tracing::info_span!("provision", campaign = %campaign.name());
         let provision = async move {
-            while let Err(error) = distributed.provision(&campaign).await {
-                tracing::warn!(%error, "provisioning from PostgreSQL failed; retrying");
-                tokio::time::sleep(RETRY).await;
+            loop {
+                match distributed.provision(&campaign).await {
+                    Ok(Provision::Ready) => break campaign.set_provisioned(true),
+                    Ok(Provision::Deleted) => {
+                        break tracing::info!("campaign deleted: its state is not restored");
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "provisioning from PostgreSQL failed; retrying");
+                        tokio::time::sleep(RETRY).await;
+                    }
+                }
             }
-            campaign.set_provisioned(true);
             campaign.finish_restoring();
         };
         tokio::spawn(provision.instrument(span));
     }
 
-    /// Makes sure Redis holds the campaign's admission state. When it does not, waits
-    /// until no hand-off can still be in flight and the consumers have persisted
-    /// everything on both lanes, then rebuilds the counter and the holders from
-    /// PostgreSQL.
-    pub async fn provision(&self, campaign: &Campaign) -> Result<(), IssuerError> {
+    /// Makes sure Redis holds the campaign's admission state, unless the campaign was
+    /// deleted. When it does not, waits until no hand-off can still be in flight and the
+    /// consumers have persisted everything on both lanes, then rebuilds the counter and
+    /// the holders from PostgreSQL.
+    async fn provision(&self, campaign: &Campaign) -> Result<Provision, IssuerError> {
         if self.redis.is_provisioned(&campaign.keys).await?
             && !self.behind_postgres(campaign).await?
         {
-            return Ok(());
+            return Ok(Provision::Ready);
+        }
+        if self.redis.is_deleted(&campaign.keys).await? {
+            return Ok(Provision::Deleted);
         }
         tracing::warn!("no admission state in Redis: restoring from PostgreSQL");
         tokio::time::sleep(self.publisher.ack_wait()).await;
         self.wait_for_consumers(campaign).await?;
         let holders = self.coupons.holders_of(campaign.name()).await?;
-        let restored = self
+        let restore = self
             .redis
-            .restore(&campaign.config, &campaign.keys, &holders)
-            .await?;
-        if restored {
-            let admitted: usize = holders.iter().map(|(_, held)| held.len()).sum();
-            tracing::info!(
-                admitted,
-                holders = holders.len(),
-                "campaign restored into Redis"
-            );
+            .restore(&campaign.config, &campaign.keys, &holders);
+        match restore.await? {
+            Restore::Deleted => return Ok(Provision::Deleted),
+            Restore::AlreadyProvisioned => {}
+            Restore::Restored => {
+                let admitted: usize = holders.iter().map(|(_, held)| held.len()).sum();
+                tracing::info!(
+                    admitted,
+                    holders = holders.len(),
+                    "campaign restored into Redis"
+                );
+            }
         }
-        Ok(())
+        Ok(Provision::Ready)
     }
 
     /// Fences the campaign if Redis's counter is below the highest persisted sequence.

@@ -1,7 +1,11 @@
 //! A campaign's keys in Redis: its limit written (never below what was admitted) and its
-//! counts read on every reconcile, every key removed on delete.
+//! counts read on every reconcile, every key removed on delete,
+//! a tombstone left in their place.
+
+use std::time::Duration;
 
 use firstcome_contract::{CampaignConfig, CampaignKeys, RedisConnection, RedisTarget};
+use redis::AsyncCommands;
 
 use super::{BackendError, Connections, TIMEOUT, cached};
 
@@ -16,6 +20,10 @@ pub struct RedisCounts {
     /// Tickets in the campaign's waiting room, if it has one.
     pub waiting: Option<u64>,
 }
+
+/// How long a deleted campaign's tombstone outlives it: far longer than its issuers,
+/// which go with the campaign's Deployment.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 pub(super) fn set_limit_script() -> redis::Script {
     redis::Script::new(include_str!("set_limit.lua"))
@@ -47,6 +55,7 @@ impl Connections {
             .set_limit
             .key(&keys.limit)
             .key(&keys.admitted)
+            .key(&keys.deleted)
             .arg(config.limit)
             .arg(if first_time { "1" } else { "0" })
             .invoke_async(&mut conn)
@@ -71,13 +80,16 @@ impl Connections {
         })
     }
 
-    /// Removes every key of the campaign.
+    /// Leaves the campaign's tombstone, then removes every key of it: the issuers still
+    /// running until their Deployment is gone answer "unprovisioned" instead of
+    /// restoring the keys from PostgreSQL.
     pub async fn delete_redis_keys(&self, url: &str, campaign: &str) -> Result<(), BackendError> {
         let mut conn = self.redis(url).await?;
         let keys = CampaignKeys::new(campaign);
-        redis::cmd("DEL")
-            .arg(&keys.all()[..])
-            .query_async::<()>(&mut conn)
+        conn.set_ex::<_, _, ()>(&keys.deleted, 1, TOMBSTONE_TTL.as_secs())
+            .await
+            .map_err(BackendError::Redis)?;
+        conn.del::<_, ()>(&keys.all()[..])
             .await
             .map_err(BackendError::Redis)
     }

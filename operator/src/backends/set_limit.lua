@@ -1,10 +1,12 @@
 -- Writes a campaign's limit unless it would drop below what was already admitted.
--- KEYS[1] limit, KEYS[2] admission counter; ARGV[1] the spec's limit, ARGV[2] '1' on the
--- campaign's first provisioning.
+-- KEYS[1] limit, KEYS[2] admission counter, KEYS[3] deletion tombstone; ARGV[1] the
+-- spec's limit, ARGV[2] '1' on the campaign's first provisioning.
 -- Creates the admission counter only on the first provisioning: a counter that vanished
 -- later means Redis lost its data, and only an issuer may recreate it, from PostgreSQL.
+-- The first provisioning also removes the tombstone of a deleted campaign of that name.
 -- Returns {limit applied? (1/0), limit in force, admitted or -1 if the counter is missing}.
 if ARGV[2] == '1' then
+  redis.call('DEL', KEYS[3])
   redis.call('SET', KEYS[2], 0, 'NX')
 end
 local admitted = tonumber(redis.call('GET', KEYS[2]) or '-1')
