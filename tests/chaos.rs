@@ -7,6 +7,11 @@
 //! `scripts/soak` does), and `FIRSTCOME_CHAOS_REPORT=FILE.md` adds each seed to the
 //! soak's record `FILE.jsonl` (naming the code's `FIRSTCOME_CHAOS_REVISION`) and writes
 //! the report of the whole record to `FILE.md`, keeping its "Findings" section.
+//! `FIRSTCOME_CHAOS_LOG` sets the deployment's log filter (errors only by default).
+
+// The drain reads Redis through a connection of any deployment (one primary, Sentinel or
+// Cluster); proving its future `Send` takes the compiler past its default depth of 128.
+#![recursion_limit = "256"]
 
 use std::path::Path;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use firstcome_contract::CampaignConfig;
 use firstcome_e2e::invariants::assert_invariants;
-use firstcome_e2e::issuer::listen_args;
+use firstcome_e2e::issuer::{coupons, listen_args, postgres};
 use firstcome_e2e::process::{Ports, Process};
 use firstcome_e2e::spike::{
     Answer, Outcome, Retry, Spike, admitted_users, tally, users, wait_progress,
@@ -177,6 +177,38 @@ async fn killing_the_consumer_mid_batch_creates_no_duplicate_and_loses_nothing()
     let _consumer = bed.consumer().await;
 
     bed.finish(spike).await;
+}
+
+/// Chaos seed 4085: a consumer killed without leaving its group keeps its partitions until
+/// its session times out, and the consumer started in its place waits for them. With
+/// librdkafka's default session (45 s) persisting stalled that long; with 10 s the next
+/// winners are persisted well inside 30 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_4085_a_consumer_killed_and_started_again_resumes_within_its_session() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let bed = Bed::new("consumer-rejoin");
+    let _api = bed.api().await;
+    let mut consumer = bed.consumer().await;
+    let mut answers = bed.clients().run(users("first", 50)).await;
+    let pool = postgres(&bed.services).await;
+    let persisted = |n: usize| {
+        let pool = &pool;
+        let campaign = &bed.campaign;
+        async move { (coupons(pool, campaign).await.len() == n).then_some(()) }
+    };
+    wait_for("the first 50 coupons", Duration::from_secs(30), || {
+        persisted(50)
+    })
+    .await;
+
+    consumer.kill();
+    let _consumer = bed.consumer().await;
+    answers.extend(bed.clients().run(users("second", 50)).await);
+    wait_for("the next 50 coupons", Duration::from_secs(30), || {
+        persisted(100)
+    })
+    .await;
+    assert_invariants(&bed.services, &bed.campaign, LIMIT, &answers).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -106,6 +106,11 @@ impl WinnerConsumer {
             // busy topic costs one wake-up and one statement per ~100 events.
             .set("fetch.min.bytes", "16384")
             .set("fetch.wait.max.ms", "50")
+            // A consumer that dies without leaving the group (kill -9, a lost node) keeps
+            // its partitions until the session times out: 10 s instead of librdkafka's
+            // 45 s, so its share of the topic stalls (and a restore waiting on it) that
+            // long at most. Heartbeats come from librdkafka's own thread every 3 s.
+            .set("session.timeout.ms", "10000")
             .create_with_context(LagReporter { lag })?;
         consumer.subscribe(&[&stream.topic])?;
         Ok(Self {

@@ -22,6 +22,13 @@ use crate::tokens;
 /// How long a process may take to come back (its backends may still be down).
 const START_BUDGET: Duration = Duration::from_secs(120);
 
+/// The processes' log filter: `FIRSTCOME_CHAOS_LOG` (e.g. `warn,firstcome_issuer=info` to
+/// look into a seed), by default errors only: a run's faults make every process warn,
+/// thousands of lines a seed.
+fn log_filter() -> String {
+    std::env::var("FIRSTCOME_CHAOS_LOG").unwrap_or_else(|_| "error".to_string())
+}
+
 /// One issuer process of the deployment, on its ports; `None` while a fault has it down.
 pub struct Slot {
     args: Vec<String>,
@@ -57,12 +64,10 @@ impl Slot {
     async fn spawn(&self, ready_path: &str) -> Process {
         let deadline = Instant::now() + START_BUDGET;
         loop {
-            // Errors only: a run's faults make every process warn, thousands of lines a seed.
-            let quiet = [("RUST_LOG", "error".to_string())];
             match Process::try_start(
                 "firstcome-issuer",
                 &self.args,
-                &quiet,
+                &[("RUST_LOG", log_filter())],
                 self.ports,
                 ready_path,
             )

@@ -80,7 +80,7 @@ pub async fn run_seed(bed: &ChaosBed, seed: u64, revision: &str) -> SeedReport {
     }));
     futures::future::join(clients.run(&plan, &history), injected).await;
 
-    drain(&deployment, &names).await;
+    drain(&services, &deployment, &names).await;
     let attempts = history.attempts();
     let checked = check(&services, &plan, &names, &deployment, &attempts).await;
     deployment.stop().await;
@@ -104,20 +104,32 @@ pub async fn run_seed(bed: &ChaosBed, seed: u64, revision: &str) -> SeedReport {
     }
 }
 
-/// Waits (at most [`DRAIN`]) until every campaign's summary shows nothing pending
-/// persistence; the checker judges what is there after that either way.
-async fn drain(deployment: &Deployment, names: &[String]) {
+/// Waits (at most [`DRAIN`]) until every campaign has settled (see [`settled`]); the
+/// checker judges what is there after that either way.
+async fn drain(services: &crate::Services, deployment: &Deployment, names: &[String]) {
     let deadline = Instant::now() + DRAIN;
     let bases = deployment.bases();
     for name in names {
-        loop {
-            let summary = observe::summary(&bases, name).await;
-            if summary.is_some_and(|s| s.pending_persistence == 0) || Instant::now() > deadline {
+        while !settled(services, &bases, name).await {
+            if Instant::now() > deadline {
+                println!("chaos: {name} not settled {DRAIN:?} after the schedule");
                 break;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+}
+
+/// Whether campaign `name` has settled: its consumer groups have committed both lanes,
+/// Redis holds its counter (restored, if Redis lost it or it was fenced) and its summary
+/// shows nothing pending persistence. The summary alone is not enough: while the counter
+/// is missing it says 0 admitted, so nothing pending.
+async fn settled(services: &crate::Services, bases: &[String], name: &str) -> bool {
+    let summary = observe::summary(bases, name).await;
+    summary.is_some_and(|s| s.pending_persistence == 0)
+        && observe::counter(&services.redis_url, name).await.is_some()
+        && observe::consumers_caught_up(&services.kafka_brokers, name, &deployment::topic(name))
+            .await
 }
 
 /// What the checker found over a run's campaigns.

@@ -10,7 +10,9 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::Value;
 use sqlx::PgPool;
 
-use firstcome_contract::{CampaignKeys, RedisConnection, RedisTarget};
+use firstcome_contract::{
+    CampaignConfig, CampaignKeys, ConsumerLane, RedisConnection, RedisTarget,
+};
 
 use super::checker::{Coupon, CrdCounts, Event, FailedEvent, Observed, Summary};
 use crate::Services;
@@ -45,6 +47,63 @@ pub async fn observe(
         summary: summary(bases, campaign.name).await,
         crd: crd_counts(&services.redis_url, pool, campaign.name).await,
     }
+}
+
+/// The campaign's admission counter in Redis; `None` when Redis holds none (lost, or
+/// fenced and not restored yet) or cannot be reached.
+pub async fn counter(redis_url: &str, campaign: &str) -> Option<i64> {
+    let target: RedisTarget = redis_url.parse().expect("the run's Redis URL");
+    let mut conn = RedisConnection::connect(&target, Duration::from_secs(5))
+        .await
+        .ok()?;
+    let keys = CampaignKeys::new(campaign);
+    redis::cmd("GET")
+        .arg(&keys.admitted)
+        .query_async(&mut conn)
+        .await
+        .ok()?
+}
+
+/// Whether the consumer groups of the campaign's two lanes (its topic `topic` and the
+/// dead-letter topic, the groups as firstcome-contract names them) have committed every
+/// message their topics hold; `false` while a broker cannot tell.
+pub async fn consumers_caught_up(brokers: &str, campaign: &str, topic: &str) -> bool {
+    let mut config = CampaignConfig::new(campaign, 1);
+    config.topic = topic.to_string();
+    let brokers = brokers.to_string();
+    let lanes = [config.primary_lane(), config.dead_letter_lane()];
+    tokio::task::spawn_blocking(move || lanes.iter().all(|lane| lag(&brokers, lane) == Some(0)))
+        .await
+        .expect("the lag reader's thread")
+}
+
+/// The messages of `lane`'s topic its consumer group has not committed (a partition it
+/// never committed counts from its low watermark); `None` when the broker cannot tell.
+fn lag(brokers: &str, lane: &ConsumerLane) -> Option<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", &lane.group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .ok()?;
+    let timeout = Duration::from_secs(5);
+    let metadata = consumer.fetch_metadata(Some(&lane.topic), timeout).ok()?;
+    let mut partitions = TopicPartitionList::new();
+    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        partitions.add_partition(&lane.topic, partition.id());
+    }
+    let committed = consumer.committed_offsets(partitions, timeout).ok()?;
+    let mut lag = 0;
+    for element in committed.elements() {
+        let (low, high) =
+            (consumer.fetch_watermarks(&lane.topic, element.partition(), timeout)).ok()?;
+        let read = match element.offset() {
+            Offset::Offset(next) => next.max(low),
+            _ => low,
+        };
+        lag += (high - read).max(0);
+    }
+    Some(lag)
 }
 
 /// The operator's status counts: the limit and counter from Redis

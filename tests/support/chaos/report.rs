@@ -112,6 +112,21 @@ pub fn record(reports: &[SeedReport]) -> String {
         .collect()
 }
 
+/// How many violations the seeds found, and in which seeds: "0", or e.g. "4 in 1 seed
+/// (4019)".
+fn violations_by_seed(reports: &[SeedReport]) -> String {
+    let failed: Vec<String> = (reports.iter())
+        .filter(|r| !r.violations.is_empty())
+        .map(|r| r.seed.to_string())
+        .collect();
+    let count: usize = reports.iter().map(|r| r.violations.len()).sum();
+    match failed.len() {
+        0 => "0".to_string(),
+        1 => format!("{count} in 1 seed ({})", failed[0]),
+        n => format!("{count} in {n} seeds ({})", failed.join(", ")),
+    }
+}
+
 /// The soak's report in Markdown: totals, then one row per seed, each naming the code it
 /// ran (a seed draws the same plan as long as schedule.rs is unchanged).
 pub fn markdown(reports: &[SeedReport]) -> String {
@@ -122,7 +137,7 @@ pub fn markdown(reports: &[SeedReport]) -> String {
     let answers = sum(reports
         .iter()
         .flat_map(|r| r.answers.iter().map(|(k, n)| (k.as_str(), *n))));
-    let violations: usize = reports.iter().map(|r| r.violations.len()).sum();
+    let violations = violations_by_seed(reports);
     let beds = sum(reports.iter().map(|r| (r.redis.as_str(), 1)));
     let coupons: usize = reports.iter().map(|r| r.coupons).sum();
     let events: usize = reports.iter().map(|r| r.events).sum();
@@ -221,7 +236,7 @@ mod tests {
             text.contains(
                 "- requests: 200 (201 120, 410 sold_out 80)\n\
                  - coupons: 120, winner events on the topics: 180 (1.5 per coupon)\n\
-                 - violations: 1\n"
+                 - violations: 1 in 1 seed (2)\n"
             ),
             "{text}"
         );
