@@ -34,6 +34,11 @@ const MAX_BATCH: usize = 1000;
 /// How long a batch waits for more messages once it has one.
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest the broker holds a fetch of the campaign topic that found less than 16 KB.
+const PRIMARY_FETCH_WAIT_MS: &str = "50";
+/// The same for the dead-letter topic, normally empty: asked twice a second, not 20 times
+/// (a parked batch waits at most that much longer to be persisted once PostgreSQL is back).
+const DEAD_LETTER_FETCH_WAIT_MS: &str = "500";
 
 /// Reports the group's lag from librdkafka's statistics.
 struct LagReporter {
@@ -83,17 +88,22 @@ impl WinnerConsumer {
         metrics: Arc<Metrics>,
         lane: Lane,
     ) -> Result<Self, KafkaError> {
-        let (stream, lag) = match lane {
+        let (stream, lag, fetch_wait) = match lane {
             Lane::Primary { .. } => {
                 // Counted from zero: dashboards and alerts see 0 before the first parking.
                 metrics.dead_lettered(&campaign.name, 0);
                 (
                     campaign.primary_lane(),
                     metrics.consumer_lag(&campaign.name),
+                    PRIMARY_FETCH_WAIT_MS,
                 )
             }
             // Only the main lane's lag is reported; the dead-letter lane is normally empty.
-            Lane::DeadLetter => (campaign.dead_letter_lane(), Default::default()),
+            Lane::DeadLetter => (
+                campaign.dead_letter_lane(),
+                Default::default(),
+                DEAD_LETTER_FETCH_WAIT_MS,
+            ),
         };
         let consumer: StreamConsumer<LagReporter> = ClientConfig::new()
             .set("bootstrap.servers", brokers)
@@ -105,7 +115,7 @@ impl WinnerConsumer {
             // (~100 events) are there or 50 ms passed, not on every produce request, so a
             // busy topic costs one wake-up and one statement per ~100 events.
             .set("fetch.min.bytes", "16384")
-            .set("fetch.wait.max.ms", "50")
+            .set("fetch.wait.max.ms", fetch_wait)
             // A consumer that dies without leaving the group (kill -9, a lost node) keeps
             // its partitions until the session times out: 10 s instead of librdkafka's
             // 45 s, so its share of the topic stalls (and a restore waiting on it) that
