@@ -153,11 +153,14 @@ impl RedisAdmission {
             .arg(campaign.limit)
             .invoke_async(&mut conn)
             .await?;
-        Ok(match restored {
-            1 => Restore::Restored,
-            2 => Restore::Deleted,
-            _ => Restore::AlreadyProvisioned,
-        })
+        match restored {
+            0 => Ok(Restore::AlreadyProvisioned),
+            1 => Ok(Restore::Restored),
+            2 => Ok(Restore::Deleted),
+            other => Err(RedisAdmissionError::UnexpectedReply(format!(
+                "restore script answered {other}"
+            ))),
+        }
     }
 
     /// Runs the admission script: the whole decision in one atomic step, as one new

@@ -1,6 +1,5 @@
 //! A campaign's keys in Redis: its limit written (never below what was admitted) and its
-//! counts read on every reconcile, every key removed on delete,
-//! a tombstone left in their place.
+//! counts read on every reconcile; on delete, a tombstone left and every key removed.
 
 use std::time::Duration;
 
