@@ -19,12 +19,37 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use redis::AsyncCommands;
 
 fn winner(campaign: &str, user: &str, sequence: u64) -> WinnerEvent {
+    nth_winner(campaign, user, 1, sequence)
+}
+
+/// The winner event of `user`'s `ordinal`-th coupon.
+fn nth_winner(campaign: &str, user: &str, ordinal: u32, sequence: u64) -> WinnerEvent {
     WinnerEvent {
         campaign: campaign.to_string(),
         user_id: user.to_string(),
-        ordinal: 1,
+        ordinal,
         sequence,
         admitted_at: chrono::Utc::now(),
+    }
+}
+
+/// Puts `events` on the campaign's topic, in order, as the issuer's producer would.
+async fn produce(services: &Services, campaign: &str, events: &[WinnerEvent]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &services.kafka_brokers)
+        .create()
+        .unwrap();
+    let topic = CampaignConfig::default_topic(campaign);
+    for event in events {
+        let payload = event.to_payload();
+        let key = event.key();
+        let record = FutureRecord::to(&topic)
+            .key(key.as_bytes())
+            .payload(&payload);
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .expect("producing a winner event");
     }
 }
 
@@ -37,27 +62,13 @@ async fn a_sequence_conflict_is_a_failed_event_and_the_batch_goes_on() {
     let campaign = unique_name("conflict");
     let spec = format!("{campaign}:100");
     let consumer = start_distributed(&services, &["--campaign", &spec, "--role", "consumer"]).await;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &services.kafka_brokers)
-        .create()
-        .unwrap();
     let topic = CampaignConfig::default_topic(&campaign);
     let mut events: Vec<WinnerEvent> = (1..=5)
         .map(|s| winner(&campaign, &format!("u{s}"), s))
         .collect();
     events.push(winner(&campaign, "ghost", 3));
     events.extend((6..=8).map(|s| winner(&campaign, &format!("u{s}"), s)));
-    for event in &events {
-        let payload = event.to_payload();
-        let key = event.key();
-        let record = FutureRecord::to(&topic)
-            .key(key.as_bytes())
-            .payload(&payload);
-        producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .expect("producing a winner event");
-    }
+    produce(&services, &campaign, &events).await;
 
     let pool = postgres(&services).await;
     let persisted = wait_for("the 8 coupons", Duration::from_secs(15), || async {
@@ -83,6 +94,49 @@ async fn a_sequence_conflict_is_a_failed_event_and_the_batch_goes_on() {
     let metrics = consumer.metrics().await;
     let counted = format!("firstcome_sequence_conflicts_total{{campaign=\"{campaign}\"}} 1");
     assert!(metrics.contains(&counted), "{metrics}");
+}
+
+/// Chaos seed 4103: Redis lost a user's first admission, which never reached PostgreSQL,
+/// and numbered their next one 2 again after a restore. The consumer dropped that winner
+/// without a word (the key (campaign, user, ordinal) held another sequence), though its
+/// user had been told `admitted`. The sequence decides: it is stored once, under the
+/// user's lowest free ordinal, however often it is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_4103_a_winner_whose_ordinal_holds_another_sequence_gets_a_free_ordinal() {
+    let services = Services::from_env();
+    let campaign = unique_name("renumbered");
+    let spec = format!("{campaign}:100");
+    let _consumer =
+        start_distributed(&services, &["--campaign", &spec, "--role", "consumer"]).await;
+    let events = [
+        nth_winner(&campaign, "u10", 2, 26),
+        nth_winner(&campaign, "u10", 2, 27),
+        nth_winner(&campaign, "u10", 2, 27),
+        winner(&campaign, "u11", 28),
+    ];
+    produce(&services, &campaign, &events).await;
+
+    let pool = postgres(&services).await;
+    wait_for("the 3 coupons", Duration::from_secs(15), || async {
+        (coupons(&pool, &campaign).await.len() == 3).then_some(())
+    })
+    .await;
+    let stored: Vec<(String, i32, i64)> = sqlx::query_as(
+        "SELECT user_id, ordinal, sequence FROM coupons WHERE campaign = $1 ORDER BY sequence",
+    )
+    .bind(&campaign)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let expected = [("u10", 2, 26), ("u10", 1, 27), ("u11", 1, 28)]
+        .map(|(user, ordinal, sequence)| (user.to_string(), ordinal, sequence));
+    assert_eq!(stored, expected);
+    let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM failed_events WHERE campaign = $1")
+        .bind(&campaign)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(failed, 0, "nothing is a conflict");
 }
 
 /// Rolls Redis back the way a promoted lagging replica would: the counter to `to`, and

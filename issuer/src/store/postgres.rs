@@ -37,7 +37,10 @@ pub struct PersistReport {
 }
 
 /// Inserts winners, ignoring those already stored (the same user's coupon: redelivered,
-/// or re-published). Returns how many were new, and the position of every winner whose
+/// or re-published). The sequence decides: a winner whose sequence nobody holds is stored
+/// even when its (user, ordinal) holds another sequence, under the user's lowest free
+/// ordinal ([`insert_under_free_ordinal`]). Returns how many were new, and the position
+/// of every winner whose
 /// sequence another user holds, with that holder.
 async fn insert_winners<'w>(
     tx: &mut sqlx::PgTransaction<'_>,
@@ -78,14 +81,55 @@ async fn insert_winners<'w>(
     .into_iter()
     .map(|(campaign, sequence, user)| ((campaign, sequence), user))
     .collect();
-    let conflicts = winners
-        .enumerate()
+    let conflicts = (winners.clone().enumerate())
         .filter_map(|(i, w)| {
             let holder = holders.get(&(w.campaign.clone(), w.sequence as i64))?;
             (*holder != w.user_id).then(|| (i, holder.clone()))
         })
         .collect();
-    Ok((inserted, conflicts))
+    let mut renumbered = 0;
+    for winner in
+        winners.filter(|w| !holders.contains_key(&(w.campaign.clone(), w.sequence as i64)))
+    {
+        renumbered += insert_under_free_ordinal(tx, winner).await?;
+    }
+    Ok((inserted + renumbered, conflicts))
+}
+
+/// Stores `winner`, whose sequence nobody holds while its (campaign, user, ordinal) holds
+/// another sequence, under the user's lowest free ordinal. Redis numbers a user's
+/// admissions by the sequences it records for them, and after Redis lost one that never
+/// reached PostgreSQL (and was restored from it) it numbers the next one again (chaos
+/// seed 4103). Returns how many rows it wrote (0 when a concurrent insert took it).
+async fn insert_under_free_ordinal(
+    tx: &mut sqlx::PgTransaction<'_>,
+    winner: &WinnerEvent,
+) -> Result<u64, sqlx::Error> {
+    let written = sqlx::query(
+        "INSERT INTO coupons (campaign, user_id, ordinal, sequence, admitted_at) \
+         SELECT $1, $2, min(o), $3, $4 \
+         FROM generate_series(1, (SELECT count(*) + 1 FROM coupons \
+                                  WHERE campaign = $1 AND user_id = $2)) AS o \
+         WHERE NOT EXISTS (SELECT 1 FROM coupons \
+                           WHERE campaign = $1 AND user_id = $2 AND ordinal = o) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&winner.campaign)
+    .bind(&winner.user_id)
+    .bind(winner.sequence as i64)
+    .bind(winner.admitted_at)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if written > 0 {
+        tracing::warn!(
+            user = %winner.user_id,
+            ordinal = winner.ordinal,
+            sequence = winner.sequence,
+            "winner stored under another ordinal: the user's ordinal held another sequence"
+        );
+    }
+    Ok(written)
 }
 
 async fn insert_failed(
