@@ -139,6 +139,43 @@ async fn seed_4103_a_winner_whose_ordinal_holds_another_sequence_gets_a_free_ord
     assert_eq!(failed, 0, "nothing is a conflict");
 }
 
+/// Chaos seed 4103, the other half: a fenced campaign keeps its pending marks, and the
+/// re-publisher may send their events only after the restore (here another issuer holds
+/// its lease). The restore counts them for their users, so a user whose admission is
+/// pending is answered `already_applied` with it (and their event handed off then), not
+/// admitted a second time past their limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_counts_the_admissions_still_pending_for_their_users() {
+    let services = Services::from_env();
+    let campaign = unique_name("pending");
+    let spec = format!("{campaign}:100");
+    let issuer = start_distributed(&services, &["--campaign", &spec]).await;
+    let keys = CampaignKeys::new(&campaign);
+    let client = redis::Client::open(services.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let long_ago = chrono::Utc::now().timestamp_millis() - 60_000;
+    let _: () = conn
+        .hset(&keys.pending, 5, format!("{long_ago} 1 u1"))
+        .await
+        .unwrap();
+    let _: () = conn
+        .set_ex(&keys.republisher, "elsewhere", 120)
+        .await
+        .unwrap();
+    let _: () = conn.del(&keys.admitted).await.unwrap();
+
+    let answers = until_answered(&issuer.base, &campaign, 1)
+        .run(vec!["u1".to_string()])
+        .await;
+    assert_eq!(answers[0].outcome, Outcome::AlreadyApplied, "{answers:?}");
+    let pool = postgres(&services).await;
+    wait_for("u1's coupon 5", Duration::from_secs(30), || async {
+        (coupons(&pool, &campaign).await == [("u1".to_string(), 5)]).then_some(())
+    })
+    .await;
+    assert_eq!(admission_state(&services, &campaign).await, (Some(5), 1));
+}
+
 /// Rolls Redis back the way a promoted lagging replica would: the counter to `to`, and
 /// the holders of every later sequence gone.
 async fn roll_back(services: &Services, campaign: &str, to: u64) -> usize {

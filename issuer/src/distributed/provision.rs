@@ -4,13 +4,14 @@
 //! get 503. A campaign the operator deleted (its tombstone is in Redis) is never
 //! restored: its issuers answer 503 until their Deployment is gone.
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::Instrument;
 
 use super::Distributed;
-use crate::admission::redis::Restore;
+use crate::admission::redis::{PendingWinner, Restore};
 use crate::campaign::Campaign;
 use crate::error::IssuerError;
 use crate::kafka::lag::group_lag;
@@ -57,7 +58,7 @@ impl Distributed {
     /// Makes sure Redis holds the campaign's admission state, unless the campaign was
     /// deleted. When it does not, waits until no hand-off can still be in flight and the
     /// consumers have persisted everything on both lanes, then rebuilds the counter and
-    /// the holders from PostgreSQL.
+    /// the holders from PostgreSQL and the admissions still pending ([`with_pending`]).
     async fn provision(&self, campaign: &Campaign) -> Result<Provision, IssuerError> {
         if self.redis.is_provisioned(&campaign.keys).await?
             && !self.behind_postgres(campaign).await?
@@ -70,7 +71,9 @@ impl Distributed {
         tracing::warn!("no admission state in Redis: restoring from PostgreSQL");
         tokio::time::sleep(self.publisher.ack_wait()).await;
         self.wait_for_consumers(campaign).await?;
-        let holders = self.coupons.holders_of(campaign.name()).await?;
+        let persisted = self.coupons.holders_of(campaign.name()).await?;
+        let pending = self.redis.pending(&campaign.keys).await?;
+        let holders = with_pending(persisted, pending);
         let restore = self
             .redis
             .restore(&campaign.config, &campaign.keys, &holders);
@@ -115,5 +118,67 @@ impl Distributed {
             );
             tokio::time::sleep(LAG_POLL).await;
         }
+    }
+}
+
+/// The holders to restore: PostgreSQL's, plus the admissions whose events are still
+/// pending in Redis (a campaign fenced keeps its pending marks, and the re-publisher
+/// sends those events later), so that they count against their user's limit as they did
+/// before and the user is not admitted again under the same ordinal (chaos seed 4103). A
+/// pending sequence persisted for anyone is not added again.
+fn with_pending(
+    persisted: Vec<(String, Vec<u64>)>,
+    mut pending: Vec<PendingWinner>,
+) -> Vec<(String, Vec<u64>)> {
+    let stored: HashSet<u64> = persisted
+        .iter()
+        .flat_map(|(_, held)| held)
+        .copied()
+        .collect();
+    let mut holders: BTreeMap<String, Vec<u64>> = persisted.into_iter().collect();
+    pending.sort_by_key(|winner| winner.admission.ordinal);
+    for winner in pending {
+        if !stored.contains(&winner.admission.sequence) {
+            (holders.entry(winner.user_id).or_default()).push(winner.admission.sequence);
+        }
+    }
+    holders.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::admission::Admission;
+
+    fn pending(user: &str, ordinal: u32, sequence: u64) -> PendingWinner {
+        PendingWinner {
+            user_id: user.to_string(),
+            admission: Admission {
+                sequence,
+                ordinal,
+                admitted_at: Utc::now(),
+            },
+        }
+    }
+
+    #[test]
+    fn pending_admissions_count_for_their_users_unless_persisted() {
+        let persisted = vec![("u10".to_string(), vec![26]), ("u12".to_string(), vec![3])];
+        let pending = vec![
+            pending("u11", 1, 7),
+            pending("u10", 2, 31),
+            pending("u10", 1, 5),
+            pending("u13", 1, 26), // given twice: u10's in PostgreSQL
+        ];
+        assert_eq!(
+            with_pending(persisted, pending),
+            vec![
+                ("u10".to_string(), vec![26, 5, 31]),
+                ("u11".to_string(), vec![7]),
+                ("u12".to_string(), vec![3]),
+            ]
+        );
     }
 }
