@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use firstcome_contract::{CampaignConfig, CampaignKeys, WinnerEvent, decode_held};
 use firstcome_e2e::invariants::assert_invariants;
-use firstcome_e2e::issuer::{coupons, postgres, start_distributed};
+use firstcome_e2e::issuer::{coupons, postgres, start_distributed, wait_for_coupons};
 use firstcome_e2e::process::{Process, sample};
 use firstcome_e2e::spike::{Answer, Outcome, Retry, Spike, tally, users};
 use firstcome_e2e::{Services, unique_name, wait_for};
@@ -31,6 +31,12 @@ fn nth_winner(campaign: &str, user: &str, ordinal: u32, sequence: u64) -> Winner
         sequence,
         admitted_at: chrono::Utc::now(),
     }
+}
+
+/// A connection to the test bed's Redis.
+async fn redis(services: &Services) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(services.redis_url.as_str()).unwrap();
+    client.get_multiplexed_async_connection().await.unwrap()
 }
 
 /// Puts `events` on the campaign's topic, in order, as the issuer's producer would.
@@ -151,8 +157,7 @@ async fn a_restore_counts_the_admissions_still_pending_for_their_users() {
     let spec = format!("{campaign}:100");
     let issuer = start_distributed(&services, &["--campaign", &spec]).await;
     let keys = CampaignKeys::new(&campaign);
-    let client = redis::Client::open(services.redis_url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis(&services).await;
     let long_ago = chrono::Utc::now().timestamp_millis() - 60_000;
     let _: () = conn
         .hset(&keys.pending, 5, format!("{long_ago} 1 u1"))
@@ -180,8 +185,7 @@ async fn a_restore_counts_the_admissions_still_pending_for_their_users() {
 /// the holders of every later sequence gone.
 async fn roll_back(services: &Services, campaign: &str, to: u64) -> usize {
     let keys = CampaignKeys::new(campaign);
-    let client = redis::Client::open(services.redis_url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis(services).await;
     let holders: HashMap<String, String> = conn.hgetall(&keys.holders).await.unwrap();
     let lost: Vec<&String> = holders
         .iter()
@@ -211,16 +215,19 @@ fn admitted(answers: &[Answer]) -> usize {
         .count()
 }
 
-/// 95 users apply through `issuer`; returns once their coupons are persisted.
-async fn admit_95(services: &Services, issuer: &Process, campaign: &str) -> Vec<Answer> {
+/// `applicants` users apply through `issuer`; returns once `coupons` coupons are
+/// persisted.
+async fn admit(
+    services: &Services,
+    issuer: &Process,
+    campaign: &str,
+    applicants: usize,
+    coupons: usize,
+) -> Vec<Answer> {
     let answers = until_answered(&issuer.base, campaign, 16)
-        .run(users("early", 95))
+        .run(users("early", applicants))
         .await;
-    let pool = postgres(services).await;
-    wait_for("95 coupons", Duration::from_secs(30), || async {
-        (coupons(&pool, campaign).await.len() == 95).then_some(())
-    })
-    .await;
+    wait_for_coupons(&postgres(services).await, campaign, coupons).await;
     answers
 }
 
@@ -235,7 +242,7 @@ async fn a_counter_rolled_back_under_running_issuers_never_gives_a_sequence_twic
     let spec = format!("{campaign}:100");
     let first = start_distributed(&services, &["--campaign", &spec]).await;
     let second = start_distributed(&services, &["--campaign", &spec, "--role", "api"]).await;
-    let mut answers = admit_95(&services, &first, &campaign).await;
+    let mut answers = admit(&services, &first, &campaign, 95, 95).await;
     assert_eq!(admitted(&answers), 95, "{:?}", tally(&answers));
 
     assert_eq!(roll_back(&services, &campaign, 85).await, 10);
@@ -265,7 +272,7 @@ async fn an_issuer_started_on_a_rolled_back_redis_restores_before_admitting() {
     let campaign = unique_name("restart");
     let spec = format!("{campaign}:100");
     let mut issuer = start_distributed(&services, &["--campaign", &spec]).await;
-    let mut answers = admit_95(&services, &issuer, &campaign).await;
+    let mut answers = admit(&services, &issuer, &campaign, 95, 95).await;
     issuer.stop().await;
 
     roll_back(&services, &campaign, 85).await;
@@ -288,26 +295,10 @@ async fn an_issuer_started_on_a_rolled_back_redis_restores_before_admitting() {
 /// Reads the campaign's counter and how many holders Redis records.
 async fn admission_state(services: &Services, campaign: &str) -> (Option<u64>, usize) {
     let keys = CampaignKeys::new(campaign);
-    let client = redis::Client::open(services.redis_url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis(services).await;
     let admitted: Option<u64> = conn.get(&keys.admitted).await.unwrap();
     let holders: usize = conn.hlen(&keys.holders).await.unwrap();
     (admitted, holders)
-}
-
-/// 30 users apply for a campaign of 20 through `issuer`; returns once the 20 coupons are
-/// persisted, the campaign sold out.
-async fn sell_out_20(services: &Services, issuer: &Process, campaign: &str) -> Vec<Answer> {
-    let answers = until_answered(&issuer.base, campaign, 8)
-        .run(users("early", 30))
-        .await;
-    assert_eq!(admitted(&answers), 20, "{:?}", tally(&answers));
-    let pool = postgres(services).await;
-    wait_for("20 coupons", Duration::from_secs(30), || async {
-        (coupons(&pool, campaign).await.len() == 20).then_some(())
-    })
-    .await;
-    answers
 }
 
 /// Chaos seed 4019 (docs/soak.md): Redis forgot a sold-out campaign whole (a Cluster
@@ -320,11 +311,11 @@ async fn seed_4019_a_sold_out_campaign_redis_forgot_is_restored_without_an_apply
     let campaign = unique_name("forgot");
     let spec = format!("{campaign}:20");
     let issuer = start_distributed(&services, &["--campaign", &spec]).await;
-    let mut answers = sell_out_20(&services, &issuer, &campaign).await;
+    let mut answers = admit(&services, &issuer, &campaign, 30, 20).await;
+    assert_eq!(admitted(&answers), 20, "{:?}", tally(&answers));
 
     let keys = CampaignKeys::new(&campaign);
-    let client = redis::Client::open(services.redis_url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis(&services).await;
     let _: () = conn.del(&keys.all()[..]).await.unwrap();
     wait_for("the campaign restored", Duration::from_secs(30), || async {
         let state = admission_state(&services, &campaign).await;
@@ -386,8 +377,7 @@ async fn a_deleted_campaigns_keys_stay_deleted_under_its_running_issuers() {
         .provision_redis(&services.redis_url, &config, true)
         .await
         .unwrap();
-    let client = redis::Client::open(services.redis_url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis(&services).await;
     let tombstone: bool = conn
         .exists(CampaignKeys::new(&campaign).deleted)
         .await

@@ -40,8 +40,7 @@ pub struct PersistReport {
 /// or re-published). The sequence decides: a winner whose sequence nobody holds is stored
 /// even when its (user, ordinal) holds another sequence, under the user's lowest free
 /// ordinal ([`insert_under_free_ordinal`]). Returns how many were new, and the position
-/// of every winner whose
-/// sequence another user holds, with that holder.
+/// of every winner whose sequence another user holds, with that holder.
 async fn insert_winners<'w>(
     tx: &mut sqlx::PgTransaction<'_>,
     winners: impl Iterator<Item = &'w WinnerEvent> + Clone,
@@ -81,17 +80,13 @@ async fn insert_winners<'w>(
     .into_iter()
     .map(|(campaign, sequence, user)| ((campaign, sequence), user))
     .collect();
-    let conflicts = (winners.clone().enumerate())
-        .filter_map(|(i, w)| {
-            let holder = holders.get(&(w.campaign.clone(), w.sequence as i64))?;
-            (*holder != w.user_id).then(|| (i, holder.clone()))
-        })
-        .collect();
-    let mut renumbered = 0;
-    for winner in
-        winners.filter(|w| !holders.contains_key(&(w.campaign.clone(), w.sequence as i64)))
-    {
-        renumbered += insert_under_free_ordinal(tx, winner).await?;
+    let (mut renumbered, mut conflicts) = (0, Vec::new());
+    for (i, winner) in winners.enumerate() {
+        match holders.get(&(winner.campaign.clone(), winner.sequence as i64)) {
+            None => renumbered += insert_under_free_ordinal(tx, winner).await?,
+            Some(holder) if *holder != winner.user_id => conflicts.push((i, holder.clone())),
+            Some(_) => {} // stored already
+        }
     }
     Ok((inserted + renumbered, conflicts))
 }
