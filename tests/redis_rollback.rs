@@ -13,6 +13,8 @@ use firstcome_e2e::issuer::{coupons, postgres, start_distributed, wait_for_coupo
 use firstcome_e2e::process::{Process, sample};
 use firstcome_e2e::spike::{Answer, Outcome, Retry, Spike, tally, users};
 use firstcome_e2e::{Services, unique_name, wait_for};
+use firstcome_issuer::store::failed_event::{ConsumedWinner, EventSource};
+use firstcome_issuer::store::postgres::{CouponStore, PersistReport};
 use firstcome_operator::backends::Connections;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -127,15 +129,21 @@ async fn seed_4103_a_winner_whose_ordinal_holds_another_sequence_gets_a_free_ord
         (coupons(&pool, &campaign).await.len() == 3).then_some(())
     })
     .await;
-    let stored: Vec<(String, i32, i64)> = sqlx::query_as(
-        "SELECT user_id, ordinal, sequence FROM coupons WHERE campaign = $1 ORDER BY sequence",
+    // Keyed by sequence, 26 and 27 may sit on two partitions: whichever the consumer
+    // stores first keeps ordinal 2, the other gets ordinal 1.
+    let stored: Vec<(String, Vec<i64>, Vec<i32>)> = sqlx::query_as(
+        "SELECT user_id, array_agg(sequence ORDER BY sequence), array_agg(ordinal ORDER BY ordinal) \
+         FROM coupons WHERE campaign = $1 GROUP BY user_id ORDER BY user_id",
     )
     .bind(&campaign)
     .fetch_all(&pool)
     .await
     .unwrap();
-    let expected = [("u10", 2, 26), ("u10", 1, 27), ("u11", 1, 28)]
-        .map(|(user, ordinal, sequence)| (user.to_string(), ordinal, sequence));
+    let expected = [
+        ("u10", vec![26, 27], vec![1, 2]),
+        ("u11", vec![28], vec![1]),
+    ]
+    .map(|(user, sequences, ordinals)| (user.to_string(), sequences, ordinals));
     assert_eq!(stored, expected);
     let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM failed_events WHERE campaign = $1")
         .bind(&campaign)
@@ -143,6 +151,81 @@ async fn seed_4103_a_winner_whose_ordinal_holds_another_sequence_gets_a_free_ord
         .await
         .unwrap();
     assert_eq!(failed, 0, "nothing is a conflict");
+}
+
+/// Seed 4103's free ordinal, raced: another transaction (the other lane, a failed event's
+/// retry) takes the ordinal the consumer picked and commits while the consumer's insert
+/// waits on it. The winner is stored under the next free ordinal, not dropped.
+#[tokio::test]
+async fn a_free_ordinal_a_concurrent_transaction_takes_first_is_not_the_winners_end() {
+    let services = Services::from_env();
+    let campaign = unique_name("raced");
+    let store = CouponStore::connect(&services.database_url, 2)
+        .await
+        .unwrap();
+    let consumed = |event: WinnerEvent| ConsumedWinner {
+        source: EventSource {
+            topic: campaign.clone(),
+            partition: 0,
+            offset: event.sequence as i64,
+            payload: None,
+        },
+        event,
+    };
+    let first = consumed(nth_winner(&campaign, "u1", 1, 1));
+    store.persist(&[first], &[]).await.unwrap();
+    let pool = postgres(&services).await;
+    let mut other = pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO coupons (campaign, user_id, ordinal, sequence, admitted_at) \
+         VALUES ($1, 'u1', 2, 2, now())",
+    )
+    .bind(&campaign)
+    .execute(&mut *other)
+    .await
+    .unwrap();
+
+    let renumbered = consumed(nth_winner(&campaign, "u1", 1, 3));
+    let persist = tokio::spawn({
+        let store = store.clone();
+        async move { store.persist(&[renumbered], &[]).await }
+    });
+    wait_for(
+        "the renumbering to wait on the other transaction",
+        Duration::from_secs(10),
+        || {
+            let pool = pool.clone();
+            async move {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity \
+                 WHERE wait_event_type = 'Lock' AND query LIKE '%generate_series%'",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                (waiting > 0).then_some(())
+            }
+        },
+    )
+    .await;
+    other.commit().await.unwrap();
+
+    let report = persist.await.unwrap().unwrap();
+    assert_eq!(
+        report,
+        PersistReport {
+            inserted: 1,
+            conflicts: 0
+        }
+    );
+    let stored: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT ordinal, sequence FROM coupons WHERE campaign = $1 ORDER BY ordinal",
+    )
+    .bind(&campaign)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, [(1, 1), (2, 2), (3, 3)]);
 }
 
 /// Chaos seed 4103, the other half: a fenced campaign keeps its pending marks, and the

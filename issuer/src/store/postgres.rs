@@ -18,7 +18,20 @@ pub enum PostgresStoreError {
     Postgres(#[from] sqlx::Error),
     #[error("postgres migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "no free ordinal of {user:?} in campaign {campaign:?} held for {tries} tries: \
+         concurrent transactions kept taking them"
+    )]
+    OrdinalContended {
+        campaign: String,
+        user: String,
+        tries: u32,
+    },
 }
+
+/// How many times a winner is placed under its user's lowest free ordinal while
+/// concurrent transactions take that ordinal first (each try sees their commits).
+const FREE_ORDINAL_TRIES: u32 = 8;
 
 /// What one retry batch of failed events did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -44,7 +57,7 @@ pub struct PersistReport {
 async fn insert_winners<'w>(
     tx: &mut sqlx::PgTransaction<'_>,
     winners: impl Iterator<Item = &'w WinnerEvent> + Clone,
-) -> Result<(u64, Vec<(usize, String)>), sqlx::Error> {
+) -> Result<(u64, Vec<(usize, String)>), PostgresStoreError> {
     let campaigns: Vec<&str> = winners.clone().map(|w| w.campaign.as_str()).collect();
     if campaigns.is_empty() {
         return Ok((0, Vec::new()));
@@ -82,20 +95,59 @@ async fn insert_winners<'w>(
     .collect();
     let (mut renumbered, mut conflicts) = (0, Vec::new());
     for (i, winner) in winners.enumerate() {
-        match holders.get(&(winner.campaign.clone(), winner.sequence as i64)) {
-            None => renumbered += insert_under_free_ordinal(tx, winner).await?,
-            Some(holder) if *holder != winner.user_id => conflicts.push((i, holder.clone())),
+        let holder = match holders.get(&(winner.campaign.clone(), winner.sequence as i64)) {
+            Some(holder) => Some(holder.clone()),
+            None => store_under_free_ordinal(tx, winner).await?,
+        };
+        match holder {
+            None => renumbered += 1,
+            Some(holder) if holder != winner.user_id => conflicts.push((i, holder)),
             Some(_) => {} // stored already
         }
     }
     Ok((inserted + renumbered, conflicts))
 }
 
-/// Stores `winner`, whose sequence nobody holds while its (campaign, user, ordinal) holds
+/// Stores `winner`, whose sequence nobody held while its (campaign, user, ordinal) held
 /// another sequence, under the user's lowest free ordinal. Redis numbers a user's
 /// admissions by the sequences it records for them, and after Redis lost one that never
 /// reached PostgreSQL (and was restored from it) it numbers the next one again (chaos
-/// seed 4103). Returns how many rows it wrote (0 when a concurrent insert took it).
+/// seed 4103). A concurrent transaction (the other lane, a failed event's retry) may take
+/// the ordinal or the sequence first: then it looks again. Returns `None` once it wrote
+/// the winner, or the holder of its sequence when another transaction stored it.
+async fn store_under_free_ordinal(
+    tx: &mut sqlx::PgTransaction<'_>,
+    winner: &WinnerEvent,
+) -> Result<Option<String>, PostgresStoreError> {
+    for _ in 0..FREE_ORDINAL_TRIES {
+        if insert_under_free_ordinal(tx, winner).await? > 0 {
+            return Ok(None);
+        }
+        if let Some(holder) = holder_of(tx, winner).await? {
+            return Ok(Some(holder));
+        }
+    }
+    Err(PostgresStoreError::OrdinalContended {
+        campaign: winner.campaign.clone(),
+        user: winner.user_id.clone(),
+        tries: FREE_ORDINAL_TRIES,
+    })
+}
+
+/// The user holding `winner`'s sequence, as committed now.
+async fn holder_of(
+    tx: &mut sqlx::PgTransaction<'_>,
+    winner: &WinnerEvent,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT user_id FROM coupons WHERE campaign = $1 AND sequence = $2")
+        .bind(&winner.campaign)
+        .bind(winner.sequence as i64)
+        .fetch_optional(&mut **tx)
+        .await
+}
+
+/// One try of [`store_under_free_ordinal`]: how many rows it wrote (0 when a concurrent
+/// transaction took the ordinal or the sequence; the insert waits for it to commit).
 async fn insert_under_free_ordinal(
     tx: &mut sqlx::PgTransaction<'_>,
     winner: &WinnerEvent,
