@@ -4,7 +4,7 @@
 //! is left without a coupon. A campaign the operator deleted is the one loss that is not
 //! restored.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use firstcome_contract::{CampaignConfig, CampaignKeys, WinnerEvent, decode_held};
@@ -415,6 +415,51 @@ async fn seed_4019_a_sold_out_campaign_redis_forgot_is_restored_without_an_apply
     );
     answers.extend(late);
     assert_invariants(&services, &campaign, 20, &answers).await;
+}
+
+/// Chaos seed 4115 (docs/soak.md): a Cluster slot lost twice took three admissions with
+/// it before their events reached the topic (nobody was told `admitted` for them), then
+/// the campaign whole. The restore sets the counter to the highest sequence persisted,
+/// so the three slots below it were lost for good: the campaign sold out 3 short. They
+/// are free now: given again, lowest first, and the sold-out board reopens for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_4115_slots_redis_lost_below_the_highest_persisted_are_given_again() {
+    let services = Services::from_env();
+    let campaign = unique_name("holes");
+    let spec = format!("{campaign}:20");
+    let issuer = start_distributed(&services, &["--campaign", &spec]).await;
+    let mut answers = admit(&services, &issuer, &campaign, 10, 10).await;
+    let keys = CampaignKeys::new(&campaign);
+    let mut conn = redis(&services).await;
+    let lost: u64 = conn.incr(&keys.admitted, 3).await.unwrap(); // 11, 12 and 13, lost
+    assert_eq!(lost, 13);
+    let middle = until_answered(&issuer.base, &campaign, 8)
+        .run(users("middle", 12))
+        .await;
+    assert_eq!(admitted(&middle), 7, "{:?}", tally(&middle));
+    answers.extend(middle);
+    wait_for_coupons(&postgres(&services).await, &campaign, 17).await;
+
+    let _: () = conn.del(&keys.all()[..]).await.unwrap();
+    wait_for("the campaign restored", Duration::from_secs(30), || async {
+        let state = admission_state(&services, &campaign).await;
+        (state == (Some(20), 17)).then_some(())
+    })
+    .await;
+    assert_eq!(issuer.summary(&campaign).await["admitted"], 17);
+    // The sold-out board re-reads the counts every second.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let late = until_answered(&issuer.base, &campaign, 4)
+        .run(users("late", 5))
+        .await;
+    assert_eq!(admitted(&late), 3, "{:?}", tally(&late));
+    let given: BTreeSet<u64> = (late.iter())
+        .filter_map(|a| a.body["sequence"].as_u64())
+        .collect();
+    assert_eq!(given, BTreeSet::from([11, 12, 13]));
+    answers.extend(late);
+    assert_invariants(&services, &campaign, 20, &answers).await;
+    assert_eq!(issuer.summary(&campaign).await["admitted"], 20);
 }
 
 /// The operator deletes an open campaign while its issuers still run (until their

@@ -9,15 +9,22 @@ pub struct CampaignKeys {
     /// The limit (an integer). Written by the operator; a raised limit is seen by running
     /// issuers without a restart.
     pub limit: String,
-    /// The admission counter: how many coupons were handed out. The n-th admission gets
-    /// sequence number n. Its existence means "provisioned": only an issuer creates it,
-    /// from what PostgreSQL holds, so a Redis that lost its data never admits from zero.
+    /// The admission counter: the highest sequence handed out. The n-th admission gets
+    /// sequence number n (unless a sequence [`Self::free`] holds is given first), so it
+    /// counts the admissions while nothing is free. Its existence means "provisioned":
+    /// only an issuer creates it, from what PostgreSQL holds, so a Redis that lost its
+    /// data never admits from zero.
     pub admitted: String,
     /// Hash user id -> the sequence numbers that user holds ([`encode_held`]).
     pub holders: String,
     /// Hash sequence -> `<admitted-at-ms> <ordinal> <user id>`: admissions whose winner
     /// event is not yet confirmed by the broker.
     pub pending: String,
+    /// Sorted set of sequences below the counter that nobody holds (score = sequence): a
+    /// restore after Redis lost admissions that never reached the topic finds them, and
+    /// the admission script gives the lowest of them before counting on. The number of
+    /// admissions is the counter minus their number.
+    pub free: String,
     /// Staging hash of holders rebuilt from PostgreSQL after Redis lost the campaign;
     /// renamed onto `holders` in the same step that recreates `admitted`.
     pub restoring: String,
@@ -57,6 +64,7 @@ impl CampaignKeys {
             admitted: format!("{tag}:admitted"),
             holders: format!("{tag}:holders"),
             pending: format!("{tag}:pending"),
+            free: format!("{tag}:free"),
             restoring: format!("{tag}:restoring"),
             attempts: format!("{tag}:attempts"),
             republisher: format!("{tag}:republisher"),
@@ -71,12 +79,13 @@ impl CampaignKeys {
 
     /// Every key of the campaign's state, e.g. to delete a campaign (all but the
     /// tombstone, [`Self::deleted`]).
-    pub fn all(&self) -> [&str; 12] {
+    pub fn all(&self) -> [&str; 13] {
         [
             &self.limit,
             &self.admitted,
             &self.holders,
             &self.pending,
+            &self.free,
             &self.restoring,
             &self.attempts,
             &self.republisher,

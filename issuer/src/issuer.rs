@@ -159,16 +159,17 @@ impl Issuer {
         tokio::spawn(load.in_current_span());
     }
 
-    /// Re-reads the limit of sold-out campaigns; a raised limit reopens them.
+    /// Re-reads the counts of sold-out campaigns; room again (a raised limit, sequences
+    /// freed by a restore) reopens them.
     pub async fn refresh_sold_out_boards(&self) {
         for campaign in self.campaigns.values() {
             if campaign.sold_out.sold_out_at().is_none() {
                 continue;
             }
             match self.backend.counts(campaign).await {
-                Ok(counts) => campaign.sold_out.limit_changed(counts.limit),
+                Ok(counts) => campaign.sold_out.refresh(counts),
                 Err(error) => {
-                    tracing::debug!(%error, campaign = %campaign.name(), "cannot re-read the limit")
+                    tracing::debug!(%error, campaign = %campaign.name(), "cannot re-read the counts")
                 }
             }
         }

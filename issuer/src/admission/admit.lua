@@ -5,13 +5,17 @@
 --
 -- A campaign without its counter is not provisioned (or fenced: its Redis lost
 -- admissions) and answers nothing else, not even from its holders, which may be stale.
--- Then the per-user check comes first, then the counter; only when both pass is the user
--- recorded and the counter incremented, so a repeated apply never burns stock.
+-- Then the per-user check comes first, then the stock; only when both pass is the user
+-- recorded and given a sequence, so a repeated apply never burns stock. The sequence is
+-- the lowest free one, if any (a restore found sequences nobody holds below the counter:
+-- Redis lost admissions that never reached the topic), else the counter's next; the
+-- campaign is sold out when the counter reached the limit and nothing is free.
 --
 -- A script re-sent after a dropped connection (as the cluster client does) carries the
 -- same attempt ids and gets their first run's "admitted" answers: it never admits twice.
 --
--- KEYS: 1 limit, 2 admitted (counter), 3 holders (hash), 4 pending (hash), 5 attempts (hash)
+-- KEYS: 1 limit, 2 admitted (counter), 3 holders (hash), 4 pending (hash), 5 attempts (hash),
+--       6 free (sorted set of sequences nobody holds below the counter)
 -- ARGV: per apply, three values: user id, per-user limit, attempt id (unique per apply)
 -- Returns one reply per apply, in order, each one of:
 --   "admitted <sequence> <ordinal> <admitted-at-ms>"
@@ -21,6 +25,7 @@
 --                      its data; the issuer restores the campaign from PostgreSQL)
 local limit = tonumber(redis.call('GET', KEYS[1]))
 local admitted = tonumber(redis.call('GET', KEYS[2]))
+local free = redis.call('ZCARD', KEYS[6])
 local ms = nil
 local replies = {}
 
@@ -41,11 +46,16 @@ local function admit(user, per_user_limit, attempt)
   if count >= per_user_limit then
     return 'already ' .. held
   end
-  if admitted >= limit then
+  local sequence
+  if free > 0 then
+    sequence = tonumber(redis.call('ZPOPMIN', KEYS[6])[1])
+    free = free - 1
+  elseif admitted >= limit then
     return 'sold_out'
+  else
+    sequence = redis.call('INCR', KEYS[2])
+    admitted = sequence
   end
-  local sequence = redis.call('INCR', KEYS[2])
-  admitted = sequence
   local ordinal = count + 1
   if held then
     held = held .. ',' .. sequence

@@ -137,20 +137,17 @@ impl RedisAdmission {
                 .collect();
             let _: () = conn.hset_multiple(&keys.restoring, &fields).await?;
         }
-        let highest = holders
-            .iter()
-            .flat_map(|(_, held)| held)
-            .max()
-            .copied()
-            .unwrap_or(0);
+        let (highest, free) = free_sequences(holders);
         let restored: i64 = redis::Script::new(RESTORE_SCRIPT)
             .key(&keys.admitted)
             .key(&keys.holders)
             .key(&keys.restoring)
             .key(&keys.limit)
             .key(&keys.deleted)
+            .key(&keys.free)
             .arg(highest)
             .arg(campaign.limit)
+            .arg(free)
             .invoke_async(&mut conn)
             .await?;
         match restored {
@@ -405,15 +402,17 @@ impl RedisAdmission {
         Ok(holders)
     }
 
+    /// The limit and the admissions: the counter less the sequences free below it.
     pub async fn counts(&self, keys: &CampaignKeys) -> Result<Counts, RedisAdmissionError> {
-        let (limit, admitted): (Option<u64>, Option<u64>) = redis::pipe()
+        let (limit, counter, free): (Option<u64>, Option<u64>, u64) = redis::pipe()
             .get(&keys.limit)
             .get(&keys.admitted)
+            .zcard(&keys.free)
             .query_async(&mut self.conn.clone())
             .await?;
         Ok(Counts {
             limit: limit.unwrap_or(0),
-            admitted: admitted.unwrap_or(0),
+            admitted: counter.unwrap_or(0).saturating_sub(free),
         })
     }
 
@@ -423,6 +422,17 @@ impl RedisAdmission {
             .await?;
         Ok(())
     }
+}
+
+/// The counter a restore of `holders` sets (the highest sequence held) and the sequences
+/// below it that nobody holds: Redis lost their admissions before any reached the topic,
+/// so nobody was told `admitted` for them, and they are given again.
+fn free_sequences(holders: &[(String, Vec<u64>)]) -> (u64, Vec<u64>) {
+    let held: std::collections::HashSet<u64> =
+        holders.iter().flat_map(|(_, held)| held).copied().collect();
+    let highest = held.iter().max().copied().unwrap_or(0);
+    let free = (1..highest).filter(|s| !held.contains(s)).collect();
+    (highest, free)
 }
 
 /// A new attempt id, unique across every issuer and restart: this process's random
@@ -449,7 +459,8 @@ async fn run_batch(
         .key(&keys.admitted)
         .key(&keys.holders)
         .key(&keys.pending)
-        .key(&keys.attempts);
+        .key(&keys.attempts)
+        .key(&keys.free);
     for apply in applies {
         invocation
             .arg(&apply.user)
@@ -529,6 +540,17 @@ fn from_millis(ms: u64) -> Option<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restore_frees_the_sequences_nobody_holds_below_the_highest() {
+        let holders = [
+            ("a".to_string(), vec![1, 5]),
+            ("b".to_string(), vec![2]),
+            ("c".to_string(), vec![8]),
+        ];
+        assert_eq!(free_sequences(&holders), (8, vec![3, 4, 6, 7]));
+        assert_eq!(free_sequences(&[]), (0, vec![]));
+    }
 
     #[test]
     fn parses_each_script_reply() {

@@ -4,14 +4,15 @@
 //! (no admission can happen any more, so the copy is exact) and from then on answers
 //! every apply without touching the backend, by the same rule as the backend: users who
 //! hold their per-user limit get "already applied", everyone else "sold out". The board
-//! is cleared when the limit is raised.
+//! is cleared once the backend counts fewer admissions than the limit again: the limit
+//! was raised, or a restore freed sequences Redis lost before they reached the topic.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::Outcome;
 use super::rule::{self, Decision};
+use super::{Counts, Outcome};
 
 /// Every holder of a sold-out campaign, and the limit it sold out at.
 #[derive(Debug, Default)]
@@ -63,10 +64,11 @@ impl SoldOutBoard {
         self.loading.store(false, Ordering::Release);
     }
 
-    /// Forgets the snapshot when the limit grew past it: applies go to the backend again.
-    pub fn limit_changed(&self, limit: u64) {
+    /// Forgets the snapshot when the backend's `counts` leave room again: applies go to
+    /// the backend again.
+    pub fn refresh(&self, counts: Counts) {
         let mut guard = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
-        if guard.as_ref().is_some_and(|s| limit > s.limit) {
+        if guard.is_some() && counts.admitted < counts.limit {
             *guard = None;
         }
     }
@@ -115,13 +117,21 @@ mod tests {
         assert!(board.begin_loading(), "a failed load can be retried");
     }
 
+    fn counts(limit: u64, admitted: u64) -> Counts {
+        Counts { limit, admitted }
+    }
+
     #[test]
-    fn raising_the_limit_clears_the_board_lowering_does_not() {
+    fn room_again_clears_the_board_none_does_not() {
         let board = sold_out_at(10);
-        board.limit_changed(10);
-        board.limit_changed(5);
+        board.refresh(counts(10, 10));
+        board.refresh(counts(5, 10));
         assert_eq!(board.sold_out_at(), Some(10));
-        board.limit_changed(11);
+        board.refresh(counts(11, 10)); // the limit raised
+        assert_eq!(board.answer("late", 1), None);
+
+        let board = sold_out_at(10);
+        board.refresh(counts(10, 7)); // three sequences freed by a restore
         assert_eq!(board.answer("late", 1), None);
     }
 }

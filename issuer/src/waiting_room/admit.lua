@@ -6,6 +6,7 @@
 --
 -- KEYS[1] room queue    KEYS[2] room seen    KEYS[3] room passes   KEYS[4] room tickets
 -- KEYS[5] room pace     KEYS[6] limit        KEYS[7] admitted (the coupon counter)
+-- KEYS[8] free sequences (below the counter, given again: not admitted)
 -- ARGV[1] rate (per second)  ARGV[2] most unexpired passes (0: unbounded)
 -- ARGV[3] pass lifetime (ms)  ARGV[4] ticket timeout (ms)  ARGV[5] opens at (ms)
 -- ARGV[6] most stale tickets dropped per run
@@ -43,7 +44,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', text(now))
 
 local waiting = redis.call('ZCARD', KEYS[1])
 local limit = tonumber(redis.call('GET', KEYS[6]) or '0')
-local admitted = tonumber(redis.call('GET', KEYS[7]) or '0')
+local admitted = tonumber(redis.call('GET', KEYS[7]) or '0') - redis.call('ZCARD', KEYS[8])
 if now < opens or waiting == 0 or (limit > 0 and admitted >= limit) then
   return {waiting}
 end

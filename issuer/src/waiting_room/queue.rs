@@ -112,6 +112,7 @@ impl RoomQueue {
             .key(&keys.room_tickets)
             .key(&keys.limit)
             .key(&keys.admitted)
+            .key(&keys.free)
             .arg(ticket)
             .invoke_async(&mut self.conn.clone())
             .await?;
@@ -139,6 +140,7 @@ impl RoomQueue {
             .key(&keys.room_pace)
             .key(&keys.limit)
             .key(&keys.admitted)
+            .key(&keys.free)
             .arg(room.admission_rate)
             .arg(room.max_active.unwrap_or(0))
             .arg(u64::from(room.pass_ttl_seconds) * 1000)

@@ -36,8 +36,8 @@ use crate::readiness::Readiness;
 use crate::waiting_room::queue::RoomQueue;
 use crate::waiting_room::{ADMISSION_RUN_EVERY, Room, RoomSecret};
 
-/// How often sold-out campaigns re-read their limit.
-const LIMIT_REFRESH: Duration = Duration::from_secs(1);
+/// How often sold-out campaigns re-read their counts.
+const SOLD_OUT_REFRESH: Duration = Duration::from_secs(1);
 /// Longest wait for the producer's queue on shutdown.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -328,7 +328,7 @@ pub fn single_campaign(args: &ServeArgs) -> Option<String> {
 }
 
 async fn refresh_sold_out_boards(issuer: Arc<Issuer>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(LIMIT_REFRESH);
+    let mut tick = tokio::time::interval(SOLD_OUT_REFRESH);
     while stop.run_until_cancelled(tick.tick()).await.is_some() {
         issuer.refresh_sold_out_boards().await;
     }

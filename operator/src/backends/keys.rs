@@ -55,6 +55,7 @@ impl Connections {
             .key(&keys.limit)
             .key(&keys.admitted)
             .key(&keys.deleted)
+            .key(&keys.free)
             .arg(config.limit)
             .arg(if first_time { "1" } else { "0" })
             .invoke_async(&mut conn)
