@@ -447,6 +447,14 @@ async fn seed_4115_slots_redis_lost_below_the_highest_persisted_are_given_again(
     })
     .await;
     assert_eq!(issuer.summary(&campaign).await["admitted"], 17);
+    let config = CampaignConfig::new(campaign.as_str(), 20);
+    let operator = Connections::default();
+    let status = operator.provision_redis(&services.redis_url, &config, false);
+    assert_eq!(
+        status.await.unwrap().admitted,
+        17,
+        "the status counts the free too"
+    );
     // The sold-out board re-reads the counts every second.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let late = until_answered(&issuer.base, &campaign, 4)
