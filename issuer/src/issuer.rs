@@ -160,10 +160,11 @@ impl Issuer {
     }
 
     /// Re-reads the counts of sold-out campaigns; room again (a raised limit, sequences
-    /// freed by a restore) reopens them.
+    /// freed by a restore) reopens them. A campaign being restored keeps answering from
+    /// memory until Redis holds it again (its counts mean nothing meanwhile).
     pub async fn refresh_sold_out_boards(&self) {
         for campaign in self.campaigns.values() {
-            if campaign.sold_out.sold_out_at().is_none() {
+            if campaign.sold_out.sold_out_at().is_none() || !campaign.is_provisioned() {
                 continue;
             }
             match self.backend.counts(campaign).await {
