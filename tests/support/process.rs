@@ -1,7 +1,7 @@
 //! The project's binaries as child processes, killed when dropped.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,49 @@ pub fn workspace_binary(name: &str) -> PathBuf {
         "{} is not built: run `cargo build --workspace` (scripts/test does)",
         path.display()
     );
+    if let Some(source) = newer_source(&path, name) {
+        panic!(
+            "{} is older than {}: run `cargo build --workspace` (scripts/test does; \
+             `cargo test` alone builds no binary of another package)",
+            path.display(),
+            source.display()
+        );
+    }
     path
+}
+
+/// What a workspace binary is built from, relative to the workspace root.
+fn sources_of(name: &str) -> &'static [&'static str] {
+    match name {
+        "firstcome-issuer" => &[
+            "issuer/src",
+            "issuer/migrations",
+            "issuer/openapi.yaml",
+            "issuer/Cargo.toml",
+            "contract/src",
+        ],
+        "firstcome-operator" | "crdgen" => &["operator/src", "operator/Cargo.toml", "contract/src"],
+        _ => &[],
+    }
+}
+
+/// A source of binary `name` modified after the binary at `path` was built, if any.
+fn newer_source(path: &Path, name: &str) -> Option<PathBuf> {
+    let built = std::fs::metadata(path).and_then(|m| m.modified()).ok()?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+    let mut pending: Vec<PathBuf> = sources_of(name).iter().map(|s| root.join(s)).collect();
+    while let Some(entry) = pending.pop() {
+        let Ok(meta) = std::fs::metadata(&entry) else {
+            continue;
+        };
+        if meta.is_dir() {
+            let children = std::fs::read_dir(&entry).into_iter().flatten().flatten();
+            pending.extend(children.map(|child| child.path()));
+        } else if meta.modified().is_ok_and(|modified| modified > built) {
+            return Some(entry);
+        }
+    }
+    None
 }
 
 /// Ports handed to test processes: below the kernel's ephemeral range (32768 and up), so
