@@ -418,7 +418,7 @@ fn admitted_without_coupon(observed: &Observed, attempts: &[&Attempt]) -> Vec<Vi
 fn ambiguous(answer: &Answer) -> bool {
     match answer {
         Answer::NoAnswer { .. } => true,
-        Answer::Unreached { .. } => false,
+        Answer::Unreached { .. } | Answer::RoomSoldOut => false,
         Answer::Http { status, reason, .. } => {
             *status == 503 && matches!(reason.as_str(), "outcome_unknown" | "admission_unconfirmed")
         }
@@ -462,9 +462,10 @@ fn coupon_without_admission(observed: &Observed, attempts: &[&Attempt]) -> Vec<V
 /// A slot is never given back, and every admitted slot becomes a coupon: a campaign that
 /// answered `sold_out` ends with exactly `limit` coupons.
 fn sold_out_below_limit(observed: &Observed, attempts: &[&Attempt]) -> Vec<Violation> {
-    let told = attempts.iter().find(
-        |a| matches!(&a.answer, Answer::Http { status: 410, reason, .. } if reason == "sold_out"),
-    );
+    let told = attempts.iter().find(|a| match &a.answer {
+        Answer::Http { status, reason, .. } => *status == 410 && reason == "sold_out",
+        answer => *answer == Answer::RoomSoldOut,
+    });
     match told {
         Some(attempt) if (observed.coupons.len() as i64) < observed.limit => {
             let detail = format!(
@@ -731,6 +732,13 @@ mod tests {
                 a.push(attempt("f", Answer::refused(404, "unknown_campaign")))
             }),
             case(&[SoldOutBelowLimit], |o, _| {
+                o.limit = 5;
+                o.crd = Some(crd(5, 4, 0));
+            }),
+            // The waiting room said sold out (no 410 at all), one coupon short.
+            case(&[SoldOutBelowLimit], |o, a| {
+                a.retain(|a| !matches!(a.answer, Answer::Http { status: 410, .. }));
+                a.push(attempt("g", Answer::RoomSoldOut));
                 o.limit = 5;
                 o.crd = Some(crd(5, 4, 0));
             }),

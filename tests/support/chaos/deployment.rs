@@ -149,9 +149,14 @@ impl Deployment {
         let file = dir.join("campaigns.json");
         std::fs::write(&file, campaigns_file(dir, campaigns).to_string())
             .expect("writing the campaigns file");
+        let secret = dir.join("room-secret");
+        std::fs::write(&secret, "chaos-waiting-room-secret-".repeat(2))
+            .expect("writing the waiting rooms' secret");
         let common: Vec<String> = [
             "--campaigns-file",
             file.to_str().expect("a UTF-8 temporary path"),
+            "--waiting-room-secret-file",
+            secret.to_str().expect("a UTF-8 temporary path"),
             "--delivery-timeout-ms",
             "2000",
             "--audit-interval-ms",
@@ -234,7 +239,9 @@ pub async fn delete_topics(services: &Services, names: &[String]) {
 }
 
 /// The campaigns file: rate limits out of the way (the runs test admission, not the
-/// buckets), identity jwt with the test keys where the plan says so.
+/// buckets), identity jwt with the test keys and a waiting room where the plan says so.
+/// A room lets users in fast (the runs test admission, not the pace), and its passes
+/// outlive a client's whole retrying, so a pass never expires in a run.
 fn campaigns_file(dir: &Path, campaigns: &[(String, CampaignPlan)]) -> Value {
     let unlimited = json!({ "perSecond": 1_000_000, "burst": 1_000_000 });
     let keys = dir.join("keys");
@@ -248,6 +255,13 @@ fn campaigns_file(dir: &Path, campaigns: &[(String, CampaignPlan)]) -> Value {
                 "topic": topic(name),
                 "rateLimits": { "perClient": unlimited, "perUser": unlimited },
             });
+            if plan.room {
+                entry["waitingRoom"] = json!({
+                    "admissionRate": 500,
+                    "passTtlSeconds": 600,
+                    "ticketTimeoutSeconds": 60,
+                });
+            }
             if plan.jwt {
                 std::fs::create_dir_all(&keys).expect("creating the keys directory");
                 std::fs::write(keys.join(tokens::KID), tokens::fixture("test-only-rsa.pub.pem"))

@@ -20,6 +20,9 @@ pub enum Answer {
     NoAnswer { error: String },
     /// No issuer took the connection: the request never went out.
     Unreached { error: String },
+    /// A campaign's waiting room told the user it is sold out (their ticket read
+    /// `sold_out`): the promise a `410 sold_out` makes, given before any apply.
+    RoomSoldOut,
 }
 
 impl Answer {

@@ -193,6 +193,7 @@ fn tally(attempts: &[Attempt]) -> BTreeMap<String, usize> {
             Answer::Http { status, reason, .. } => format!("{status} {reason}"),
             Answer::NoAnswer { .. } => "no answer".to_string(),
             Answer::Unreached { .. } => "unreached".to_string(),
+            Answer::RoomSoldOut => "room sold_out".to_string(),
         };
         *counts.entry(key).or_default() += 1;
     }

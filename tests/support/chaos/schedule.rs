@@ -247,6 +247,8 @@ pub struct CampaignPlan {
     pub per_user_limit: u32,
     /// Identity jwt: each user applies with a bearer token naming them.
     pub jwt: bool,
+    /// A waiting room: each user joins its queue, polls it for a pass and applies with it.
+    pub room: bool,
 }
 
 /// One apply a client sends: to `issuer` (index of the API issuers) at `at`.
@@ -276,7 +278,8 @@ impl Plan {
     pub fn from_seed(seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let span = Duration::from_secs(rng.random_range(15..=40));
-        let campaigns = campaigns(&mut rng);
+        let mut campaigns = campaigns(&mut rng);
+        draw_rooms(seed, &mut campaigns);
         let applies = applies(&mut rng, &campaigns, span);
         let redis = RedisBed::drawn(seed);
         let kinds: Vec<FaultKind> = (FaultKind::ALL.into_iter())
@@ -321,21 +324,42 @@ fn campaigns(rng: &mut ChaCha8Rng) -> Vec<CampaignPlan> {
             limit: rng.random_range(3..=30),
             per_user_limit: 1,
             jwt: rng.random_bool(0.5),
+            room: false,
         },
         CampaignPlan {
             limit: rng.random_range(100..=400),
             per_user_limit: 1,
             jwt: rng.random_bool(0.5),
+            room: false,
         },
         CampaignPlan {
             limit: rng.random_range(20..=120),
             per_user_limit: rng.random_range(2..=3),
             jwt: rng.random_bool(0.5),
+            room: false,
         },
     ];
     let with_identity = rng.random_range(0..plans.len());
     plans[with_identity].jwt = true;
     plans
+}
+
+/// The first seed whose campaigns may have a waiting room: the seeds before it keep the
+/// plans the soak ran them with (docs/soak.md).
+pub const ROOM_SEEDS: u64 = 5000;
+
+/// From [`ROOM_SEEDS`] on, each campaign has a waiting room with probability one half,
+/// drawn from a stream of its own (the seed's other draws stay as they were).
+fn draw_rooms(seed: u64, campaigns: &mut [CampaignPlan]) {
+    const STREAM: u64 = 2;
+    if seed < ROOM_SEEDS {
+        return;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(STREAM);
+    for campaign in campaigns {
+        campaign.room = rng.random_bool(0.5);
+    }
 }
 
 /// Users enough to sell some campaigns out and not others; each applies up to its
@@ -490,6 +514,21 @@ mod tests {
             assert!(several.per_user_limit > 1);
             assert!(plan.campaigns.iter().any(|c| c.jwt), "seed {seed}");
         }
+    }
+
+    #[test]
+    fn waiting_rooms_come_with_the_seeds_from_5000_only() {
+        let rooms = |seeds: std::ops::Range<u64>| {
+            (seeds.flat_map(|seed| Plan::from_seed(seed).campaigns))
+                .filter(|c| c.room)
+                .count()
+        };
+        assert_eq!(rooms(0..ROOM_SEEDS), 0);
+        let drawn = rooms(ROOM_SEEDS..ROOM_SEEDS + 200);
+        assert!(
+            (200..400).contains(&drawn),
+            "{drawn} rooms of 600 campaigns"
+        );
     }
 
     #[test]

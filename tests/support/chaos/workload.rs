@@ -1,7 +1,9 @@
 //! The clients of a chaos run: every planned apply sent at its time to its issuer, and
 //! retried as docs/api.md tells clients to (a 503 `backend_unavailable` or
 //! `outcome_unknown`, a 429, or no answer, for up to [`RETRY_BUDGET`], on the next
-//! issuer); every attempt recorded.
+//! issuer); every attempt recorded. To a campaign with a waiting room a client first
+//! joins its queue and polls it until the room gives it a pass (or says sold out, which
+//! is recorded too).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -21,6 +23,10 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_PAUSE: Duration = Duration::from_secs(1);
 /// Applies in flight at most.
 const IN_FLIGHT: usize = 48;
+/// How often a waiting ticket is polled.
+const POLL_EVERY: Duration = Duration::from_millis(200);
+/// The header an apply carries its waiting room's pass in.
+const PASS_HEADER: &str = "firstcome-pass";
 
 /// What the clients send with: the issuers' bases, the campaigns' names, and a token per
 /// user of each jwt campaign.
@@ -29,6 +35,18 @@ pub struct Clients {
     bases: Vec<String>,
     names: Vec<String>,
     tokens: HashMap<(usize, String), String>,
+    /// Whether each campaign has a waiting room.
+    rooms: Vec<bool>,
+}
+
+/// Where a user stands in a waiting room.
+enum Room {
+    /// Let in: apply with this pass.
+    Pass(String),
+    /// In the queue with this ticket (or to join again with none).
+    Waiting(Option<String>),
+    /// The room said sold out (or closed): no apply.
+    Over { sold_out: bool },
 }
 
 impl Clients {
@@ -55,6 +73,7 @@ impl Clients {
             bases,
             names,
             tokens,
+            rooms: plan.campaigns.iter().map(|c| c.room).collect(),
         }
     }
 
@@ -69,18 +88,27 @@ impl Clients {
             .await;
     }
 
-    /// One user's apply, retried until it has a final answer or the budget is spent.
+    /// One user's apply, retried until it has a final answer or the budget is spent; to
+    /// a campaign with a waiting room, with the pass the room gave first.
     async fn apply(&self, apply: &Apply, history: &History) {
         let started = Instant::now();
+        let pass = match self.rooms[apply.campaign] {
+            true => match self.enter(apply, history, started).await {
+                Some(pass) => Some(pass),
+                None => return,
+            },
+            false => None,
+        };
         for attempt in 0.. {
             let issuer = (apply.issuer + attempt) % self.bases.len();
             let sent = history.now();
-            let (answer, pause) = self.attempt(apply, issuer).await;
+            let (answer, pause) = self.attempt(apply, issuer, pass.as_deref()).await;
             let retry = match &answer {
                 Answer::NoAnswer { .. } | Answer::Unreached { .. } => true,
                 Answer::Http { status, reason, .. } => {
                     *status == 429 || (*status == 503 && reason != "admission_unconfirmed")
                 }
+                Answer::RoomSoldOut => false, // never an apply's answer
             };
             history.record(apply.campaign, &apply.user, issuer, sent, answer);
             if !retry || started.elapsed() > RETRY_BUDGET {
@@ -90,15 +118,95 @@ impl Clients {
         }
     }
 
-    /// One attempt: its answer, and the pause its `Retry-After` asks for (capped).
-    async fn attempt(&self, apply: &Apply, issuer: usize) -> (Answer, Duration) {
+    /// The pass of the campaign's waiting room: joins its queue and polls the ticket
+    /// (on the next issuer after a failed request, joining again when the ticket lapsed)
+    /// until the room lets the user in. `None` when the room says sold out (recorded) or
+    /// closed, or the budget is spent.
+    async fn enter(&self, apply: &Apply, history: &History, started: Instant) -> Option<String> {
+        let mut ticket = None;
+        let mut issuer = apply.issuer;
+        while started.elapsed() <= RETRY_BUDGET {
+            let sent = history.now();
+            match self.room(apply, issuer, ticket.as_deref()).await {
+                Some(Room::Pass(pass)) => return Some(pass),
+                Some(Room::Waiting(waiting)) => ticket = waiting,
+                Some(Room::Over { sold_out }) => {
+                    if sold_out {
+                        history.record(
+                            apply.campaign,
+                            &apply.user,
+                            issuer,
+                            sent,
+                            Answer::RoomSoldOut,
+                        );
+                    }
+                    return None;
+                }
+                None => issuer = (issuer + 1) % self.bases.len(),
+            }
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+        None
+    }
+
+    /// Joins the queue (no `ticket`) or polls the ticket; `None` when the issuer gave no
+    /// room answer (an error, a 503, no answer).
+    async fn room(&self, apply: &Apply, issuer: usize, ticket: Option<&str>) -> Option<Room> {
+        let queue = format!(
+            "{}/v1/campaigns/{}/queue",
+            self.bases[issuer], self.names[apply.campaign]
+        );
+        let request = match ticket {
+            None => self
+                .client
+                .post(queue)
+                .json(&json!({ "userId": apply.user })),
+            Some(ticket) => self.client.get(format!("{queue}/{ticket}")),
+        };
+        let response = self.identified(request, apply).send().await.ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        let body: Value = response.json().await.ok()?;
+        let ticket = body["ticket"].as_str().or(ticket).map(str::to_string);
+        Some(match body["state"].as_str()? {
+            "admitted" => Room::Pass(body["pass"].as_str()?.to_string()),
+            "waiting" => Room::Waiting(ticket),
+            "expired" => Room::Waiting(None),
+            state => Room::Over {
+                sold_out: state == "sold_out",
+            },
+        })
+    }
+
+    /// `request` with the user's bearer token, if their campaign has identity jwt.
+    fn identified(
+        &self,
+        request: reqwest::RequestBuilder,
+        apply: &Apply,
+    ) -> reqwest::RequestBuilder {
+        match self.tokens.get(&(apply.campaign, apply.user.clone())) {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// One attempt (with the room's `pass`, if any): its answer, and the pause its
+    /// `Retry-After` asks for (capped).
+    async fn attempt(
+        &self,
+        apply: &Apply,
+        issuer: usize,
+        pass: Option<&str>,
+    ) -> (Answer, Duration) {
         let url = format!(
             "{}/v1/campaigns/{}/applications",
             self.bases[issuer], self.names[apply.campaign]
         );
         let mut request = self.client.post(url).json(&json!({ "userId": apply.user }));
-        if let Some(token) = self.tokens.get(&(apply.campaign, apply.user.clone())) {
-            request = request.bearer_auth(token);
+        request = self.identified(request, apply);
+        if let Some(pass) = pass {
+            request = request.header(PASS_HEADER, pass);
         }
         let response = match request.send().await {
             Ok(response) => response,
