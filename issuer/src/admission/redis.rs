@@ -11,7 +11,7 @@ use firstcome_contract::{CampaignConfig, CampaignKeys, RedisTarget, decode_held,
 use redis::AsyncCommands;
 use tracing::Instrument;
 
-use super::batch::{BatchQueue, WorkerGone};
+use super::batch::{BatchQueue, Job, WorkerGone};
 use super::{Admission, Counts, Outcome};
 use firstcome_contract::RedisConnection;
 
@@ -56,7 +56,16 @@ pub struct Apply {
 }
 
 /// Sequences whose pending marks go, one `HDEL` per batch.
-type ConfirmQueue = BatchQueue<u64, Result<(), RedisAdmissionError>>;
+type ConfirmAnswer = Result<(), RedisAdmissionError>;
+type ConfirmQueue = BatchQueue<u64, ConfirmAnswer>;
+
+/// Least time between two `HDEL`s of one campaign's pending marks: the marks of the acks
+/// that come meanwhile go in the next one (without it, about one `HDEL` per admission
+/// batch, each a Redis round trip). A mark cleared this much later changes nothing: the
+/// re-publisher takes only marks older than the longest ack wait, and an apply again by
+/// its winner checks the topic first (an unread, still-marked sequence is published
+/// again, a duplicate that persistence ignores).
+const CLEAR_GATHER: Duration = Duration::from_millis(10);
 
 /// A winner whose event is not yet confirmed by the broker.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -307,13 +316,15 @@ impl RedisAdmission {
         }
     }
 
-    /// The worker clearing the pending marks of the campaign whose keys are `keys`.
+    /// The worker clearing the pending marks of the campaign whose keys are `keys`: one
+    /// `HDEL` for the marks waiting, its answers, then [`CLEAR_GATHER`] before the next.
     fn confirm_queue(&self, keys: &CampaignKeys) -> ConfirmQueue {
         BatchQueue::keyed(&self.confirms, &keys.pending, || {
             let (conn, pending) = (self.conn.clone(), keys.pending.clone());
-            BatchQueue::spawn(move |sequences: Vec<u64>| {
+            BatchQueue::spawn_replying(move |jobs: Vec<Job<u64, ConfirmAnswer>>| {
                 let (mut conn, pending) = (conn.clone(), pending.clone());
                 async move {
+                    let (sequences, replies): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
                     let cleared: Result<i64, _> = conn.hdel(&pending, &sequences).await;
                     if let Err(error) = &cleared {
                         tracing::warn!(
@@ -323,7 +334,10 @@ impl RedisAdmission {
                         );
                     }
                     let answer = cleared.map(|_| ()).map_err(RedisAdmissionError::from);
-                    vec![answer; sequences.len()]
+                    for reply in replies {
+                        reply.send(answer.clone());
+                    }
+                    tokio::time::sleep(CLEAR_GATHER).await;
                 }
             })
         })
