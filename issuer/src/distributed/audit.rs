@@ -73,20 +73,15 @@ impl Distributed {
         let issued = self.coupons.issued_count(campaign.name()).await?;
         self.metrics
             .pending_persistence(campaign.name(), counts.admitted.saturating_sub(issued));
-        let missing = if counts.admitted == issued {
-            HashMap::new()
+        let (missing, mut marks) = if counts.admitted == issued {
+            (HashMap::new(), Marks::new())
         } else {
-            self.missing_winners(campaign).await?
+            self.missing_with_marks(campaign).await?
         };
         campaign
             .drift
             .store(missing.len() as u64, Ordering::Relaxed);
         self.metrics.missing_coupons(campaign.name(), missing.len());
-        let mut marks = if missing.is_empty() {
-            Marks::new()
-        } else {
-            self.consumer_marks(campaign).await?
-        };
         let due: Vec<(&Winner, u32)> = match seen.as_deref() {
             None => missing.iter().map(|(w, o)| (w, *o)).collect(),
             Some(before) if read_past(&before.marks, &marks) => (missing.iter())
@@ -149,6 +144,30 @@ impl Distributed {
             }
         }
         Ok(marks)
+    }
+
+    /// The winners missing their coupon ([`Self::missing_winners`]) and where the
+    /// consumers stood: their committed offsets as read before the coupons (so a copy the
+    /// consumers had committed, and so persisted, is never among the missing: read after,
+    /// a copy persisted in between looked both read and missing, and was re-published
+    /// again), the high watermarks as read after them (every missing winner's event lies
+    /// below them).
+    async fn missing_with_marks(
+        &self,
+        campaign: &Campaign,
+    ) -> Result<(HashMap<Winner, u32>, Marks), IssuerError> {
+        let committed_before = self.consumer_marks(campaign).await?;
+        let missing = self.missing_winners(campaign).await?;
+        if missing.is_empty() {
+            return Ok((missing, Marks::new()));
+        }
+        let mut marks = self.consumer_marks(campaign).await?;
+        for (partition, (committed, _)) in marks.iter_mut() {
+            if let Some((before, _)) = committed_before.get(partition) {
+                *committed = (*committed).min(*before);
+            }
+        }
+        Ok((missing, marks))
     }
 
     /// Winners in Redis without a coupon and not awaiting their first publish, each with
