@@ -49,11 +49,15 @@ impl Toxiproxy {
     }
 
     /// A proxy named `name` listening on `listen` (port 0: any free port) and passing
-    /// everything to `upstream` as it comes; one of that name an earlier run left behind
-    /// is replaced.
+    /// everything to `upstream` as it comes; one of that name, or on that fixed address,
+    /// that an earlier run left behind (it panicked before deleting its proxies) is
+    /// replaced.
     pub async fn proxy(&self, name: &str, listen: &str, upstream: &str) -> Proxy {
         let url = format!("{}/proxies/{name}", self.url);
         call(self.http.delete(&url), &[404]).await;
+        if !listen.ends_with(":0") {
+            self.delete_listening_on(listen).await;
+        }
         let body = json!({ "name": name, "listen": listen, "upstream": upstream, "enabled": true });
         let created = call(
             self.http.post(format!("{}/proxies", self.url)).json(&body),
@@ -67,6 +71,19 @@ impl Toxiproxy {
             url,
             listen,
             http: self.http.clone(),
+        }
+    }
+}
+
+impl Toxiproxy {
+    /// Deletes every proxy listening on `listen`.
+    async fn delete_listening_on(&self, listen: &str) {
+        let proxies = call(self.http.get(format!("{}/proxies", self.url)), &[]).await;
+        let stale = (proxies.as_object().into_iter().flatten())
+            .filter(|(_, proxy)| proxy["listen"].as_str() == Some(listen));
+        for (name, _) in stale {
+            let url = format!("{}/proxies/{name}", self.url);
+            call(self.http.delete(&url), &[404]).await;
         }
     }
 }
