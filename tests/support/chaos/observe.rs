@@ -106,8 +106,8 @@ fn lag(brokers: &str, lane: &ConsumerLane) -> Option<i64> {
     Some(lag)
 }
 
-/// The operator's status counts: the limit and counter from Redis
-/// (operator/src/backends/keys.rs), the coupons and unresolved failed events of the
+/// The operator's status counts: the limit and the counter less the free sequences from
+/// Redis (operator/src/backends/keys.rs), the coupons and unresolved failed events of the
 /// campaign from PostgreSQL (operator/src/backends/postgres.rs). `None` when Redis holds
 /// no counter.
 async fn crd_counts(redis_url: &str, pool: &PgPool, campaign: &str) -> Option<CrdCounts> {
@@ -116,12 +116,15 @@ async fn crd_counts(redis_url: &str, pool: &PgPool, campaign: &str) -> Option<Cr
         .await
         .expect("connecting to the run's Redis");
     let keys = CampaignKeys::new(campaign);
-    let (limit, admitted): (Option<i64>, Option<i64>) = redis::pipe()
+    let (limit, counter, free): (Option<i64>, Option<i64>, i64) = redis::pipe()
         .get(&keys.limit)
         .get(&keys.admitted)
+        .zcard(&keys.free)
         .query_async(&mut conn)
         .await
-        .expect("reading the campaign's limit and counter");
+        .expect("reading the campaign's limit, counter and free sequences");
+    // The operator's set_limit.lua: the admissions are the counter less the free sequences.
+    let admitted = counter.map(|counter| counter - free);
     let (issued, failed_events): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM coupons WHERE campaign = $1), \
                 (SELECT count(*) FROM failed_events WHERE campaign = $1 AND resolved_at IS NULL)",
