@@ -425,9 +425,9 @@ fn ambiguous(answer: &Answer) -> bool {
     }
 }
 
-/// Each of a user's coupons is named by one of their 201s, or stands for one of their
-/// ambiguous attempts (each attempt admits at most once).
-fn coupon_without_admission(observed: &Observed, attempts: &[&Attempt]) -> Vec<Violation> {
+/// Per user: the sequences their 201s named, and how many of their attempts got an
+/// ambiguous answer (each may have admitted them once).
+fn admissions_by_user<'a>(attempts: &[&'a Attempt]) -> HashMap<&'a str, (BTreeSet<i64>, usize)> {
     let mut answered: HashMap<&str, (BTreeSet<i64>, usize)> = HashMap::new();
     for attempt in attempts {
         let (won, maybe) = answered.entry(attempt.user.as_str()).or_default();
@@ -441,6 +441,13 @@ fn coupon_without_admission(observed: &Observed, attempts: &[&Attempt]) -> Vec<V
             _ => {}
         }
     }
+    answered
+}
+
+/// Each of a user's coupons is named by one of their 201s, or stands for one of their
+/// ambiguous attempts (each attempt admits at most once).
+fn coupon_without_admission(observed: &Observed, attempts: &[&Attempt]) -> Vec<Violation> {
+    let answered = admissions_by_user(attempts);
     let mut found = Vec::new();
     for (user, held) in coupons_by_user(&observed.coupons) {
         let (won, maybe) = answered.get(user).cloned().unwrap_or_default();
@@ -490,25 +497,12 @@ fn sold_out_below_limit(observed: &Observed, attempts: &[&Attempt]) -> Vec<Viola
 /// at most the coupons their per-user limit still leaves them.
 fn lost_with_redis(observed: &Observed, attempts: &[&Attempt]) -> i64 {
     let held = coupons_by_user(&observed.coupons);
-    let mut told: HashMap<&str, (BTreeSet<i64>, i64)> = HashMap::new();
-    for attempt in attempts {
-        let (won, maybe) = told.entry(attempt.user.as_str()).or_default();
-        match &attempt.answer {
-            Answer::Http {
-                status: 201,
-                sequences,
-                ..
-            } => won.extend(sequences),
-            answer if ambiguous(answer) => *maybe += 1,
-            _ => {}
-        }
-    }
-    (told.into_iter())
+    (admissions_by_user(attempts).into_iter())
         .map(|(user, (won, maybe))| {
             let held = held.get(user).cloned().unwrap_or_default();
             let explained = held.difference(&won).count() as i64;
             let left = observed.per_user_limit - held.len() as i64;
-            (maybe - explained).min(left).max(0)
+            (maybe as i64 - explained).min(left).max(0)
         })
         .sum()
 }

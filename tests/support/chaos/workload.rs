@@ -92,13 +92,13 @@ impl Clients {
     /// a campaign with a waiting room, with the pass the room gave first.
     async fn apply(&self, apply: &Apply, history: &History) {
         let started = Instant::now();
-        let pass = match self.rooms[apply.campaign] {
-            true => match self.enter(apply, history, started).await {
-                Some(pass) => Some(pass),
-                None => return,
-            },
-            false => None,
-        };
+        let mut pass = None;
+        if self.rooms[apply.campaign] {
+            let Some(given) = self.enter(apply, history, started).await else {
+                return;
+            };
+            pass = Some(given);
+        }
         for attempt in 0.. {
             let issuer = (apply.issuer + attempt) % self.bases.len();
             let sent = history.now();
