@@ -112,8 +112,9 @@ impl RedisAdmission {
         self.conn.clone()
     }
 
-    /// The campaign's counter, if Redis holds its admission state.
-    pub async fn admitted(&self, keys: &CampaignKeys) -> Result<Option<u64>, RedisAdmissionError> {
+    /// The campaign's counter (the highest sequence handed out, not the number of
+    /// admissions: see [`Self::counts`]), if Redis holds its admission state.
+    pub async fn counter(&self, keys: &CampaignKeys) -> Result<Option<u64>, RedisAdmissionError> {
         Ok(self.conn.clone().get(&keys.admitted).await?)
     }
 

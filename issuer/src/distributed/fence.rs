@@ -92,12 +92,12 @@ impl Distributed {
         if highest == 0 {
             return Ok(()); // the topic names no winner yet: no Redis read needed
         }
-        let Some(admitted) = self.redis.admitted(&campaign.keys).await? else {
+        let Some(counter) = self.redis.counter(&campaign.keys).await? else {
             campaign.set_provisioned(false); // Redis lost it, or the campaign was deleted
             self.restore_in_background(campaign);
             return Ok(());
         };
-        if admitted < highest {
+        if counter < highest {
             self.fence(campaign, highest, None).await?;
         }
         Ok(())
