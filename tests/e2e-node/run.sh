@@ -8,8 +8,8 @@
 # into the node, starts a test bed inside the namespace on the node's IP (the managed
 # Redis, Kafka and PostgreSQL of docs/install.md), runs tests/node.rs inside the
 # namespace, then tests/node_uninstall.rs (helm upgrade, a campaign deleted, helm
-# uninstall), and stops the node — whose `down` checks the host is as before. Prints
-# each step's duration. KEEP_NODE=1 leaves the node running for a look around
+# uninstall), and stops the node — whose `down` checks the host is as before — and
+# deletes its state (`clean`). Prints each step's duration. KEEP_NODE=1 leaves the node running for a look around
 # (scripts/node exec kubectl get pods -A), to be stopped with scripts/node down.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,7 +23,7 @@ node_was_running=false
 scripts/node status >/dev/null 2>&1 && node_was_running=true
 stop_node() {
     if [ "$node_was_running" = false ] && [ "${KEEP_NODE:-0}" != 1 ]; then
-        scripts/node down
+        scripts/node clean
     fi
 }
 trap stop_node EXIT
