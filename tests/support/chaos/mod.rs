@@ -91,6 +91,7 @@ pub async fn run_seed(bed: &ChaosBed, seed: u64, revision: &str) -> SeedReport {
         seed,
         revision: revision.to_string(),
         redis: plan.redis.name().to_string(),
+        rooms: plan.campaigns.iter().filter(|c| c.room).count(),
         span: plan.span,
         took: begun.elapsed(),
         faults: (plan.faults_by_kind().into_iter())

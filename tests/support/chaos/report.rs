@@ -15,6 +15,10 @@ pub struct SeedReport {
     pub revision: String,
     /// The Redis the seed ran on (`single`, `sentinel`, `cluster`).
     pub redis: String,
+    /// The seed's campaigns that had a waiting room (each of its users joined the queue
+    /// and applied with the pass it gave).
+    #[serde(default)]
+    pub rooms: usize,
     /// The schedule's span.
     pub span: Duration,
     /// Wall time of the whole run: deployment, schedule, drain, check.
@@ -141,17 +145,20 @@ pub fn markdown(reports: &[SeedReport]) -> String {
     let beds = sum(reports.iter().map(|r| (r.redis.as_str(), 1)));
     let coupons: usize = reports.iter().map(|r| r.coupons).sum();
     let events: usize = reports.iter().map(|r| r.events).sum();
+    let rooms: usize = reports.iter().map(|r| r.rooms).sum();
+    let seeds_with_rooms = reports.iter().filter(|r| r.rooms > 0).count();
     let revisions = sum(reports.iter().map(|r| (r.revision.as_str(), 1)));
     let mut text = format!(
         "# Chaos soak\n\nWritten by `scripts/soak`: seeded random fault schedules over the distributed \
          path (tests/support/chaos), each checked by the independent checker. Each run adds its \
          seeds to the record, docs/soak.jsonl (a seed run again replaces its row).\n\n\
-         - seeds: {} (Redis: {})\n- minutes of schedule: {minutes:.1}\n- faults by kind: {}\n\
+         - seeds: {} (Redis: {})\n- campaigns with a waiting room: {rooms} (in {seeds_with_rooms} seeds)\n\
+         - minutes of schedule: {minutes:.1}\n- faults by kind: {}\n\
          - requests: {} ({})\n- coupons: {coupons}, winner events on the topics: {events} ({})\n\
          - violations: {violations}\n- revisions (seeds): {}\n\n\
          Replay one seed (at its revision): `{}`\n\n\
-         | seed | revision | Redis | schedule (s) | run (s) | faults | requests | events per coupon | violations |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+         | seed | revision | Redis | rooms | schedule (s) | run (s) | faults | requests | events per coupon | violations |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
         reports.len(),
         listed(&beds),
         listed(&faults),
@@ -169,10 +176,11 @@ pub fn markdown(reports: &[SeedReport]) -> String {
         };
         let faults = r.faults.iter().map(|(k, n)| (k.as_str(), *n)).collect();
         text.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {found} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {found} |\n",
             r.seed,
             r.revision,
             r.redis,
+            r.rooms,
             r.span.as_secs(),
             r.took.as_secs(),
             listed(&faults),
@@ -206,6 +214,7 @@ mod tests {
             seed,
             revision: "abc1234".into(),
             redis: "sentinel".into(),
+            rooms: 1,
             span: Duration::from_secs(30),
             took: Duration::from_secs(70),
             faults: BTreeMap::from([("kill_api".into(), 2), ("stop_postgres".into(), 1)]),
@@ -225,7 +234,11 @@ mod tests {
         ]);
         assert!(text.contains("- revisions (seeds): abc1234 2\n"), "{text}");
         assert!(
-            text.contains("- seeds: 2 (Redis: sentinel 2)\n- minutes of schedule: 1.0\n"),
+            text.contains(
+                "- seeds: 2 (Redis: sentinel 2)\n\
+                 - campaigns with a waiting room: 2 (in 2 seeds)\n\
+                 - minutes of schedule: 1.0\n"
+            ),
             "{text}"
         );
         assert!(
@@ -242,12 +255,12 @@ mod tests {
         );
         assert!(
             text.contains(
-                "| 1 | abc1234 | sentinel | 30 | 70 | kill_api 2, stop_postgres 1 | 100 | 1.5 | 0 |\n"
+                "| 1 | abc1234 | sentinel | 1 | 30 | 70 | kill_api 2, stop_postgres 1 | 100 | 1.5 | 0 |\n"
             ),
             "{text}"
         );
         assert!(text.contains(
-            "| 2 | abc1234 | sentinel | 30 | 70 | kill_api 2, stop_postgres 1 | 100 | 1.5 | c: over_limit: 4 coupons |"
+            "| 2 | abc1234 | sentinel | 1 | 30 | 70 | kill_api 2, stop_postgres 1 | 100 | 1.5 | c: over_limit: 4 coupons |"
         ));
     }
 
