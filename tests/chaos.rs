@@ -3,7 +3,7 @@
 //! fault schedule, and checks the durable record against the clients' history.
 //!
 //! By default a short slice of fixed seeds (the CI slice). `FIRSTCOME_CHAOS_SEED=N`
-//! replays one seed; `FIRSTCOME_CHAOS_SEEDS=A..B` runs seeds A to B-1 (what
+//! replays one seed (`scripts/soak --seed N` does, recording it); `FIRSTCOME_CHAOS_SEEDS=A..B` runs seeds A to B-1 (what
 //! `scripts/soak` does), and `FIRSTCOME_CHAOS_REPORT=FILE.md` adds each seed to the
 //! soak's record `FILE.jsonl` (naming the code's `FIRSTCOME_CHAOS_REVISION`) and writes
 //! the report of the whole record to `FILE.md`, keeping its "Findings" section.

@@ -39,9 +39,10 @@ pub struct SeedReport {
     pub violations: Vec<String>,
 }
 
-/// The command that replays `seed`.
+/// The command that replays `seed`: it runs with the issuers' logs on and is recorded in
+/// the soak's record (`FIRSTCOME_CHAOS_SEED` replays it unrecorded).
 pub fn replay_command(seed: u64) -> String {
-    format!("FIRSTCOME_CHAOS_SEED={seed} cargo test -p firstcome-e2e --test chaos -- --nocapture")
+    format!("scripts/soak --seed {seed}")
 }
 
 impl SeedReport {
@@ -300,7 +301,7 @@ mod tests {
     fn a_failing_seed_says_how_to_replay_it() {
         let line = report(17, vec!["x".into()]).line();
         assert!(
-            line.contains("FIRSTCOME_CHAOS_SEED=17 cargo test -p firstcome-e2e --test chaos"),
+            line.ends_with("1 VIOLATIONS; replay: scripts/soak --seed 17"),
             "{line}"
         );
         let passed = report(17, vec![]).line();
