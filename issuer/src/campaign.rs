@@ -31,6 +31,8 @@ pub struct Campaign {
     restoring: AtomicBool,
     /// Whether the backend holds the campaign's admission state; readiness needs it.
     provisioned: AtomicBool,
+    /// Whether the last provisioning found the campaign deleted by the operator.
+    deleted: AtomicBool,
     /// `provisioned` as a metric, for the alert on a campaign Redis does not hold.
     provisioned_gauge: Gauge,
     /// Winners without a coupon at the last drift audit.
@@ -72,6 +74,7 @@ impl Campaign {
             counters: metrics.apply_counters(&config.name),
             restoring: AtomicBool::new(false),
             provisioned: AtomicBool::new(provisioned),
+            deleted: AtomicBool::new(false),
             provisioned_gauge: {
                 let gauge = metrics.provisioned(&config.name);
                 gauge.set(i64::from(provisioned));
@@ -102,6 +105,13 @@ impl Campaign {
         self.provisioned_gauge.set(i64::from(provisioned));
     }
 
+    /// Records whether the operator deleted the campaign; `true` when that is news (its
+    /// issuers look again at every apply and every fence watch until their Deployment is
+    /// gone, and say so once).
+    pub fn set_deleted(&self, deleted: bool) -> bool {
+        self.deleted.swap(deleted, Ordering::AcqRel) != deleted
+    }
+
     /// Claims the restore of this campaign; only one caller at a time gets `true`.
     pub fn begin_restoring(&self) -> bool {
         !self.restoring.swap(true, Ordering::AcqRel)
@@ -118,5 +128,24 @@ impl Campaign {
             Window::Open if counts.admitted >= counts.limit => CampaignState::SoldOut,
             Window::Open => CampaignState::Open,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deletion_is_news_once_and_again_after_a_provisioning() {
+        let config = CampaignConfig::new("spring", 10);
+        let campaign = Campaign::new(config, Identity::None, &Metrics::default(), false);
+        assert!(campaign.set_deleted(true), "found deleted");
+        assert!(!campaign.set_deleted(true), "looked again: not news");
+        assert!(
+            campaign.set_deleted(false),
+            "provisioned again (created anew)"
+        );
+        assert!(!campaign.set_deleted(false));
+        assert!(campaign.set_deleted(true));
     }
 }

@@ -40,9 +40,15 @@ impl Distributed {
         let provision = async move {
             loop {
                 match distributed.provision(&campaign).await {
-                    Ok(Provision::Ready) => break campaign.set_provisioned(true),
+                    Ok(Provision::Ready) => {
+                        campaign.set_deleted(false);
+                        break campaign.set_provisioned(true);
+                    }
                     Ok(Provision::Deleted) => {
-                        break tracing::info!("campaign deleted: its state is not restored");
+                        if campaign.set_deleted(true) {
+                            tracing::info!("campaign deleted: its state is not restored");
+                        }
+                        break;
                     }
                     Err(error) => {
                         tracing::warn!(%error, "provisioning from PostgreSQL failed; retrying");
