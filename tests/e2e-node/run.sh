@@ -9,8 +9,9 @@
 # Redis, Kafka and PostgreSQL of docs/install.md), runs tests/node.rs inside the
 # namespace, then tests/node_uninstall.rs (helm upgrade, a campaign deleted, helm
 # uninstall), and stops the node — whose `down` checks the host is as before — and
-# deletes its state (`clean`). Prints each step's duration. KEEP_NODE=1 leaves the node running for a look around
-# (scripts/node exec kubectl get pods -A), to be stopped with scripts/node down.
+# deletes its state (`clean`). Prints each step's duration. KEEP_NODE=1 leaves the node
+# running for a look around (scripts/node exec kubectl get pods -A), to be stopped with
+# scripts/node clean.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
