@@ -23,7 +23,7 @@ fn script(args: &[&str]) -> (bool, String) {
     (output.status.success(), stdout)
 }
 
-/// The Toxiproxy server; stopped when dropped if this value started it.
+/// The Toxiproxy server; stopped, its state deleted, when dropped if this value started it.
 pub struct Toxiproxy {
     url: String,
     http: reqwest::Client,
@@ -90,8 +90,8 @@ impl Toxiproxy {
 
 impl Drop for Toxiproxy {
     fn drop(&mut self) {
-        if self.started_here && !script(&["down"]).0 {
-            eprintln!("scripts/toxiproxy down failed");
+        if self.started_here && !script(&["clean"]).0 {
+            eprintln!("scripts/toxiproxy clean failed");
         }
     }
 }
