@@ -9,9 +9,9 @@
 # Redis, Kafka and PostgreSQL of docs/install.md), runs tests/node.rs inside the
 # namespace, then tests/node_uninstall.rs (helm upgrade, a campaign deleted, helm
 # uninstall), and stops the node — whose `down` checks the host is as before — and
-# deletes its state (`clean`). Prints each step's duration. KEEP_NODE=1 leaves the node
-# running for a look around (scripts/node exec kubectl get pods -A), to be stopped with
-# scripts/node clean.
+# deletes its state (`clean`; after a failed step it keeps it, logs included, for a look).
+# Prints each step's duration. KEEP_NODE=1 leaves the node running for a look around
+# (scripts/node exec kubectl get pods -A), to be stopped with scripts/node clean.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -22,12 +22,12 @@ source tests/e2e-node/steps.sh
 
 node_was_running=false
 scripts/node status >/dev/null 2>&1 && node_was_running=true
-stop_node() {
+stop_node() { # stop_node down|clean
     if [ "$node_was_running" = false ] && [ "${KEEP_NODE:-0}" != 1 ]; then
-        scripts/node clean
+        scripts/node "$1"
     fi
 }
-trap stop_node EXIT
+trap 'stop_node down' EXIT
 
 archive=
 build_image() { archive=$(scripts/image build); }
@@ -57,7 +57,7 @@ step "build the node tests" build_tests
 # construction, as a second test file run only after the first passed.
 step "tests/node.rs" run_test node
 step "tests/node_uninstall.rs" run_test node_uninstall
-step "node down (+ host check)" stop_node
+step "node down (+ host check)" stop_node clean
 trap - EXIT
 
 print_steps "e2e on node"
