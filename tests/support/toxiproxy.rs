@@ -54,16 +54,15 @@ impl Toxiproxy {
     /// replaced.
     pub async fn proxy(&self, name: &str, listen: &str, upstream: &str) -> Proxy {
         let url = format!("{}/proxies/{name}", self.url);
-        call(self.http.delete(&url), &[404]).await;
+        call(self.http.delete(&url), Effect::DeleteIfThere).await;
         if !listen.ends_with(":0") {
             self.delete_listening_on(listen).await;
         }
         let body = json!({ "name": name, "listen": listen, "upstream": upstream, "enabled": true });
-        let created = call(
-            self.http.post(format!("{}/proxies", self.url)).json(&body),
-            &[],
-        )
-        .await;
+        let create = self.http.post(format!("{}/proxies", self.url)).json(&body);
+        call(create, Effect::Create).await;
+        // Read back: a creation sent again after a timeout answers only that it exists.
+        let created = call(self.http.get(&url), Effect::Read).await;
         let listen = (created["listen"].as_str())
             .and_then(|address| address.parse().ok())
             .unwrap_or_else(|| panic!("Toxiproxy created {created} without an address"));
@@ -78,12 +77,12 @@ impl Toxiproxy {
 impl Toxiproxy {
     /// Deletes every proxy listening on `listen`.
     async fn delete_listening_on(&self, listen: &str) {
-        let proxies = call(self.http.get(format!("{}/proxies", self.url)), &[]).await;
+        let proxies = call(self.http.get(format!("{}/proxies", self.url)), Effect::Read).await;
         let stale = (proxies.as_object().into_iter().flatten())
             .filter(|(_, proxy)| proxy["listen"].as_str() == Some(listen));
         for (name, _) in stale {
             let url = format!("{}/proxies/{name}", self.url);
-            call(self.http.delete(&url), &[404]).await;
+            call(self.http.delete(&url), Effect::DeleteIfThere).await;
         }
     }
 }
@@ -96,17 +95,68 @@ impl Drop for Toxiproxy {
     }
 }
 
-/// Sends `request`; its JSON body (`null` when it has none). Panics on an answer that is
-/// neither a success nor one of `tolerated`.
-async fn call(request: reqwest::RequestBuilder, tolerated: &[u16]) -> Value {
-    let response = request.send().await.expect("Toxiproxy's API answers");
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    assert!(
-        status.is_success() || tolerated.contains(&status.as_u16()),
-        "Toxiproxy answered {status}: {text}"
-    );
-    serde_json::from_str(&text).unwrap_or(Value::Null)
+/// Toxiproxy's API answers `503` ("Timeout") to a call that took over 25 s, its handler's
+/// timeout, while the call goes on in the background (chaos seeds 4191 and 5047: removing a
+/// toxic passes on, connection by connection, the chunks it held, each waiting up to 5 s
+/// for a reader that does not read). Such a call is sent again, at most this many times,
+/// a second apart.
+const TRIES_AFTER_TIMEOUT: u32 = 4;
+
+/// What a call to the API does, so that one sent again knows the answer saying that an
+/// earlier try did it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Effect {
+    Read,
+    /// Creates something: after a timeout, `409 Conflict` means the earlier try did.
+    Create,
+    /// Deletes something that is there: after a timeout, `404` means the earlier try did.
+    Delete,
+    /// Deletes something if it is there.
+    DeleteIfThere,
+}
+
+/// What an answer means for a call.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Done,
+    TimedOut,
+    Failed,
+}
+
+impl Effect {
+    fn verdict(self, status: u16, timed_out_before: bool) -> Verdict {
+        match (self, status) {
+            (_, 200..=299) | (Effect::DeleteIfThere, 404) => Verdict::Done,
+            (Effect::Create, 409) | (Effect::Delete, 404) if timed_out_before => Verdict::Done,
+            (_, 503) => Verdict::TimedOut,
+            _ => Verdict::Failed,
+        }
+    }
+}
+
+/// Sends `request`, again after a timeout ([`TRIES_AFTER_TIMEOUT`]); its JSON body (`null`
+/// when it has none, or when an earlier try did it). Panics on any other answer.
+async fn call(request: reqwest::RequestBuilder, effect: Effect) -> Value {
+    let mut timed_out_before = false;
+    for _ in 0..=TRIES_AFTER_TIMEOUT {
+        let sent = request
+            .try_clone()
+            .expect("a request to Toxiproxy has its body in memory");
+        let response = sent.send().await.expect("Toxiproxy's API answers");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        match effect.verdict(status.as_u16(), timed_out_before) {
+            Verdict::Done => return serde_json::from_str(&text).unwrap_or(Value::Null),
+            Verdict::TimedOut => timed_out_before = true,
+            Verdict::Failed => panic!("Toxiproxy answered {status}: {text}"),
+        }
+        eprintln!("Toxiproxy answered {status} ({effect:?}): sending it again");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    panic!(
+        "Toxiproxy timed out {} times in a row",
+        TRIES_AFTER_TIMEOUT + 1
+    )
 }
 
 /// One proxy of the server; [`Proxy::delete`] takes it (and its connections) away.
@@ -131,21 +181,18 @@ impl Proxy {
             "toxicity": 1.0,
             "attributes": toxic.attributes,
         });
-        call(
-            self.http.post(format!("{}/toxics", self.url)).json(&body),
-            &[],
-        )
-        .await;
+        let add = self.http.post(format!("{}/toxics", self.url)).json(&body);
+        call(add, Effect::Create).await;
     }
 
     /// Removes `toxic`: data it held passes on at once, in order.
     pub async fn remove(&self, toxic: &Toxic) {
         let url = format!("{}/toxics/{}", self.url, toxic.name());
-        call(self.http.delete(url), &[]).await;
+        call(self.http.delete(url), Effect::Delete).await;
     }
 
     pub async fn delete(&self) {
-        call(self.http.delete(&self.url), &[404]).await;
+        call(self.http.delete(&self.url), Effect::DeleteIfThere).await;
     }
 }
 
@@ -198,5 +245,39 @@ impl Toxic {
     /// One toxic of a kind per direction: the name tells both.
     fn name(&self) -> String {
         format!("{}_{}", self.kind, self.stream.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_sent_again_after_a_timeout_is_done_when_the_earlier_try_did_it() {
+        for effect in [
+            Effect::Read,
+            Effect::Create,
+            Effect::Delete,
+            Effect::DeleteIfThere,
+        ] {
+            assert_eq!(effect.verdict(200, false), Verdict::Done, "{effect:?}");
+            assert_eq!(effect.verdict(503, false), Verdict::TimedOut, "{effect:?}");
+            assert_eq!(effect.verdict(503, true), Verdict::TimedOut, "{effect:?}");
+            assert_eq!(effect.verdict(400, true), Verdict::Failed, "{effect:?}");
+        }
+        assert_eq!(
+            Effect::Create.verdict(409, false),
+            Verdict::Failed,
+            "a name in use"
+        );
+        assert_eq!(Effect::Create.verdict(409, true), Verdict::Done);
+        assert_eq!(
+            Effect::Delete.verdict(404, false),
+            Verdict::Failed,
+            "never there"
+        );
+        assert_eq!(Effect::Delete.verdict(404, true), Verdict::Done);
+        assert_eq!(Effect::DeleteIfThere.verdict(404, false), Verdict::Done);
+        assert_eq!(Effect::Read.verdict(404, true), Verdict::Failed);
     }
 }
