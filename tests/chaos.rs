@@ -3,10 +3,11 @@
 //! fault schedule, and checks the durable record against the clients' history.
 //!
 //! By default a short slice of fixed seeds (the CI slice). `FIRSTCOME_CHAOS_SEED=N`
-//! replays one seed (`scripts/soak --seed N` does, recording it); `FIRSTCOME_CHAOS_SEEDS=A..B` runs seeds A to B-1 (what
-//! `scripts/soak` does), and `FIRSTCOME_CHAOS_REPORT=FILE.md` adds each seed to the
-//! soak's record `FILE.jsonl` (naming the code's `FIRSTCOME_CHAOS_REVISION`) and writes
-//! the report of the whole record to `FILE.md`, keeping its "Findings" section.
+//! replays one seed (`scripts/soak --seed N` does, recording it);
+//! `FIRSTCOME_CHAOS_SEEDS=A..B` runs seeds A to B-1 (what `scripts/soak` does), and
+//! `FIRSTCOME_CHAOS_REPORT=FILE.md` adds each seed to the soak's record `FILE.jsonl`
+//! (naming the code's `FIRSTCOME_CHAOS_REVISION`) and writes the report of the whole
+//! record to `FILE.md`, keeping its "Findings" section.
 //! `FIRSTCOME_CHAOS_LOG` sets the deployment's log filter (errors only by default).
 
 // The drain reads Redis through a connection of any deployment (one primary, Sentinel or
@@ -26,7 +27,7 @@ use firstcome_e2e::chaos::run_seed;
 /// (answers `admission_unconfirmed`), PostgreSQL stopped, slow links to Redis (answers
 /// `outcome_unknown`), slow and partitioned links to Kafka, partitions from Redis and
 /// from PostgreSQL (4011); and campaigns behind waiting rooms, some sold out while
-/// their crowd still queues (5002). About 3.5 minutes on 2 busy cores.
+/// their crowd still queues (5002). About 3 minutes on 2 busy cores (192 s in CI).
 const CI_SLICE: [u64; 4] = [2001, 2003, 4011, 5002];
 
 fn seeds() -> Vec<u64> {
