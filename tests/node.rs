@@ -498,7 +498,7 @@ async fn a_waiting_room_campaigns_pod_hands_out_passes_on_a_real_node() {
         polled["pass"].as_str().map(str::to_string)
     })
     .await;
-    let admitted = post("applications").header("firstcome-pass", pass);
+    let admitted = post("applications").header(firstcome_issuer::http::PASS_HEADER, pass);
     let admitted = admitted.send().await.expect("an answer");
     assert_eq!(admitted.status(), StatusCode::CREATED);
 

@@ -15,11 +15,11 @@ use firstcome_e2e::issuer::{start_distributed, temp_dir};
 use firstcome_e2e::process::{Process, sample};
 use firstcome_e2e::spike::{Answer, Outcome, tally};
 use firstcome_e2e::{Services, unique_name, wait_until};
+use firstcome_issuer::http::PASS_HEADER;
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const PASS_HEADER: &str = "firstcome-pass";
 /// Requests in flight while joining, polling and applying.
 const IN_FLIGHT: usize = 64;
 

@@ -23,6 +23,7 @@ use axum::routing::{get, post};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 
+pub use apply::PASS_HEADER;
 pub use error::ApiError;
 
 /// What the API handlers share.

@@ -473,9 +473,9 @@ fn coupon_without_admission(observed: &Observed, attempts: &[&Attempt]) -> Vec<V
 /// a restore frees such slots for later applicants (the counts then show them remaining:
 /// `summary` and `crd_counts` check that no slot stays counted without its coupon).
 fn sold_out_below_limit(observed: &Observed, attempts: &[&Attempt]) -> Vec<Violation> {
-    let told = attempts.iter().find(|a| match &a.answer {
-        Answer::Http { status, reason, .. } => *status == 410 && reason == "sold_out",
-        answer => *answer == Answer::RoomSoldOut,
+    let told = attempts.iter().find(|a| {
+        a.answer == Answer::RoomSoldOut
+            || matches!(&a.answer, Answer::Http { status: 410, reason, .. } if reason == "sold_out")
     });
     let coupons = observed.coupons.len() as i64;
     match told {

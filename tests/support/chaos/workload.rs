@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use firstcome_issuer::http::PASS_HEADER;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -25,8 +26,6 @@ const MAX_PAUSE: Duration = Duration::from_secs(1);
 const IN_FLIGHT: usize = 48;
 /// How often a waiting ticket is polled.
 const POLL_EVERY: Duration = Duration::from_millis(200);
-/// The header an apply carries its waiting room's pass in.
-const PASS_HEADER: &str = "firstcome-pass";
 
 /// What the clients send with: the issuers' bases, the campaigns' names, and a token per
 /// user of each jwt campaign.
