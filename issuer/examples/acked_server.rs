@@ -16,15 +16,12 @@ use axum::routing::post;
 use axum::{Json, Router};
 use chrono::Utc;
 use firstcome_contract::WinnerEvent;
+use firstcome_issuer::cli::{DEFAULT_DELIVERY_TIMEOUT_MS, DEFAULT_TOPIC_PARTITIONS};
 use firstcome_issuer::kafka::producer::WinnerPublisher;
 use firstcome_issuer::kafka::topics::ensure_topics;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// As many partitions as the issuer gives a campaign topic by default.
-const PARTITIONS: i32 = 3;
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Floor {
     publisher: WinnerPublisher,
@@ -59,9 +56,13 @@ async fn main() -> anyhow::Result<()> {
     else {
         anyhow::bail!("usage: acked_server ADDRESS BROKERS TOPIC");
     };
-    ensure_topics(&brokers, &[&topic], PARTITIONS, 1).await?;
+    // The issuer's defaults: as many partitions, as long a wait for an ack.
+    ensure_topics(&brokers, &[&topic], DEFAULT_TOPIC_PARTITIONS, 1).await?;
     let floor = Arc::new(Floor {
-        publisher: WinnerPublisher::new(&brokers, DELIVERY_TIMEOUT)?,
+        publisher: WinnerPublisher::new(
+            &brokers,
+            Duration::from_millis(DEFAULT_DELIVERY_TIMEOUT_MS),
+        )?,
         topic: Arc::from(topic),
         sequences: AtomicU64::new(0),
     });

@@ -12,6 +12,11 @@ use firstcome_contract::{
 
 use crate::client_addr::{ProxyNet, TrustedProxies};
 
+/// `--delivery-timeout-ms` unless set.
+pub const DEFAULT_DELIVERY_TIMEOUT_MS: u64 = 5000;
+/// `--topic-partitions` unless set.
+pub const DEFAULT_TOPIC_PARTITIONS: i32 = 3;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "firstcome-issuer",
@@ -156,7 +161,7 @@ pub struct ServeArgs {
 
     /// Longest wait for the broker to acknowledge a winner event before the apply is
     /// answered 503 (the admission stays and is re-published).
-    #[arg(long, env = "FIRSTCOME_DELIVERY_TIMEOUT_MS", default_value_t = 5000)]
+    #[arg(long, env = "FIRSTCOME_DELIVERY_TIMEOUT_MS", default_value_t = DEFAULT_DELIVERY_TIMEOUT_MS)]
     pub delivery_timeout_ms: u64,
 
     /// How often an API issuer compares Redis's winners with PostgreSQL's coupons; a winner
@@ -195,7 +200,7 @@ pub struct ServeArgs {
     pub redis_wait_timeout_ms: u64,
 
     /// Partitions of a campaign topic the issuer creates.
-    #[arg(long, env = "FIRSTCOME_TOPIC_PARTITIONS", default_value_t = 3)]
+    #[arg(long, env = "FIRSTCOME_TOPIC_PARTITIONS", default_value_t = DEFAULT_TOPIC_PARTITIONS)]
     pub topic_partitions: i32,
 
     /// Replication factor of a campaign topic the issuer creates.
